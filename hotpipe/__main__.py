@@ -1,0 +1,3 @@
+from hotpipe.cli import main
+
+main()

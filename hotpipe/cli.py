@@ -1,0 +1,154 @@
+"""The ``hotpipe`` command: api, worker, submit, status, cancel, and dev tools.
+
+Each subcommand imports its side lazily, so ``hotpipe api`` never imports torch and
+``hotpipe submit`` needs neither FastAPI nor Diffusers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+DEFAULT_API = "http://127.0.0.1:8000"
+
+
+def _api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from hotpipe.producer.api import create_app
+    from hotpipe.shared.settings import Settings
+
+    uvicorn.run(create_app(Settings.from_env()), host=args.host, port=args.port, log_level=args.log_level,
+                access_log=False)
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from hotpipe.shared.settings import Settings
+    from hotpipe.workers.worker import run_worker
+
+    overrides = {"device": args.device} if args.device else {}
+    run_worker(Settings.from_env(**overrides), args.family, args.hostname, args.loglevel)
+    return 0
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from hotpipe.producer.cli_submit import submit
+
+    return submit(args)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from hotpipe.producer.client import Client
+
+    with Client(args.api) as client:
+        print(client.get(args.job_id, wait_s=args.wait).model_dump_json(indent=2, exclude_none=True))
+    return 0
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    from hotpipe.producer.client import Client
+
+    with Client(args.api) as client:
+        print(client.cancel(args.job_id).model_dump_json(indent=2, exclude_none=True))
+    return 0
+
+
+def _make_checkpoints(args: argparse.Namespace) -> int:
+    from hotpipe.workers.dev_checkpoints import make_checkpoints
+
+    for path in make_checkpoints(Path(args.dir), args.name or None, force=args.force):
+        print(path)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from hotpipe.demo import run_demo
+
+    return run_demo(Path(args.out), Path(args.models), Path(args.workdir), args.redis)
+
+
+def _stack(args: argparse.Namespace) -> int:
+    from hotpipe.demo import serve_stack
+
+    return serve_stack(Path(args.models), Path(args.workdir), args.redis)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hotpipe", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    api_default = os.environ.get("HOTPIPE_API_URL", DEFAULT_API)
+
+    api = sub.add_parser("api", help="serve the HTTP API")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8000)
+    api.add_argument("--log-level", default="info")
+    api.set_defaults(fn=_api)
+
+    w = sub.add_parser("worker", help="run a Celery worker for model families")
+    w.add_argument("--family", action="append", required=True, help="family key (repeatable)")
+    w.add_argument("--device", help="cpu or cuda:N (default: HOTPIPE_DEVICE)")
+    w.add_argument("--hostname", default="hotpipe@%h")
+    w.add_argument("--loglevel", default="INFO")
+    w.set_defaults(fn=_worker)
+
+    s = sub.add_parser("submit", help="submit a job through the API")
+    s.add_argument("--api", default=api_default)
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--revision")
+    s.add_argument("--task", default="text2image", choices=["text2image", "image2image", "inpainting"])
+    s.add_argument("--prompt", required=True)
+    s.add_argument("--negative-prompt")
+    s.add_argument("--steps", type=int)
+    s.add_argument("--guidance", type=float)
+    s.add_argument("--strength", type=float)
+    s.add_argument("--height", type=int)
+    s.add_argument("--width", type=int)
+    s.add_argument("--num-images", type=int)
+    s.add_argument("--seed", type=int)
+    s.add_argument("--image", type=Path, help="input image file (image2image, inpainting)")
+    s.add_argument("--mask", type=Path, help="mask image file (inpainting)")
+    s.add_argument("--format", default="png", choices=["png", "webp", "jpeg"])
+    s.add_argument("--wait", action="store_true", help="show progress and wait for the result")
+    s.add_argument("--out", type=Path, help="download the images here (implies --wait)")
+    s.set_defaults(fn=_submit)
+
+    st = sub.add_parser("status", help="show a job's record")
+    st.add_argument("job_id")
+    st.add_argument("--api", default=api_default)
+    st.add_argument("--wait", type=float, default=0.0, help="wait up to S seconds for a terminal state")
+    st.set_defaults(fn=_status)
+
+    c = sub.add_parser("cancel", help="cancel a job")
+    c.add_argument("job_id")
+    c.add_argument("--api", default=api_default)
+    c.set_defaults(fn=_cancel)
+
+    dev = sub.add_parser("dev", help="developer tools").add_subparsers(dest="dev_command", required=True)
+    mk = dev.add_parser("make-checkpoints", help="build tiny random-weight checkpoints offline")
+    mk.add_argument("dir")
+    mk.add_argument("--name", action="append", help="only this checkpoint (repeatable)")
+    mk.add_argument("--force", action="store_true")
+    mk.set_defaults(fn=_make_checkpoints)
+    for name, fn, text in (("demo", _demo, "start a local stack and run text2image -> image2image -> inpainting"),
+                           ("stack", _stack, "start a local stack and keep it running")):
+        d = dev.add_parser(name, help=text)
+        d.add_argument("--models", default=".hotpipe/models")
+        d.add_argument("--workdir", default=".hotpipe/stack")
+        d.add_argument("--redis", default="embedded", help="embedded, system, or a redis:// URL")
+        if name == "demo":
+            d.add_argument("--out", default="demo-output")
+        d.set_defaults(fn=fn)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    args = build_parser().parse_args(argv)
+    fn: Callable[[argparse.Namespace], int] = args.fn
+    sys.exit(fn(args))

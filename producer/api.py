@@ -1,0 +1,194 @@
+"""The HTTP API: submit, read, wait on and cancel jobs.
+
+Every caller mistake is a JSON ``{"error": {"code", "message", "field"}}`` with a 4xx;
+a dependency outage is a 503 with ``Retry-After``; nothing else answers 5xx.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import redis
+from celery import Celery
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from kombu.exceptions import OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from hotpipe import __version__
+from hotpipe.producer.service import Submitter
+from hotpipe.shared.celery_app import make_celery
+from hotpipe.shared.errors import Conflict, HotpipeError, InvalidRequest, NotFound, Unavailable
+from hotpipe.shared.job import JOB_ID_RE, JobRecord, JobRequest
+from hotpipe.shared.settings import Settings
+from hotpipe.shared.status import TERMINAL, Status
+from hotpipe.shared.storage import Storage
+from hotpipe.shared.store import JobStore
+
+log = logging.getLogger(__name__)
+RETRY_AFTER_S = "2"
+
+
+@dataclass
+class Services:
+    """What the API talks to; built once per process from settings."""
+
+    settings: Settings
+    redis: redis.Redis
+    store: JobStore
+    storage: Storage
+    celery: Celery
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Services:
+        client = redis.Redis.from_url(settings.redis_url, decode_responses=True, health_check_interval=30,
+                                      socket_connect_timeout=2, retry_on_timeout=True)
+        return cls(settings, client, JobStore(client, settings.record_ttl_s), Storage(settings),
+                   make_celery(settings))
+
+
+def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
+    svc = services or Services.from_settings(settings)
+    submitter = Submitter(settings, svc.store, svc.storage, svc.celery)
+    app = FastAPI(title="hotpipe", version=__version__,
+                  description="Run Hugging Face Diffusers checkpoints as a fleet service.")
+    app.state.services = svc
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    _install_error_handlers(app)
+
+    def with_urls(record: JobRecord) -> JobRecord:
+        if record.result:
+            for image in record.result.images:
+                image.url = svc.storage.presign(image.key)
+        return record
+
+    def load(job_id: str) -> JobRecord:
+        job = svc.store.get(job_id) if JOB_ID_RE.match(job_id) else None
+        if job is None:
+            raise NotFound(f"no job {job_id!r}; it never existed or its record expired", field="id")
+        return job.record
+
+    @app.post("/v1/jobs", status_code=202, response_model=JobRecord, response_model_exclude_none=True)
+    def submit_job(body: JobRequest) -> JobRecord:
+        """Validate and enqueue a generation job; 202 with its record."""
+        return submitter.submit(body)
+
+    @app.get("/v1/jobs/{job_id}", response_model=JobRecord, response_model_exclude_none=True)
+    def get_job(job_id: str, wait: Annotated[float, Query(ge=0)] = 0.0) -> JobRecord:
+        """The job's record; with ``wait=S``, returns once terminal or after S seconds."""
+        if wait > settings.wait_max_s:
+            raise InvalidRequest(f"wait is {wait}; at most {settings.wait_max_s} seconds", field="wait")
+        record = load(job_id)
+        if wait > 0 and record.status not in TERMINAL:
+            record = svc.store.wait(job_id, wait) or record
+        return with_urls(record)
+
+    @app.post("/v1/jobs/{job_id}/cancel", status_code=202, response_model=JobRecord,
+              response_model_exclude_none=True)
+    def cancel_job(job_id: str) -> JobRecord:
+        """Cancel a queued job now, or ask a running one to stop at its next step."""
+        load(job_id)
+        found = svc.store.cancel(job_id)
+        if found in {s.value for s in TERMINAL} - {Status.CANCELED.value}:
+            raise Conflict(f"job {job_id} already {found}; only queued or running jobs can be canceled",
+                           field="status")
+        return with_urls(load(job_id))
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    def readyz() -> dict[str, str]:
+        svc.redis.ping()
+        return {"status": "ready"}
+
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(HotpipeError)
+    def _hotpipe(_: Request, exc: HotpipeError) -> JSONResponse:
+        headers = {"Retry-After": RETRY_AFTER_S} if isinstance(exc, Unavailable) else None
+        return JSONResponse(exc.to_json(), status_code=exc.status_code, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(validation_error(exc.errors()), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse({"error": {"code": code, "message": str(exc.detail)}}, status_code=exc.status_code)
+
+    @app.exception_handler(redis.RedisError)
+    @app.exception_handler(OperationalError)
+    def _down(_: Request, exc: Exception) -> JSONResponse:
+        log.warning("dependency unavailable: %s", exc)
+        err = Unavailable("a backing service (Redis) is unavailable; retry shortly")
+        return JSONResponse(err.to_json(), status_code=503, headers={"Retry-After": RETRY_AFTER_S})
+
+
+def validation_error(errors: Any) -> dict[str, Any]:
+    """Pydantic's errors as our JSON error: the first one names the field and the fix."""
+    details = []
+    for err in errors:
+        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+        details.append({"field": ".".join(loc) or "body", "message": err.get("msg", "invalid"),
+                        "type": err.get("type", "")})
+    first = details[0] if details else {"field": "body", "message": "invalid request"}
+    if first["type"] == "json_invalid":
+        message = "the body is not valid JSON"
+    elif first["type"] == "missing":
+        message = f"{first['field']} is required"
+    else:
+        message = f"{first['field']}: {first['message']}"
+    return {"error": {"code": "invalid_request", "message": message, "field": first["field"], "details": details}}
+
+
+class BodyLimit:
+    """Refuse bodies over ``max_bytes`` (413) before they are read into memory."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await self._refuse(send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await self._refuse(send)
+
+    async def _refuse(self, send: Send) -> None:
+        response = JSONResponse({"error": {"code": "body_too_large",
+                                           "message": f"request body over {self.max_bytes} bytes"}}, status_code=413)
+        await response({"type": "http"}, _no_receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _no_receive() -> Message:
+    return {"type": "http.disconnect"}

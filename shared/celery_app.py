@@ -1,0 +1,47 @@
+"""The Celery app both sides share: one queue per family, JSON only, at-least-once.
+
+The message carries only the job id; the job record in Redis is the truth.  Delivery
+is at-least-once (late acks, requeue on a lost worker), so the task must be idempotent:
+it claims the record with a compare-and-set and writes deterministic object keys.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from hotpipe.shared.settings import Settings
+
+TASK_NAME = "hotpipe.run_job"
+
+
+def queue_name(family: str) -> str:
+    """The Celery queue of a model family (the family key itself)."""
+    return family
+
+
+def make_celery(settings: Settings) -> Celery:
+    app = Celery("hotpipe", broker=settings.redis_url, set_as_current=False)
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        task_ignore_result=True,
+        result_backend=None,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_create_missing_queues=True,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+        worker_hijack_root_logger=False,
+        # Pipelines load lazily in the child, but importing torch/diffusers can be slow.
+        worker_proc_alive_timeout=120.0,
+        worker_send_task_events=False,
+        task_send_sent_event=False,
+    )
+    return app
+
+
+def enqueue(app: Celery, job_id: str, family: str) -> None:
+    """Publish the run message for ``job_id`` on its family's queue."""
+    app.send_task(TASK_NAME, args=[job_id], queue=queue_name(family), ignore_result=True)

@@ -1,0 +1,93 @@
+"""Typed settings read from ``HOTPIPE_*`` environment variables.
+
+Settings are built once by an entry point (``Settings.from_env()``) and passed down
+explicitly; nothing in hotpipe reads the environment at import time.  Every field
+carries its own help text so the configuration reference can be generated from
+this class and can never drift from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "HOTPIPE_"
+
+
+def _setting(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every tunable of hotpipe; field ``x`` is read from ``HOTPIPE_X``."""
+
+    redis_url: str = _setting("redis://127.0.0.1:6379/0", "Redis for job records and the Celery broker.")
+    s3_endpoint_url: str | None = _setting(None, "S3-compatible endpoint; unset means AWS S3.")
+    s3_bucket: str = _setting("hotpipe", "Bucket for inputs, images and sidecars.")
+    s3_prefix: str = _setting("jobs", "Key prefix inside the bucket: {prefix}/{job_id}/{index}.{ext}.")
+    s3_region: str = _setting("us-east-1", "Region used to sign S3 requests.")
+    model_root: Path = _setting(Path("models"), "Folder holding local checkpoints (one folder each).")
+    record_ttl_s: int = _setting(7 * 24 * 3600, "Seconds a finished job record is kept in Redis.")
+    presign_expiry_s: int = _setting(3600, "Lifetime of presigned image URLs, regenerated on each read.")
+    visibility_timeout_s: int = _setting(3600, "Kombu visibility timeout: unacked messages are redelivered after it.")
+    max_steps: int = _setting(150, "Upper bound on num_inference_steps.")
+    max_side: int = _setting(2048, "Upper bound on height and width (pixels).")
+    max_images: int = _setting(4, "Upper bound on num_images per job.")
+    max_input_pixels: int = _setting(4096 * 4096, "Upper bound on width*height of an input image.")
+    max_input_bytes: int = _setting(16 * 1024 * 1024, "Upper bound on the encoded size of one input image.")
+    max_body_bytes: int = _setting(48 * 1024 * 1024, "Upper bound on a request body.")
+    max_prompt_chars: int = _setting(4000, "Upper bound on prompt and negative_prompt length.")
+    wait_max_s: float = _setting(60.0, "Upper bound on GET /v1/jobs/{id}?wait=S.")
+    device: str = _setting("cpu", "Worker device: cpu or cuda:N.")
+    dtype: str = _setting("auto", "Worker dtype: auto (fp16 on CUDA, fp32 on CPU), float32, float16, bfloat16.")
+    torch_threads: int = _setting(0, "Torch intra-op threads in a worker; 0 keeps torch's default.")
+    progress_interval_s: float = _setting(0.25, "Minimum seconds between two progress writes of one job.")
+    worker_ready_file: Path | None = _setting(None, "File a worker touches once it consumes (readiness probe).")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``HOTPIPE_*`` variables (``environ`` defaults to os.environ)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is not None:
+                values[f.name] = _parse(f, raw)
+        values.update(overrides)
+        return cls(**values)
+
+    def to_env(self) -> dict[str, str]:
+        """The ``HOTPIPE_*`` variables that rebuild these settings in a child process."""
+        out: dict[str, str] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is not None:
+                out[ENV_PREFIX + f.name.upper()] = str(value)
+        return out
+
+
+def _parse(f: dataclasses.Field[Any], raw: str) -> Any:
+    kind = str(f.type)
+    try:
+        if kind.startswith("int"):
+            return int(raw)
+        if kind.startswith("float"):
+            return float(raw)
+        if kind.startswith("Path"):
+            return Path(raw) if raw else None
+    except ValueError as exc:
+        raise ValueError(f"{ENV_PREFIX}{f.name.upper()}={raw!r} is not a valid {kind}") from exc
+    return raw or None if "None" in kind else raw
+
+
+def reference_table() -> list[tuple[str, str, str]]:
+    """(variable, default, meaning) for every setting, for the configuration reference."""
+    rows = []
+    for f in dataclasses.fields(Settings):
+        rows.append((ENV_PREFIX + f.name.upper(), repr(f.default), f.metadata["help"]))
+    return rows

@@ -1,0 +1,41 @@
+"""The job state machine: states and the transitions allowed between them."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Status(str, Enum):
+    """Where a job is; lowercase wire values."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    def is_terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELED})
+
+#: target state -> states it may be entered from
+ALLOWED_FROM: dict[Status, frozenset[Status]] = {
+    Status.RUNNING: frozenset({Status.QUEUED}),
+    Status.SUCCEEDED: frozenset({Status.RUNNING}),
+    Status.FAILED: frozenset({Status.QUEUED, Status.RUNNING}),
+    Status.CANCELED: frozenset({Status.QUEUED, Status.RUNNING}),
+}
+
+
+class TransitionError(Exception):
+    """A guarded transition found the job in a state it may not leave that way."""
+
+    def __init__(self, job_id: str, current: Status | None, target: Status, expected: frozenset[Status]):
+        self.job_id = job_id
+        self.current = current
+        self.target = target
+        names = ", ".join(sorted(s.value for s in expected))
+        where = current.value if current else "missing"
+        super().__init__(f"job {job_id} is {where}; {target.value} needs one of: {names}")

@@ -1,0 +1,93 @@
+"""The in-process cache of hot pipelines: load a checkpoint once, switch tasks for free.
+
+A checkpoint is loaded once per worker process; every other task on it is built with
+``AutoPipelineFor<Task>.from_pipe``, which reuses the same module objects (and is given
+the dtype, or Diffusers would cast the shared weights to float32 in place).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from diffusers import (
+    AutoPipelineForImage2Image,
+    AutoPipelineForInpainting,
+    AutoPipelineForText2Image,
+    DiffusionPipeline,
+)
+
+from hotpipe.shared.job import Task
+
+log = logging.getLogger(__name__)
+
+AUTO_CLASSES: dict[Task, Any] = {
+    Task.TEXT2IMAGE: AutoPipelineForText2Image,
+    Task.IMAGE2IMAGE: AutoPipelineForImage2Image,
+    Task.INPAINTING: AutoPipelineForInpainting,
+}
+
+
+class ResolutionMismatch(RuntimeError):
+    """The worker's Diffusers resolved a different class than the producer recorded."""
+
+
+@dataclass
+class _Entry:
+    base: Any
+    by_class: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+    load_seconds: float = 0.0
+
+
+class PipelineCache:
+    """Pipelines by (location, revision, dtype); each holds its task siblings by class name."""
+
+    def __init__(self, device: str, dtype: torch.dtype):
+        self.device = device
+        self.dtype = dtype
+        self.stats = CacheStats()
+        self._entries: dict[tuple[str, str | None], _Entry] = {}
+        self._lock = threading.Lock()
+
+    def get(self, location: str, revision: str | None, task: Task, pipeline: str) -> Any:
+        """The pipeline of class ``pipeline`` for ``task`` on the checkpoint at ``location``."""
+        with self._lock:
+            entry = self._entries.get((location, revision))
+            if entry is None:
+                self.stats.misses += 1
+                entry = self._entries[(location, revision)] = _Entry(self._load(location, revision))
+            else:
+                self.stats.hits += 1
+            if pipeline not in entry.by_class:
+                entry.by_class[pipeline] = self._switch(entry.base, task, pipeline)
+            return entry.by_class[pipeline]
+
+    def _load(self, location: str, revision: str | None) -> Any:
+        start = time.perf_counter()
+        pipe = DiffusionPipeline.from_pretrained(location, revision=revision, torch_dtype=self.dtype)
+        pipe.to(self.device)
+        pipe.set_progress_bar_config(disable=True)
+        took = time.perf_counter() - start
+        self.stats.load_seconds += took
+        log.info("loaded %s (%s) in %.2fs", location, type(pipe).__name__, took)
+        return pipe
+
+    def _switch(self, base: Any, task: Task, pipeline: str) -> Any:
+        if type(base).__name__ == pipeline:
+            return base
+        pipe = AUTO_CLASSES[task].from_pipe(base, torch_dtype=self.dtype)
+        if type(pipe).__name__ != pipeline:
+            raise ResolutionMismatch(f"Diffusers resolved {type(pipe).__name__} for {task.value}, "
+                                     f"but the job was routed for {pipeline}")
+        pipe.set_progress_bar_config(disable=True)
+        return pipe

@@ -1,0 +1,152 @@
+"""Run one job from claim to a terminal state; the Celery task body is a call to this.
+
+claim (queued -> running, fenced by attempt) -> pipeline from the hot cache -> run with
+progress -> encode -> upload images and sidecar -> succeeded.  Any exception ends the job
+``failed`` with a code and a message; a cancel ends it ``canceled``; an attempt that lost
+the job stands down without writing anything.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import socket
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+
+import torch
+from botocore.exceptions import BotoCoreError, ClientError
+
+from hotpipe import __version__
+from hotpipe.shared.job import ImageResult, JobError, JobResult, Task
+from hotpipe.shared.status import TransitionError
+from hotpipe.shared.storage import Storage
+from hotpipe.shared.store import JobStore, StoredJob
+from hotpipe.workers import runner
+from hotpipe.workers.cache import PipelineCache, ResolutionMismatch
+from hotpipe.workers.encode import Encoded, encode
+
+log = logging.getLogger(__name__)
+
+CANCELED, LOST = 1, -1
+
+#: exception type -> error code recorded on the job; first match wins
+ERROR_CODES: tuple[tuple[type[BaseException], str], ...] = (
+    (ResolutionMismatch, "resolution_mismatch"),
+    (torch.OutOfMemoryError, "out_of_memory"),
+    (ClientError, "storage_error"),
+    (BotoCoreError, "storage_error"),
+    (OSError, "load_error"),
+    (ValueError, "pipeline_error"),
+    (TypeError, "pipeline_error"),
+)
+
+
+def error_code(exc: BaseException) -> str:
+    return next((code for kind, code in ERROR_CODES if isinstance(exc, kind)), "internal_error")
+
+
+def library_versions() -> dict[str, str]:
+    names = ("diffusers", "transformers", "torch", "safetensors")
+    versions = {"hotpipe": __version__, "python": platform.python_version()}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+@dataclass
+class JobRunner:
+    """Everything a worker process needs to run jobs; one per process."""
+
+    store: JobStore
+    storage: Storage
+    cache: PipelineCache
+    progress_interval_s: float
+
+    def run(self, job_id: str) -> str:
+        """Run ``job_id``; returns the final status this attempt wrote (or why it did nothing)."""
+        attempt = self.store.claim(job_id)
+        if attempt is None:
+            job = self.store.get(job_id)
+            log.info("job %s not claimable (%s); standing down", job_id, job.record.status.value if job else "missing")
+            return "skipped"
+        job = self.store.get(job_id)
+        assert job is not None
+        try:
+            result = self._generate(job, attempt)
+        except runner.Stopped as stop:
+            return self._stopped(job_id, attempt, stop.verdict)
+        except Exception as exc:
+            log.exception("job %s attempt %s failed", job_id, attempt)
+            return self._finish(lambda: self.store.fail(job_id, attempt, JobError(
+                code=error_code(exc), message=f"{type(exc).__name__}: {exc}"[:2000])), "failed")
+        return self._finish(lambda: self.store.succeed(job_id, attempt, result), "succeeded")
+
+    def _generate(self, job: StoredJob, attempt: int) -> JobResult:
+        spec, rec = job.spec, job.record
+        resolved = spec["resolved"]
+        pipe = self.cache.get(resolved["location"], resolved["revision"], Task(spec["task"]), rec.pipeline)
+        inputs = {name: runner.decode_input(name, self.storage.get(key)) for name, key in spec["inputs"].items()}
+        images = runner.run(pipe, spec["params"], inputs, self._progress_hook(rec.id, attempt))
+        provenance = self._provenance(job, attempt, type(pipe).__name__)
+        encoded = [encode(im, spec["output_format"], {**spec["params"], "index": i, **provenance})
+                   for i, im in enumerate(images)]
+        return self._upload(job, encoded, provenance)
+
+    def _upload(self, job: StoredJob, encoded: list[Encoded], provenance: dict[str, Any]) -> JobResult:
+        results = []
+        for i, enc in enumerate(encoded):
+            key = self.storage.image_key(job.record.id, i, enc.ext)
+            self.storage.put(key, enc.data, enc.content_type)
+            results.append(ImageResult(key=key, width=enc.width, height=enc.height,
+                                       content_type=enc.content_type, sha256=enc.sha256))
+        sidecar = self.storage.sidecar_key(job.record.id)
+        self.storage.put_json(sidecar, {
+            "job_id": job.record.id, "task": job.spec["task"], "params": job.spec["params"],
+            "inputs": job.spec["inputs"], "output_format": job.spec["output_format"],
+            "provenance": provenance, "images": [r.model_dump(exclude={"url"}) for r in results],
+        })
+        return JobResult(images=results, sidecar_key=sidecar)
+
+    def _provenance(self, job: StoredJob, attempt: int, pipeline: str) -> dict[str, Any]:
+        resolved = job.spec["resolved"]
+        return {
+            "checkpoint": resolved["checkpoint"], "source": resolved["source"],
+            "revision": resolved["revision"], "class_name": resolved["class_name"],
+            "family": resolved["family"], "pipeline": pipeline, "seed": job.spec["params"]["seed"],
+            "dtype": str(self.cache.dtype).removeprefix("torch."), "device": self.cache.device,
+            "worker": socket.gethostname(), "attempt": attempt, "versions": library_versions(),
+        }
+
+    def _progress_hook(self, job_id: str, attempt: int) -> runner.StepHook:
+        last = 0.0
+
+        def on_step(step: int, total: int) -> int:
+            nonlocal last
+            now = time.monotonic()
+            if step < total and now - last < self.progress_interval_s:
+                return 0
+            last = now
+            return self.store.progress(job_id, attempt, step, total)
+        return on_step
+
+    def _stopped(self, job_id: str, attempt: int, verdict: int) -> str:
+        if verdict == CANCELED:
+            log.info("job %s canceled during attempt %s; output discarded", job_id, attempt)
+            return self._finish(lambda: self.store.mark_canceled(job_id, attempt), "canceled")
+        log.warning("job %s: attempt %s no longer owns the job; standing down", job_id, attempt)
+        return "lost"
+
+    @staticmethod
+    def _finish(write: Any, status: str) -> str:
+        try:
+            write()
+        except TransitionError as exc:  # a newer attempt or a cancel got there first
+            log.warning("final write refused: %s", exc)
+            return "lost"
+        return status

@@ -1,0 +1,71 @@
+"""One pipeline call: arguments from the job spec, a seeded generator, a step callback.
+
+The step callback reports progress and can stop the run: when the job was canceled or
+this attempt no longer owns it, the callback raises, so nothing half-denoised is ever
+decoded, let alone uploaded.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from PIL import Image
+
+from hotpipe.shared import family_table
+
+#: request parameter -> pipeline argument, where the names differ
+ARG_NAMES = {"num_images": "num_images_per_prompt"}
+MASK_INPUTS = frozenset({"mask_image"})
+
+#: on_step(step, total) -> 0 to go on, anything else stops the run with that verdict
+StepHook = Callable[[int, int], int]
+
+
+class Stopped(Exception):
+    """The run was stopped from the step callback (canceled, or the attempt lost the job)."""
+
+    def __init__(self, verdict: int):
+        super().__init__(f"stopped with verdict {verdict}")
+        self.verdict = verdict
+
+
+def decode_input(name: str, data: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    return image.convert("L" if name in MASK_INPUTS else "RGB")
+
+
+def call_kwargs(pipe: Any, params: dict[str, Any], inputs: dict[str, Image.Image]) -> dict[str, Any]:
+    """The keyword arguments of the pipeline call for these request parameters and inputs."""
+    kwargs: dict[str, Any] = {ARG_NAMES.get(k, k): v for k, v in params.items() if k != "seed"}
+    kwargs.update(inputs)
+    kwargs["generator"] = torch.Generator(device="cpu").manual_seed(int(params["seed"]))
+    kwargs["output_type"] = "pil"
+    return kwargs
+
+
+def run(pipe: Any, params: dict[str, Any], inputs: dict[str, Image.Image], on_step: StepHook) -> list[Image.Image]:
+    """Run ``pipe`` once with its own fresh scheduler; returns the PIL images."""
+    pipe.scheduler = pipe.scheduler.from_config(pipe.scheduler.config)
+    kwargs = call_kwargs(pipe, params, inputs)
+    steps = int(params.get("num_inference_steps") or 50)
+    accepted = family_table.CALL_ARGS.get(type(pipe).__name__, frozenset())
+
+    if "callback_on_step_end" in accepted:
+        def on_step_end(p: Any, step: int, timestep: Any, cb_kwargs: dict[str, Any]) -> dict[str, Any]:
+            verdict = on_step(step + 1, int(getattr(p, "_num_timesteps", None) or steps))
+            if verdict:
+                raise Stopped(verdict)
+            return cb_kwargs
+        kwargs["callback_on_step_end"] = on_step_end
+    elif "callback" in accepted:  # older pipelines (DeepFloyd IF) only have the legacy hook
+        def legacy(step: int, timestep: Any, latents: Any) -> None:
+            verdict = on_step(step + 1, steps)
+            if verdict:
+                raise Stopped(verdict)
+        kwargs["callback"], kwargs["callback_steps"] = legacy, 1
+    with torch.inference_mode():
+        out = pipe(**kwargs)
+    return list(out.images)
