@@ -67,8 +67,9 @@ def run_demo(out: Path, models: Path, workdir: Path, redis: str) -> int:
                             "params": {**params, "height": SIZE, "width": SIZE}}, out, "1-text2image")
         jobs.append(t2i)
         source = Image.open(t2i[1]).convert("RGB")
-        jobs.append(_run(client, {"checkpoint": CHECKPOINT, "task": "image2image", "params": {**params, "strength": 0.6},
-                                  "inputs": {"image": _png_uri(source)}}, out, "2-image2image"))
+        i2i = {"checkpoint": CHECKPOINT, "task": "image2image", "params": {**params, "strength": 0.6},
+               "inputs": {"image": _png_uri(source)}}
+        jobs.append(_run(client, i2i, out, "2-image2image"))
         mask = Image.new("L", source.size, 0)
         ImageDraw.Draw(mask).rectangle((SIZE // 4, SIZE // 4, 3 * SIZE // 4, 3 * SIZE // 4), fill=255)
         jobs.append(_run(client, {"checkpoint": CHECKPOINT, "task": "inpainting", "params": params,

@@ -149,6 +149,17 @@ def start_worker(workdir: Path, env: dict[str, str], families: list[str], name: 
     return proc
 
 
+def local_storage(settings: Settings) -> Storage:
+    """Storage for this process, with the local stack's credentials unless AWS ones are set."""
+    import boto3
+
+    creds = {} if "AWS_ACCESS_KEY_ID" in os.environ else {
+        "aws_access_key_id": LOCAL_AWS_ENV["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": LOCAL_AWS_ENV["AWS_SECRET_ACCESS_KEY"]}
+    client = boto3.client("s3", endpoint_url=settings.s3_endpoint_url, region_name=settings.s3_region, **creds)
+    return Storage(settings, client=client)
+
+
 @dataclass
 class LocalStack:
     """Redis + S3 + API + workers on loopback; ``settings`` describe the running stack."""
@@ -185,15 +196,7 @@ class LocalStack:
         return {**creds, **self.settings.to_env(), **self.extra_env}
 
     def storage(self) -> Storage:
-        """Storage for this process, with the stack's credentials unless AWS ones are set."""
-        import boto3
-
-        creds = {} if "AWS_ACCESS_KEY_ID" in os.environ else {
-            "aws_access_key_id": LOCAL_AWS_ENV["AWS_ACCESS_KEY_ID"],
-            "aws_secret_access_key": LOCAL_AWS_ENV["AWS_SECRET_ACCESS_KEY"]}
-        client = boto3.client("s3", endpoint_url=self.settings.s3_endpoint_url,
-                              region_name=self.settings.s3_region, **creds)
-        return Storage(self.settings, client=client)
+        return local_storage(self.settings)
 
     def _keep(self, proc: Proc) -> Proc:
         self.procs[proc.name] = proc

@@ -31,6 +31,7 @@ from hotpipe.shared.store import JobStore
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_S = "2"
+FINISHED_NOT_CANCELED = frozenset({Status.SUCCEEDED.value, Status.FAILED.value})
 
 
 @dataclass
@@ -52,25 +53,36 @@ class Services:
 
 
 def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
+    """The API application over ``services`` (built from ``settings`` when not given)."""
     svc = services or Services.from_settings(settings)
-    submitter = Submitter(settings, svc.store, svc.storage, svc.celery)
     app = FastAPI(title="hotpipe", version=__version__,
                   description="Run Hugging Face Diffusers checkpoints as a fleet service.")
     app.state.services = svc
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     _install_error_handlers(app)
+    _add_job_routes(app, svc)
+    _add_health_routes(app, svc)
+    return app
 
-    def with_urls(record: JobRecord) -> JobRecord:
-        if record.result:
-            for image in record.result.images:
-                image.url = svc.storage.presign(image.key)
-        return record
 
-    def load(job_id: str) -> JobRecord:
-        job = svc.store.get(job_id) if JOB_ID_RE.match(job_id) else None
-        if job is None:
-            raise NotFound(f"no job {job_id!r}; it never existed or its record expired", field="id")
-        return job.record
+def with_urls(svc: Services, record: JobRecord) -> JobRecord:
+    """Fill in presigned URLs; made on every read so they never go stale in the record."""
+    if record.result:
+        for image in record.result.images:
+            image.url = svc.storage.presign(image.key)
+    return record
+
+
+def load(svc: Services, job_id: str) -> JobRecord:
+    job = svc.store.get(job_id) if JOB_ID_RE.match(job_id) else None
+    if job is None:
+        raise NotFound(f"no job {job_id!r}; it never existed or its record expired", field="id")
+    return job.record
+
+
+def _add_job_routes(app: FastAPI, svc: Services) -> None:
+    submitter = Submitter(svc.settings, svc.store, svc.storage, svc.celery)
+    wait_max_s = svc.settings.wait_max_s
 
     @app.post("/v1/jobs", status_code=202, response_model=JobRecord, response_model_exclude_none=True)
     def submit_job(body: JobRequest) -> JobRecord:
@@ -80,34 +92,36 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     @app.get("/v1/jobs/{job_id}", response_model=JobRecord, response_model_exclude_none=True)
     def get_job(job_id: str, wait: Annotated[float, Query(ge=0)] = 0.0) -> JobRecord:
         """The job's record; with ``wait=S``, returns once terminal or after S seconds."""
-        if wait > settings.wait_max_s:
-            raise InvalidRequest(f"wait is {wait}; at most {settings.wait_max_s} seconds", field="wait")
-        record = load(job_id)
+        if wait > wait_max_s:
+            raise InvalidRequest(f"wait is {wait}; at most {wait_max_s} seconds", field="wait")
+        record = load(svc, job_id)
         if wait > 0 and record.status not in TERMINAL:
             record = svc.store.wait(job_id, wait) or record
-        return with_urls(record)
+        return with_urls(svc, record)
 
     @app.post("/v1/jobs/{job_id}/cancel", status_code=202, response_model=JobRecord,
               response_model_exclude_none=True)
     def cancel_job(job_id: str) -> JobRecord:
         """Cancel a queued job now, or ask a running one to stop at its next step."""
-        load(job_id)
+        load(svc, job_id)
         found = svc.store.cancel(job_id)
-        if found in {s.value for s in TERMINAL} - {Status.CANCELED.value}:
+        if found in FINISHED_NOT_CANCELED:
             raise Conflict(f"job {job_id} already {found}; only queued or running jobs can be canceled",
                            field="status")
-        return with_urls(load(job_id))
+        return with_urls(svc, load(svc, job_id))
 
+
+def _add_health_routes(app: FastAPI, svc: Services) -> None:
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
+        """The process is up."""
         return {"status": "ok"}
 
     @app.get("/readyz")
     def readyz() -> dict[str, str]:
+        """Redis answers; 503 otherwise."""
         svc.redis.ping()
         return {"status": "ready"}
-
-    return app
 
 
 def _install_error_handlers(app: FastAPI) -> None:

@@ -111,8 +111,8 @@ def read_index(path: Path, checkpoint: str) -> dict[str, Any]:
 
 def hub_model_index(repo_id: str, revision: str | None) -> Path:
     """Fetch only ``model_index.json`` (honours ``HF_HUB_OFFLINE`` and the Hub cache)."""
-    from huggingface_hub import hf_hub_download  # imported late: keeps the API's start fast
     from huggingface_hub import errors as hub_errors
+    from huggingface_hub import hf_hub_download  # imported late: keeps the API's start fast
 
     try:
         return Path(hf_hub_download(repo_id, MODEL_INDEX, revision=revision))

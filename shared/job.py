@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, StringConstraints
@@ -21,7 +21,7 @@ from hotpipe.shared.status import Status
 JOB_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 
 
-class Task(str, Enum):
+class Task(StrEnum):
     """What the caller wants done; the pipeline class follows from task + checkpoint."""
 
     TEXT2IMAGE = "text2image"

@@ -122,7 +122,7 @@ class JobStore:
 
     # -- reads ------------------------------------------------------------------------
     def get(self, job_id: str) -> StoredJob | None:
-        raw = self.redis.hgetall(keys.job(job_id))
+        raw: dict[str, str] = self.redis.hgetall(keys.job(job_id))  # type: ignore[assignment]
         if not raw:
             return None
         return StoredJob(record=_record(raw), spec=_json(raw.get("spec")) or {},
@@ -191,7 +191,7 @@ def _record(raw: dict[str, str]) -> JobRecord:
         id=raw["id"], status=Status(raw["status"]), family=raw["family"], pipeline=raw["pipeline"],
         checkpoint=raw["checkpoint"], revision=raw.get("revision") or None, task=Task(raw["task"]),
         progress=Progress(**progress) if progress else None, attempts=int(raw.get("attempt", 0)),
-        created_at=_ts(raw["created_at"]), started_at=_ts(raw.get("started_at")),
+        created_at=datetime.fromtimestamp(float(raw["created_at"]), UTC), started_at=_ts(raw.get("started_at")),
         finished_at=_ts(raw.get("finished_at")),
         result=JobResult(**result) if result else None, error=JobError(**error) if error else None,
         cancel_requested=raw.get("cancel_requested") == "1",

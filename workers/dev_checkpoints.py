@@ -80,7 +80,7 @@ def build_tiny_sd(out: Path, seed: int) -> None:
         unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=CLIPTokenizer.from_pretrained(tok_dir),
         scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
-    pipe.save_pretrained(out, safe_serialization=True)
+    pipe.save_pretrained(out, safe_serialization=True)  # type: ignore[attr-defined]
 
 
 def make_checkpoints(root: Path, names: list[str] | None = None, seed: int = 0, force: bool = False) -> list[Path]:

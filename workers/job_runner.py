@@ -83,8 +83,8 @@ class JobRunner:
             return self._stopped(job_id, attempt, stop.verdict)
         except Exception as exc:
             log.exception("job %s attempt %s failed", job_id, attempt)
-            return self._finish(lambda: self.store.fail(job_id, attempt, JobError(
-                code=error_code(exc), message=f"{type(exc).__name__}: {exc}"[:2000])), "failed")
+            error = JobError(code=error_code(exc), message=f"{type(exc).__name__}: {exc}"[:2000])
+            return self._finish(lambda: self.store.fail(job_id, attempt, error), "failed")
         return self._finish(lambda: self.store.succeed(job_id, attempt, result), "succeeded")
 
     def _generate(self, job: StoredJob, attempt: int) -> JobResult:
