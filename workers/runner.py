@@ -41,6 +41,11 @@ def call_kwargs(pipe: Any, params: dict[str, Any], inputs: dict[str, Image.Image
     """The keyword arguments of the pipeline call for these request parameters and inputs."""
     kwargs: dict[str, Any] = {ARG_NAMES.get(k, k): v for k, v in params.items() if k != "seed"}
     kwargs.update(inputs)
+    accepted = family_table.CALL_ARGS.get(type(pipe).__name__, frozenset())
+    if "image" in inputs and {"height", "width"} <= accepted:
+        # Diffusers would fall back to the model's default size; callers expect the input's.
+        kwargs.setdefault("height", inputs["image"].height // 8 * 8)
+        kwargs.setdefault("width", inputs["image"].width // 8 * 8)
     kwargs["generator"] = torch.Generator(device="cpu").manual_seed(int(params["seed"]))
     kwargs["output_type"] = "pil"
     return kwargs
