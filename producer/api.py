@@ -6,6 +6,7 @@ a dependency outage is a 503 with ``Retry-After``; nothing else answers 5xx.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -151,7 +152,8 @@ def validation_error(errors: Any) -> dict[str, Any]:
     """Pydantic's errors as our JSON error: the first one names the field and the fix."""
     details = []
     for err in errors:
-        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+        # a JSON decode error's loc is ("body", character offset): the field at fault is the body
+        loc = [] if err.get("type") == "json_invalid" else [str(p) for p in err.get("loc", ()) if p != "body"]
         details.append({"field": ".".join(loc) or "body", "message": err.get("msg", "invalid"),
                         "type": err.get("type", "")})
     first = details[0] if details else {"field": "body", "message": "invalid request"}
@@ -179,23 +181,33 @@ class BodyLimit:
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
             await self._refuse(send)
             return
-        seen = 0
+        seen, too_large, started = 0, False, False
 
         async def limited() -> Message:
-            nonlocal seen
+            nonlocal seen, too_large
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.max_bytes:
+                too_large = True
                 raise _TooLarge
             return message
 
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
+        async def guarded(message: Message) -> None:
+            # FastAPI turns an error raised while reading the body into its own 400; drop
+            # that answer so the refusal below is the one the caller gets.
+            nonlocal started
+            if too_large:
+                return
+            started = True
+            await send(message)
+
+        with contextlib.suppress(_TooLarge):
+            await self.app(scope, limited, guarded)
+        if too_large and not started:
             await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:
-        response = JSONResponse({"error": {"code": "body_too_large",
+        response = JSONResponse({"error": {"code": "body_too_large", "field": "body",
                                            "message": f"request body over {self.max_bytes} bytes"}}, status_code=413)
         await response({"type": "http"}, _no_receive, send)
 

@@ -58,7 +58,7 @@ class Client:
     def wait(self, job_id: str, timeout_s: float = 600.0, poll_s: float = 20.0) -> JobRecord:
         """Long-poll until the job is terminal or ``timeout_s`` passed."""
         deadline = time.monotonic() + timeout_s
-        record = self.get(job_id)
+        record = self.get(job_id, wait_s=min(poll_s, timeout_s))
         while record.status not in TERMINAL and (left := deadline - time.monotonic()) > 0:
             record = self.get(job_id, wait_s=min(poll_s, left))
         return record

@@ -9,6 +9,7 @@ cannot find; if publishing fails, the record is failed at once (never left queue
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,20 +45,18 @@ class Submitter:
             raise InvalidRequest("controlnet checkpoints are not supported by this server yet; remove controlnet",
                                  field="controlnet")
         resolved = resolve(req.checkpoint, req.task, self.settings.model_root, req.revision)
-        check_call_args(req.params, resolved.pipeline)
+        check_call_args(req.params, resolved.pipeline, req.inputs.given())
         images = self._check_inputs(req)
         job_id = new_job_id()
         spec = self._spec(req, resolved, self._store_inputs(job_id, images))
-        self.store.create(job_id, family=resolved.family, pipeline=resolved.pipeline,
+        record = self.store.create(job_id, family=resolved.family, pipeline=resolved.pipeline,
                           checkpoint=req.checkpoint, revision=resolved.revision, task=req.task, spec=spec)
         try:
             enqueue(self.celery, job_id, resolved.family)
         except Exception as exc:
             self.store.fail(job_id, None, JobError(code="enqueue_failed", message=f"could not enqueue: {exc}"))
             raise Unavailable("the job queue is unavailable; retry shortly") from exc
-        job = self.store.get(job_id)
-        assert job is not None
-        return job.record
+        return record
 
     def _check_inputs(self, req: JobRequest) -> dict[str, InputImage]:
         s = self.settings
@@ -116,11 +115,14 @@ def check_task_inputs(req: JobRequest) -> None:
                              field=f"inputs.{name}")
 
 
-def check_call_args(params: Params, pipeline: str) -> None:
-    """Refuse parameters the resolved pipeline's ``__call__`` does not take."""
+def check_call_args(params: Params, pipeline: str, inputs: Iterable[str] = ()) -> None:
+    """Refuse parameters and inputs the resolved pipeline's ``__call__`` does not take."""
     accepted = family_table.CALL_ARGS.get(pipeline)
     if accepted is None:
         return
+    for name in sorted(inputs):
+        if name not in accepted:
+            raise InvalidRequest(f"inputs.{name} is not accepted by {pipeline}; remove it", field=f"inputs.{name}")
     for name, value in params.model_dump(exclude_none=True).items():
         if name == "num_images" and value == 1:
             continue

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Literal
 
 from hotpipe.shared.errors import InvalidRequest, Unavailable
@@ -78,7 +78,11 @@ def local_folder(checkpoint: str, model_root: Path) -> Path | None:
     candidate = root / checkpoint
     if not (candidate.exists() or candidate.is_symlink()):
         return None
-    real = candidate.resolve()
+    try:
+        real = candidate.resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop: RuntimeError before Python 3.13, OSError after
+        raise InvalidCheckpoint(f"checkpoint '{checkpoint}' is a symlink that can't be resolved (a loop?)",
+                                field="checkpoint") from exc
     if not real.is_relative_to(root):
         raise InvalidCheckpoint(f"checkpoint '{checkpoint}' resolves outside the model root; "
                                 "name a folder inside it", field="checkpoint")
@@ -92,8 +96,9 @@ def check_local_name(checkpoint: str) -> None:
     """Refuse names that could point outside the model root, however they are spelled."""
     bad = ("\x00" in checkpoint or "\\" in checkpoint or checkpoint.startswith(("/", "~"))
            or re.match(r"^[A-Za-z]:", checkpoint) is not None or "%" in checkpoint)
-    parts = PurePosixPath(checkpoint).parts
-    if bad or any(p in ("..", ".") for p in parts) or checkpoint != checkpoint.strip() or not parts:
+    # split, not PurePosixPath(...).parts: that drops '.' components, so './x' would slip through
+    parts = checkpoint.split("/")
+    if bad or any(p in ("..", ".") for p in parts) or checkpoint != checkpoint.strip() or not checkpoint:
         raise InvalidCheckpoint(
             f"checkpoint {checkpoint!r} is not allowed: give a folder name under the model root or a Hub "
             "repo id, without '..', absolute paths, backslashes or percent-escapes", field="checkpoint")

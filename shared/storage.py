@@ -8,6 +8,7 @@ retried attempt overwrites what an earlier one wrote instead of adding beside it
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import boto3
@@ -21,6 +22,10 @@ CONTENT_TYPES = {"png": "image/png", "webp": "image/webp", "jpeg": "image/jpeg"}
 SIDECAR_NAME = "job.json"
 
 
+def json_bytes(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc, indent=2, sort_keys=True).encode()
+
+
 class Storage:
     """One bucket + prefix; every object key hotpipe writes is built here."""
 
@@ -28,6 +33,7 @@ class Storage:
         self.bucket = settings.s3_bucket
         self.prefix = settings.s3_prefix.strip("/")
         self.presign_expiry_s = settings.presign_expiry_s
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="s3-put")
         self.client = client or boto3.client(
             "s3", endpoint_url=settings.s3_endpoint_url, region_name=settings.s3_region,
             config=Config(signature_version="s3v4", retries={"max_attempts": 5, "mode": "standard"},
@@ -61,7 +67,16 @@ class Storage:
         self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
 
     def put_json(self, key: str, doc: dict[str, Any]) -> None:
-        self.put(key, json.dumps(doc, indent=2, sort_keys=True).encode(), "application/json")
+        self.put(key, json_bytes(doc), "application/json")
+
+    def put_many(self, objects: list[tuple[str, bytes, str]]) -> None:
+        """Put (key, data, content type) objects concurrently; raises if any put failed."""
+        if len(objects) == 1:
+            self.put(*objects[0])
+            return
+        futures = [self._pool.submit(self.put, *obj) for obj in objects]
+        for future in futures:
+            future.result()
 
     def get(self, key: str) -> bytes:
         body: bytes = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()

@@ -103,8 +103,8 @@ class JobStore:
 
     # -- producer side ----------------------------------------------------------------
     def create(self, job_id: str, *, family: str, pipeline: str, checkpoint: str, revision: str | None,
-               task: Task, spec: dict[str, Any]) -> None:
-        """Write a new ``queued`` record; refuses to overwrite an existing job."""
+               task: Task, spec: dict[str, Any]) -> JobRecord:
+        """Write a new ``queued`` record and return it; refuses to overwrite an existing job."""
         fields = {
             "id": job_id, "status": Status.QUEUED.value, "attempt": "0", "family": family,
             "pipeline": pipeline, "checkpoint": checkpoint, "revision": revision or "",
@@ -113,6 +113,7 @@ class JobStore:
         argv = [x for pair in fields.items() for x in pair]
         if not self._create(keys=[keys.job(job_id)], args=argv):
             raise TransitionError(job_id, Status.QUEUED, Status.QUEUED, frozenset())
+        return _record(fields)
 
     def cancel(self, job_id: str) -> str | None:
         """Cancel a queued job or flag a running one; returns the status found (None: unknown)."""

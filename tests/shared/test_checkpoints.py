@@ -1,0 +1,175 @@
+"""Checkpoint resolution: local folders under the model root, path escapes, and the Hub cache offline."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hotpipe.shared.checkpoints import CheckpointNotFound, InvalidCheckpoint, resolve
+from hotpipe.shared.errors import InvalidRequest
+from hotpipe.shared.families import UnsupportedPipeline
+from hotpipe.shared.job import Task
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def write_checkpoint(folder: Path, class_name: str = "StableDiffusionPipeline") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": class_name}))
+    return folder
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    """A model root with one checkpoint ``sd``, escape targets outside it and some symlinks."""
+    root = tmp_path / "models"
+    write_checkpoint(root / "sd")
+    write_checkpoint(root / "pixart", "PixArtSigmaPipeline")
+    write_checkpoint(root / "shap-e", "ShapEImg2ImgPipeline")
+    write_checkpoint(tmp_path / "outside")
+    (root / "a").mkdir()
+    (root / "empty").mkdir()
+    (root / "escape").symlink_to(tmp_path / "outside")
+    (root / "hop2").symlink_to(tmp_path / "outside")
+    (root / "hop1").symlink_to(root / "hop2")
+    (root / "loop1").symlink_to(root / "loop2")
+    (root / "loop2").symlink_to(root / "loop1")
+    (root / "alias").symlink_to(root / "sd")
+    return root
+
+
+@pytest.mark.parametrize(("task", "pipeline"), [
+    (Task.TEXT2IMAGE, "StableDiffusionPipeline"),
+    (Task.IMAGE2IMAGE, "StableDiffusionImg2ImgPipeline"),
+    (Task.INPAINTING, "StableDiffusionInpaintPipeline"),
+])
+def test_local_checkpoint_resolves_each_task(root: Path, task: Task, pipeline: str) -> None:
+    r = resolve("sd", task, root)
+    assert (r.source, r.family, r.pipeline, r.class_name) == ("local", "stable-diffusion", pipeline,
+                                                              "StableDiffusionPipeline")
+    assert (r.location, r.revision) == (str((root / "sd").resolve()), None)
+
+
+def test_unsupported_class_uses_autopipeline_wording(root: Path) -> None:
+    with pytest.raises(UnsupportedPipeline) as exc:
+        resolve("shap-e", Task.IMAGE2IMAGE, root)
+    assert str(exc.value) == "AutoPipeline can't find a pipeline linked to ShapEImg2ImgPipeline for None"
+    assert (exc.value.status_code, exc.value.field) == (422, "checkpoint")
+
+
+def test_family_without_the_task_names_the_family(root: Path) -> None:
+    with pytest.raises(UnsupportedPipeline, match="family pixart-sigma") as exc:
+        resolve("pixart", Task.INPAINTING, root)
+    assert "PixArtSigmaPipeline for pixart-sigma" in str(exc.value)
+
+
+@pytest.mark.parametrize("name", [
+    "..", "../outside", "a/../../outside", "a/../sd", "/etc", "/etc/passwd", "~/outside", "~",
+    "C:\\outside", "C:outside", "a\\..\\..\\outside", "..\\outside", "%2e%2e/outside", "%2E%2E%2Foutside",
+    "sd\x00", "\x00", "./sd", "sd/.", ".", "", "sd ", " sd", "sd\n", "escape", "hop1", "loop1",
+])
+def test_escaping_names_are_refused(root: Path, name: str) -> None:
+    with pytest.raises((InvalidCheckpoint, CheckpointNotFound)) as exc:
+        resolve(name, Task.TEXT2IMAGE, root)
+    assert (exc.value.status_code, exc.value.field) == (422, "checkpoint")
+
+
+def test_absolute_path_to_a_real_checkpoint_is_refused(root: Path) -> None:
+    with pytest.raises(InvalidCheckpoint):
+        resolve(str(root / "sd"), Task.TEXT2IMAGE, root)
+
+
+def test_symlink_inside_the_root_is_accepted(root: Path) -> None:
+    r = resolve("alias", Task.TEXT2IMAGE, root)
+    assert (r.location, r.pipeline) == (str((root / "sd").resolve()), "StableDiffusionPipeline")
+
+
+def test_folder_without_model_index_is_refused(root: Path) -> None:
+    with pytest.raises(InvalidCheckpoint, match=r"model_index\.json") as exc:
+        resolve("empty", Task.TEXT2IMAGE, root)
+    assert exc.value.field == "checkpoint"
+
+
+@pytest.mark.parametrize("content", ["not json", "[1, 2]", '{"_class_name": 3}', "{}"])
+def test_unusable_model_index_is_refused(root: Path, content: str) -> None:
+    (root / "empty" / "model_index.json").write_text(content)
+    with pytest.raises(InvalidCheckpoint) as exc:
+        resolve("empty", Task.TEXT2IMAGE, root)
+    assert (exc.value.status_code, exc.value.field) == (422, "checkpoint")
+
+
+def test_revision_on_a_local_folder_is_refused(root: Path) -> None:
+    with pytest.raises(InvalidRequest) as exc:
+        resolve("sd", Task.TEXT2IMAGE, root, revision="main")
+    assert (exc.value.status_code, exc.value.field) == (422, "revision")
+
+
+@pytest.mark.parametrize("name", ["no-such-model", "a/b/c", "-org/name", "org/name-", "org--x/name"])
+def test_name_neither_local_nor_repo_id_is_not_found(root: Path, name: str) -> None:
+    with pytest.raises(CheckpointNotFound) as exc:
+        resolve(name, Task.TEXT2IMAGE, root)
+    assert (exc.value.status_code, exc.value.field) == (422, "checkpoint")
+
+
+# -- Hub, offline, from a cache laid out as huggingface_hub writes it ------------------------------------------
+
+RESOLVE_SCRIPT = """
+import json, sys
+from pathlib import Path
+from hotpipe.shared.checkpoints import resolve
+from hotpipe.shared.errors import HotpipeError
+from hotpipe.shared.job import Task
+
+out = []
+for checkpoint, task, revision in json.loads(sys.argv[2]):
+    try:
+        out.append(resolve(checkpoint, Task(task), Path(sys.argv[1]), revision).to_json())
+    except HotpipeError as exc:
+        out.append({"error": type(exc).__name__, "code": exc.code, "status": exc.status_code, "field": exc.field})
+print(json.dumps(out))
+"""
+
+HUB_CASES: list[tuple[str, str, str | None]] = [
+    ("org/tiny-sd", "image2image", None),
+    ("org/tiny-sd", "inpainting", COMMIT),
+    ("org/not-cached", "text2image", None),
+]
+
+
+@pytest.fixture(scope="module")
+def hub_results(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str, str | None], dict[str, Any]]:
+    """Resolve HUB_CASES in a child process with HF_HUB_OFFLINE=1 over a hand-made Hub cache."""
+    base = tmp_path_factory.mktemp("hub")
+    repo = base / "cache" / "models--org--tiny-sd"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(COMMIT)
+    write_checkpoint(repo / "snapshots" / COMMIT)
+    (base / "models").mkdir()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(base / "cache"), "HF_HOME": str(base / "home")}
+    done = subprocess.run([sys.executable, "-c", RESOLVE_SCRIPT, str(base / "models"), json.dumps(HUB_CASES)],
+                          env=env, capture_output=True, text=True, timeout=120, check=True)
+    return dict(zip(HUB_CASES, json.loads(done.stdout.splitlines()[-1]), strict=True))
+
+
+@pytest.mark.parametrize(("case", "pipeline"), [
+    (HUB_CASES[0], "StableDiffusionImg2ImgPipeline"),
+    (HUB_CASES[1], "StableDiffusionInpaintPipeline"),
+])
+def test_cached_hub_repo_resolves_offline_to_its_commit(
+        hub_results: dict[tuple[str, str, str | None], dict[str, Any]],
+        case: tuple[str, str, str | None], pipeline: str) -> None:
+    got = hub_results[case]
+    assert (got["source"], got["location"], got["revision"]) == ("hub", "org/tiny-sd", COMMIT)
+    assert (got["family"], got["pipeline"]) == ("stable-diffusion", pipeline)
+
+
+def test_uncached_hub_repo_offline_is_not_found(
+        hub_results: dict[tuple[str, str, str | None], dict[str, Any]]) -> None:
+    assert hub_results[HUB_CASES[2]] == {"error": "CheckpointNotFound", "code": "checkpoint_not_found",
+                                         "status": 422, "field": "checkpoint"}

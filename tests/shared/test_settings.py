@@ -1,0 +1,79 @@
+"""Settings from HOTPIPE_* variables: parsing, overrides, errors, round trip and the reference table."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hotpipe.shared.settings import Settings, reference_table
+
+
+@pytest.mark.parametrize(("var", "raw", "name", "value"), [
+    ("HOTPIPE_MAX_STEPS", "20", "max_steps", 20),
+    ("HOTPIPE_TORCH_THREADS", "-1", "torch_threads", -1),
+    ("HOTPIPE_WAIT_MAX_S", "2.5", "wait_max_s", 2.5),
+    ("HOTPIPE_PROGRESS_INTERVAL_S", "0", "progress_interval_s", 0.0),
+    ("HOTPIPE_MODEL_ROOT", "/srv/models", "model_root", Path("/srv/models")),
+    ("HOTPIPE_WORKER_READY_FILE", "/run/ready", "worker_ready_file", Path("/run/ready")),
+    ("HOTPIPE_WORKER_READY_FILE", "", "worker_ready_file", None),
+    ("HOTPIPE_S3_ENDPOINT_URL", "http://s3:9000", "s3_endpoint_url", "http://s3:9000"),
+    ("HOTPIPE_S3_ENDPOINT_URL", "", "s3_endpoint_url", None),
+    ("HOTPIPE_S3_PREFIX", "", "s3_prefix", ""),
+    ("HOTPIPE_DEVICE", "cuda:0", "device", "cuda:0"),
+])
+def test_from_env_parses_each_kind(var: str, raw: str, name: str, value: Any) -> None:
+    got = getattr(Settings.from_env({var: raw}), name)
+    assert got == value and type(got) is type(value)
+
+
+def test_unset_variables_keep_the_defaults() -> None:
+    assert Settings.from_env({"UNRELATED": "1", "hotpipe_max_steps": "3"}) == Settings()
+
+
+def test_from_env_reads_the_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOTPIPE_MAX_IMAGES", "2")
+    assert Settings.from_env().max_images == 2
+
+
+def test_overrides_win_over_the_environment() -> None:
+    s = Settings.from_env({"HOTPIPE_MAX_STEPS": "20", "HOTPIPE_DEVICE": "cuda:1"}, max_steps=7)
+    assert (s.max_steps, s.device) == (7, "cuda:1")
+
+
+@pytest.mark.parametrize(("var", "raw"), [
+    ("HOTPIPE_MAX_STEPS", "many"),
+    ("HOTPIPE_MAX_STEPS", "2.5"),
+    ("HOTPIPE_RECORD_TTL_S", ""),
+    ("HOTPIPE_WAIT_MAX_S", "soon"),
+])
+def test_bad_number_names_the_variable(var: str, raw: str) -> None:
+    with pytest.raises(ValueError, match=f"{var}={raw!r} is not a valid"):
+        Settings.from_env({var: raw})
+
+
+@pytest.mark.parametrize("original", [
+    Settings(),
+    Settings(s3_endpoint_url="http://127.0.0.1:9000", model_root=Path("/m"), max_steps=3, wait_max_s=0.5,
+             worker_ready_file=Path("/tmp/ready"), device="cuda:0", s3_prefix=""),
+])
+def test_to_env_round_trips(original: Settings) -> None:
+    env = original.to_env()
+    assert all(k.startswith("HOTPIPE_") and isinstance(v, str) for k, v in env.items())
+    assert Settings.from_env(env) == original
+
+
+def test_to_env_leaves_out_unset_optionals() -> None:
+    env = Settings().to_env()
+    assert "HOTPIPE_S3_ENDPOINT_URL" not in env and "HOTPIPE_WORKER_READY_FILE" not in env
+    assert env["HOTPIPE_MAX_STEPS"] == "150"
+
+
+def test_reference_table_covers_every_field() -> None:
+    rows = reference_table()
+    fields = dataclasses.fields(Settings)
+    assert [var for var, _, _ in rows] == [f"HOTPIPE_{f.name.upper()}" for f in fields]
+    assert [default for _, default, _ in rows] == [repr(f.default) for f in fields]
+    assert all(meaning.strip() for _, _, meaning in rows)

@@ -1,0 +1,365 @@
+"""JobStore against a real redis-server: guarded, fenced transitions, TTLs, waiting and events."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import ClassVar
+
+import pytest
+import redis
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
+
+from hotpipe.shared import keys
+from hotpipe.shared.job import ImageResult, JobError, JobResult, Progress, Task, new_job_id
+from hotpipe.shared.status import TERMINAL, Status, TransitionError
+from hotpipe.shared.store import JobStore
+
+RECORD_TTL_S = 600
+RESULT = JobResult(images=[ImageResult(key="jobs/x/0.png", width=8, height=8, content_type="image/png",
+                                       sha256="0" * 64)], sidecar_key="jobs/x/job.json")
+ERROR = JobError(code="boom", message="it broke")
+
+#: the worker-side terminal writes, each fenced by an attempt number
+Finish = Callable[[JobStore, str, int], None]
+FINISHES: dict[str, tuple[Finish, Status]] = {
+    "succeed": (lambda s, j, a: s.succeed(j, a, RESULT), Status.SUCCEEDED),
+    "fail": (lambda s, j, a: s.fail(j, a, ERROR), Status.FAILED),
+    "mark_canceled": (lambda s, j, a: s.mark_canceled(j, a), Status.CANCELED),
+}
+
+
+@pytest.fixture
+def store(redis_client: redis.Redis) -> JobStore:
+    return JobStore(redis_client, record_ttl_s=RECORD_TTL_S)
+
+
+def create(store: JobStore, job_id: str | None = None) -> str:
+    job_id = job_id or new_job_id()
+    store.create(job_id, family="stable-diffusion", pipeline="StableDiffusionPipeline", checkpoint="tiny-sd",
+                 revision=None, task=Task.TEXT2IMAGE, spec={"params": {"prompt": "a cat"}})
+    return job_id
+
+
+def raw(store: JobStore, job_id: str) -> dict[str, str]:
+    return store.redis.hgetall(keys.job(job_id))  # type: ignore[return-value]
+
+
+def ttl(store: JobStore, job_id: str) -> int:
+    return int(store.redis.ttl(keys.job(job_id)))
+
+
+def status(store: JobStore, job_id: str) -> Status:
+    job = store.get(job_id)
+    assert job is not None
+    return job.record.status
+
+
+def test_create_writes_a_queued_record(store: JobStore) -> None:
+    job_id = create(store)
+    job = store.get(job_id)
+    assert job is not None
+    assert (job.record.status, job.record.attempts, job.record.checkpoint) == (Status.QUEUED, 0, "tiny-sd")
+    assert job.spec == {"params": {"prompt": "a cat"}}
+    assert job.record.revision is None and not job.cancel_requested
+
+
+def test_create_refuses_an_existing_id(store: JobStore) -> None:
+    job_id = create(store)
+    store.claim(job_id)
+    before = raw(store, job_id)
+    with pytest.raises(TransitionError):
+        create(store, job_id)
+    assert raw(store, job_id) == before
+
+
+def test_get_of_unknown_job_is_none(store: JobStore) -> None:
+    assert store.get(new_job_id()) is None
+
+
+def test_claim_moves_queued_to_running_once(store: JobStore) -> None:
+    job_id = create(store)
+    assert store.claim(job_id) == 1
+    job = store.get(job_id)
+    assert job is not None
+    assert (job.record.status, job.record.attempts) == (Status.RUNNING, 1)
+    assert job.record.started_at is not None
+    assert store.claim(job_id) is None
+    assert raw(store, job_id)["attempt"] == "1"
+
+
+def test_claim_of_unknown_job_is_none(store: JobStore) -> None:
+    assert store.claim(new_job_id()) is None
+
+
+def test_progress_is_fenced_by_attempt(store: JobStore) -> None:
+    job_id = create(store)
+    attempt = store.claim(job_id)
+    assert attempt is not None
+    assert store.progress(job_id, attempt, 3, 10) == 0
+    for stale in (attempt - 1, attempt + 1):
+        assert store.progress(job_id, stale, 9, 10) == -1
+    job = store.get(job_id)
+    assert job is not None and job.record.progress == Progress(step=3, total=10)
+
+
+def test_progress_of_a_queued_job_is_refused(store: JobStore) -> None:
+    job_id = create(store)
+    assert store.progress(job_id, 0, 1, 10) == -1
+    assert "progress" not in raw(store, job_id)
+
+
+@pytest.mark.parametrize("name", FINISHES)
+def test_finish_with_own_attempt_ends_the_job_with_a_ttl(store: JobStore, name: str) -> None:
+    finish, target = FINISHES[name]
+    job_id = create(store)
+    attempt = store.claim(job_id)
+    assert attempt is not None
+    finish(store, job_id, attempt)
+    job = store.get(job_id)
+    assert job is not None
+    assert job.record.status == target and job.record.finished_at is not None
+    assert job.record.result == (RESULT if target == Status.SUCCEEDED else None)
+    assert job.record.error == (ERROR if target == Status.FAILED else None)
+    assert 0 < ttl(store, job_id) <= RECORD_TTL_S
+
+
+@pytest.mark.parametrize("offset", [-1, 1, 5])
+@pytest.mark.parametrize("name", FINISHES)
+def test_finish_with_stale_attempt_raises_and_changes_nothing(store: JobStore, name: str, offset: int) -> None:
+    finish, target = FINISHES[name]
+    job_id = create(store)
+    attempt = store.claim(job_id)
+    assert attempt is not None
+    before = raw(store, job_id)
+    with pytest.raises(TransitionError) as exc:
+        finish(store, job_id, attempt + offset)
+    assert (exc.value.current, exc.value.target) == (Status.RUNNING, target)
+    assert raw(store, job_id) == before
+    assert ttl(store, job_id) == -1
+
+
+@pytest.mark.parametrize("name", FINISHES)
+def test_fenced_finish_of_a_queued_job_is_refused(store: JobStore, name: str) -> None:
+    finish, _ = FINISHES[name]
+    job_id = create(store)
+    with pytest.raises(TransitionError):
+        finish(store, job_id, 0)
+    assert status(store, job_id) == Status.QUEUED
+
+
+def test_fail_without_attempt_ends_a_queued_job(store: JobStore) -> None:
+    job_id = create(store)
+    store.fail(job_id, None, ERROR)
+    job = store.get(job_id)
+    assert job is not None and (job.record.status, job.record.error) == (Status.FAILED, ERROR)
+    assert ttl(store, job_id) > 0
+
+
+def test_fail_without_attempt_leaves_a_running_job_alone(store: JobStore) -> None:
+    job_id = create(store)
+    store.claim(job_id)
+    before = raw(store, job_id)
+    with pytest.raises(TransitionError):
+        store.fail(job_id, None, ERROR)
+    assert raw(store, job_id) == before
+
+
+def test_finish_of_unknown_job_raises(store: JobStore) -> None:
+    with pytest.raises(TransitionError) as exc:
+        store.succeed(new_job_id(), 1, RESULT)
+    assert exc.value.current is None
+
+
+def test_cancel_of_queued_job_cancels_it_with_a_ttl(store: JobStore) -> None:
+    job_id = create(store)
+    assert store.cancel(job_id) == "canceled"
+    assert status(store, job_id) == Status.CANCELED
+    assert ttl(store, job_id) > 0
+    assert store.claim(job_id) is None
+
+
+def test_cancel_of_running_job_requests_a_stop(store: JobStore) -> None:
+    job_id = create(store)
+    attempt = store.claim(job_id)
+    assert attempt is not None
+    assert store.cancel(job_id) == "running"
+    job = store.get(job_id)
+    assert job is not None and job.record.status == Status.RUNNING and job.record.cancel_requested
+    assert ttl(store, job_id) == -1
+    assert store.progress(job_id, attempt, 1, 10) == 1
+    store.mark_canceled(job_id, attempt)
+    assert status(store, job_id) == Status.CANCELED
+
+
+def test_cancel_of_finished_job_changes_nothing(store: JobStore) -> None:
+    job_id = create(store)
+    store.fail(job_id, None, ERROR)
+    before = raw(store, job_id)
+    assert store.cancel(job_id) == "failed"
+    assert raw(store, job_id) == before
+
+
+def test_cancel_of_unknown_job_is_none(store: JobStore) -> None:
+    assert store.cancel(new_job_id()) is None
+
+
+def test_only_finished_records_expire(store: JobStore) -> None:
+    job_id = create(store)
+    assert ttl(store, job_id) == -1
+    attempt = store.claim(job_id)
+    assert attempt is not None
+    assert ttl(store, job_id) == -1
+    store.progress(job_id, attempt, 1, 2)
+    assert ttl(store, job_id) == -1
+    store.succeed(job_id, attempt, RESULT)
+    assert 0 < ttl(store, job_id) <= RECORD_TTL_S
+
+
+def test_wait_wakes_when_another_thread_finishes_the_job(store: JobStore) -> None:
+    job_id = create(store)
+    attempt = store.claim(job_id)
+    assert attempt is not None
+
+    def finish_once_waiter_listens() -> None:
+        channel = keys.job_events(job_id)
+        while store.redis.pubsub_numsub(channel)[0][1] == 0:
+            time.sleep(0.01)
+        store.succeed(job_id, attempt, RESULT)
+
+    worker = threading.Thread(target=finish_once_waiter_listens, daemon=True)
+    worker.start()
+    record = store.wait(job_id, timeout_s=30)
+    worker.join(5)
+    assert record is not None and record.status == Status.SUCCEEDED and record.result == RESULT
+
+
+def test_wait_returns_the_running_record_after_the_timeout(store: JobStore) -> None:
+    job_id = create(store)
+    store.claim(job_id)
+    record = store.wait(job_id, timeout_s=0.2)
+    assert record is not None and record.status == Status.RUNNING
+
+
+def test_wait_on_unknown_job_is_none(store: JobStore) -> None:
+    assert store.wait(new_job_id(), timeout_s=0.1) is None
+
+
+def test_every_change_is_published_on_the_job_channel(store: JobStore) -> None:
+    job_id = create(store)
+    with store.redis.pubsub() as sub:
+        sub.subscribe(keys.job_events(job_id))
+        attempt = store.claim(job_id)
+        assert attempt is not None
+        store.progress(job_id, attempt, 1, 4)
+        store.cancel(job_id)
+        store.progress(job_id, attempt + 1, 2, 4)  # stale: publishes nothing
+        store.mark_canceled(job_id, attempt)
+        events: list[str] = []
+        while len(events) < 4 and (msg := sub.get_message(timeout=5.0)) is not None:
+            if msg["type"] == "message":
+                events.append(msg["data"])
+    assert events == ["running", "progress", "cancel_requested", "canceled"]
+
+
+class LifecycleMachine(RuleBasedStateMachine):
+    """Random claim/progress/finish/cancel sequences, including stale writes, against a model."""
+
+    store: ClassVar[JobStore]
+
+    @initialize()
+    def create_job(self) -> None:
+        self.job_id = create(self.store)
+        self.status = Status.QUEUED
+        self.attempt = 0
+        self.progress: Progress | None = None
+        self.cancel_requested = False
+        self.frozen: dict[str, str] | None = None  # the raw record once terminal
+
+    def _fence(self, stale: int) -> int:
+        return self.attempt + stale
+
+    def _owned(self, fence: int | None) -> bool:
+        return self.status == Status.RUNNING and fence == self.attempt
+
+    def _expect_finish(self, call: Callable[[], None], ok: bool, target: Status) -> None:
+        if ok:
+            call()
+            self.status = target
+        else:
+            with pytest.raises(TransitionError):
+                call()
+
+    @rule()
+    def claim(self) -> None:
+        got = self.store.claim(self.job_id)
+        if self.status == Status.QUEUED:
+            self.attempt += 1
+            self.status = Status.RUNNING
+            assert got == self.attempt
+        else:
+            assert got is None
+
+    @rule(stale=st.sampled_from([0, 0, -1, 1]), step=st.integers(0, 50))
+    def progress_step(self, stale: int, step: int) -> None:
+        fence = self._fence(stale)
+        got = self.store.progress(self.job_id, fence, step, 50)
+        if self._owned(fence):
+            assert got == (1 if self.cancel_requested else 0)
+            self.progress = Progress(step=step, total=50)
+        else:
+            assert got == -1
+
+    @rule(stale=st.sampled_from([0, -1, 1]))
+    def succeed(self, stale: int) -> None:
+        fence = self._fence(stale)
+        self._expect_finish(lambda: self.store.succeed(self.job_id, fence, RESULT), self._owned(fence),
+                            Status.SUCCEEDED)
+
+    @rule(stale=st.sampled_from([None, 0, -1, 1]))
+    def fail(self, stale: int | None) -> None:
+        fence = None if stale is None else self._fence(stale)
+        ok = self.status == Status.QUEUED if fence is None else self._owned(fence)
+        self._expect_finish(lambda: self.store.fail(self.job_id, fence, ERROR), ok, Status.FAILED)
+
+    @rule(stale=st.sampled_from([0, -1, 1]))
+    def mark_canceled(self, stale: int) -> None:
+        fence = self._fence(stale)
+        self._expect_finish(lambda: self.store.mark_canceled(self.job_id, fence), self._owned(fence),
+                            Status.CANCELED)
+
+    @rule()
+    def cancel(self) -> None:
+        found = self.store.cancel(self.job_id)
+        assert found == (Status.CANCELED.value if self.status == Status.QUEUED else self.status.value)
+        if self.status == Status.QUEUED:
+            self.status = Status.CANCELED
+        elif self.status == Status.RUNNING:
+            self.cancel_requested = True
+
+    @invariant()
+    def record_matches_model(self) -> None:
+        job = self.store.get(self.job_id)
+        assert job is not None
+        rec = job.record
+        assert (rec.status, rec.attempts, rec.progress, rec.cancel_requested) == (
+            self.status, self.attempt, self.progress, self.cancel_requested)
+        assert (ttl(self.store, self.job_id) > 0) == (self.status in TERMINAL)
+
+    @invariant()
+    def terminal_record_never_changes(self) -> None:
+        if self.status not in TERMINAL:
+            return
+        now = raw(self.store, self.job_id)
+        if self.frozen is None:
+            self.frozen = now
+        assert now == self.frozen
+
+
+def test_lifecycle_state_machine(store: JobStore) -> None:
+    LifecycleMachine.store = store
+    run_state_machine_as_test(
+        LifecycleMachine, settings=hsettings(max_examples=30, stateful_step_count=20, deadline=None, database=None))

@@ -1,0 +1,43 @@
+"""The hot cache: one load per checkpoint, task switches share the very same modules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from hotpipe.shared.job import Task
+from hotpipe.workers.cache import PipelineCache, ResolutionMismatch
+
+TASKS = [(Task.TEXT2IMAGE, "StableDiffusionPipeline"), (Task.IMAGE2IMAGE, "StableDiffusionImg2ImgPipeline"),
+         (Task.INPAINTING, "StableDiffusionInpaintPipeline")]
+
+
+def parameter_storages(pipes: list[Any]) -> set[int]:
+    """Data pointers of every parameter tensor held by ``pipes`` (unique storages)."""
+    ptrs = set()
+    for pipe in pipes:
+        for module in pipe.components.values():
+            if isinstance(module, torch.nn.Module):
+                ptrs.update(p.untyped_storage().data_ptr() for p in module.parameters())
+    return ptrs
+
+
+def test_loads_once_and_switches_tasks_on_the_same_modules(cache: PipelineCache, model_root: Path) -> None:
+    location = str(model_root / "tiny-sd")
+    pipes = [cache.get(location, None, task, cls) for task, cls in TASKS]
+
+    assert [type(p).__name__ for p in pipes] == [cls for _, cls in TASKS]
+    assert (cache.stats.misses, cache.stats.hits) == (1, 2)
+    for name in ("unet", "vae", "text_encoder", "tokenizer"):
+        assert len({id(getattr(p, name)) for p in pipes}) == 1, name
+    assert parameter_storages(pipes) == parameter_storages(pipes[:1])
+    assert all(p.unet.dtype == torch.float32 for p in pipes)
+    assert cache.get(location, None, Task.TEXT2IMAGE, "StableDiffusionPipeline") is pipes[0]
+
+
+def test_mismatched_class_is_refused(cache: PipelineCache, model_root: Path) -> None:
+    with pytest.raises(ResolutionMismatch, match="StableDiffusionImg2ImgPipeline"):
+        cache.get(str(model_root / "tiny-sd"), None, Task.IMAGE2IMAGE, "StableDiffusionXLImg2ImgPipeline")

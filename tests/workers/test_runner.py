@@ -1,0 +1,43 @@
+"""One pipeline call: fresh scheduler, seeded, progress reported, stoppable from the callback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hotpipe.shared.job import Task
+from hotpipe.workers import runner
+from hotpipe.workers.cache import PipelineCache
+
+PARAMS = {"prompt": "x", "num_inference_steps": 3, "height": 32, "width": 32, "seed": 1}
+
+
+def test_run_reports_every_step_and_uses_a_fresh_scheduler(cache: PipelineCache, model_root: Path) -> None:
+    pipe = cache.get(str(model_root / "tiny-sd"), None, Task.TEXT2IMAGE, "StableDiffusionPipeline")
+    before = pipe.scheduler
+    steps: list[tuple[int, int]] = []
+    images = runner.run(pipe, PARAMS, {}, lambda s, t: steps.append((s, t)) or 0)
+    assert steps == [(1, 3), (2, 3), (3, 3)]
+    assert pipe.scheduler is not before
+    assert images[0].size == (32, 32)
+    again = runner.run(pipe, PARAMS, {}, lambda s, t: 0)
+    assert np.array_equal(np.asarray(images[0]), np.asarray(again[0]))
+
+
+def test_stop_verdict_raises_before_decoding(cache: PipelineCache, model_root: Path) -> None:
+    pipe = cache.get(str(model_root / "tiny-sd"), None, Task.TEXT2IMAGE, "StableDiffusionPipeline")
+    with pytest.raises(runner.Stopped) as stopped:
+        runner.run(pipe, {**PARAMS, "num_inference_steps": 10}, {}, lambda s, t: 1 if s == 2 else 0)
+    assert stopped.value.verdict == 1
+
+
+def test_inputs_set_the_default_size(cache: PipelineCache, model_root: Path) -> None:
+    pipe = cache.get(str(model_root / "tiny-sd"), None, Task.INPAINTING, "StableDiffusionInpaintPipeline")
+    image = Image.new("RGB", (48, 40), (10, 200, 10))
+    mask = Image.new("L", (48, 40), 255)
+    params = {k: v for k, v in PARAMS.items() if k not in ("height", "width")}
+    out = runner.run(pipe, params, {"image": image, "mask_image": mask}, lambda s, t: 0)
+    assert out[0].size == (48, 40)
