@@ -32,6 +32,8 @@ from hotpipe.shared.store import JobStore
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_S = "2"
+#: where FastAPI says a value came from; our error field names the value itself
+LOCATION_PREFIXES = frozenset({"body", "query", "path"})
 FINISHED_NOT_CANCELED = frozenset({Status.SUCCEEDED.value, Status.FAILED.value})
 
 
@@ -153,7 +155,8 @@ def validation_error(errors: Any) -> dict[str, Any]:
     details = []
     for err in errors:
         # a JSON decode error's loc is ("body", character offset): the field at fault is the body
-        loc = [] if err.get("type") == "json_invalid" else [str(p) for p in err.get("loc", ()) if p != "body"]
+        parts = () if err.get("type") == "json_invalid" else err.get("loc", ())
+        loc = [str(p) for p in parts if p not in LOCATION_PREFIXES]
         details.append({"field": ".".join(loc) or "body", "message": err.get("msg", "invalid"),
                         "type": err.get("type", "")})
     first = details[0] if details else {"field": "body", "message": "invalid request"}

@@ -73,16 +73,22 @@ class Settings:
 
 def _parse(f: dataclasses.Field[Any], raw: str) -> Any:
     kind = str(f.type)
+    if not raw:
+        if "None" in kind:
+            return None
+        if kind == "str":
+            return raw
+        raise ValueError(f"{ENV_PREFIX}{f.name.upper()} is empty; unset it to use the default {f.default!r}")
     try:
         if kind.startswith("int"):
             return int(raw)
         if kind.startswith("float"):
             return float(raw)
         if kind.startswith("Path"):
-            return Path(raw) if raw else None
+            return Path(raw)
     except ValueError as exc:
         raise ValueError(f"{ENV_PREFIX}{f.name.upper()}={raw!r} is not a valid {kind}") from exc
-    return raw or None if "None" in kind else raw
+    return raw
 
 
 def reference_table() -> list[tuple[str, str, str]]:

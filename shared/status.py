@@ -32,10 +32,11 @@ ALLOWED_FROM: dict[Status, frozenset[Status]] = {
 class TransitionError(Exception):
     """A guarded transition found the job in a state it may not leave that way."""
 
-    def __init__(self, job_id: str, current: Status | None, target: Status, expected: frozenset[Status]):
+    def __init__(self, job_id: str, current: Status | None, target: Status, expected: frozenset[Status],
+                 detail: str = ""):
         self.job_id = job_id
         self.current = current
         self.target = target
         names = ", ".join(sorted(s.value for s in expected))
         where = current.value if current else "missing"
-        super().__init__(f"job {job_id} is {where}; {target.value} needs one of: {names}")
+        super().__init__(detail or f"job {job_id} is {where}; {target.value} needs one of: {names}")

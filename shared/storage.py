@@ -57,7 +57,7 @@ class Storage:
         """The key of an ``s3://bucket/key`` reference, refused unless it is in our bucket+prefix."""
         bucket, _, key = uri.removeprefix("s3://").partition("/")
         inside = key.startswith(self.prefix + "/") if self.prefix else bool(key)
-        if bucket != self.bucket or not inside or ".." in key.split("/"):
+        if not uri.startswith("s3://") or bucket != self.bucket or not inside or ".." in key.split("/"):
             where = f"s3://{self.bucket}/{self.prefix + '/' if self.prefix else ''}"
             raise InvalidRequest(f"{field} must be an object under {where}", field=field)
         return key

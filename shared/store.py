@@ -112,7 +112,7 @@ class JobStore:
         }
         argv = [x for pair in fields.items() for x in pair]
         if not self._create(keys=[keys.job(job_id)], args=argv):
-            raise TransitionError(job_id, Status.QUEUED, Status.QUEUED, frozenset())
+            raise TransitionError(job_id, None, Status.QUEUED, frozenset(), detail=f"job {job_id} already exists")
         return _record(fields)
 
     def cancel(self, job_id: str) -> str | None:
@@ -166,10 +166,12 @@ class JobStore:
 
     def _finish(self, job_id: str, attempt: int | None, target: Status, fields: dict[str, str]) -> None:
         fields = {**fields, "finished_at": repr(time.time())}
-        ok, current, _ = self._move(job_id, target, fence=attempt, bump=False, fields=fields,
-                                    ttl=self.record_ttl_s)
+        ok, current, owner = self._move(job_id, target, fence=attempt, bump=False, fields=fields,
+                                        ttl=self.record_ttl_s)
         if not ok:
-            raise TransitionError(job_id, Status(current) if current else None, target, ALLOWED_FROM[target])
+            stale = attempt is not None and current == Status.RUNNING.value and owner != str(attempt)
+            detail = f"job {job_id}: attempt {attempt} was superseded by attempt {owner}" if stale else ""
+            raise TransitionError(job_id, Status(current) if current else None, target, ALLOWED_FROM[target], detail)
 
     def _move(self, job_id: str, target: Status, *, fence: int | None, bump: bool,
               fields: dict[str, str], ttl: int | None = None) -> tuple[bool, str, str]:

@@ -46,12 +46,21 @@ def test_overrides_win_over_the_environment() -> None:
 @pytest.mark.parametrize(("var", "raw"), [
     ("HOTPIPE_MAX_STEPS", "many"),
     ("HOTPIPE_MAX_STEPS", "2.5"),
-    ("HOTPIPE_RECORD_TTL_S", ""),
     ("HOTPIPE_WAIT_MAX_S", "soon"),
 ])
 def test_bad_number_names_the_variable(var: str, raw: str) -> None:
     with pytest.raises(ValueError, match=f"{var}={raw!r} is not a valid"):
         Settings.from_env({var: raw})
+
+
+@pytest.mark.parametrize("var", ["HOTPIPE_RECORD_TTL_S", "HOTPIPE_MODEL_ROOT", "HOTPIPE_WAIT_MAX_S"])
+def test_empty_required_value_is_refused(var: str) -> None:
+    with pytest.raises(ValueError, match=f"{var} is empty; unset it"):
+        Settings.from_env({var: ""})
+
+
+def test_empty_optional_value_means_unset() -> None:
+    assert Settings.from_env({"HOTPIPE_S3_ENDPOINT_URL": "", "HOTPIPE_S3_PREFIX": ""}).s3_endpoint_url is None
 
 
 @pytest.mark.parametrize("original", [

@@ -17,7 +17,7 @@ TASKS = [(Task.TEXT2IMAGE, "StableDiffusionPipeline"), (Task.IMAGE2IMAGE, "Stabl
 
 def parameter_storages(pipes: list[Any]) -> set[int]:
     """Data pointers of every parameter tensor held by ``pipes`` (unique storages)."""
-    ptrs = set()
+    ptrs: set[int] = set()
     for pipe in pipes:
         for module in pipe.components.values():
             if isinstance(module, torch.nn.Module):

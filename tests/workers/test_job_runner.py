@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -60,7 +59,7 @@ def test_cancel_during_run_discards_output(job_runner: JobRunner, store: JobStor
             store.cancel(jid)
         return progress(jid, attempt, step, total)
 
-    store.progress = cancel_then_report  # type: ignore[method-assign]
+    store.progress = cancel_then_report  # type: ignore[method-assign,assignment]
     assert job_runner.run(job_id) == "canceled"
     record = store.get(job_id).record  # type: ignore[union-attr]
     assert record.status is Status.CANCELED and record.progress and record.progress.step == 3

@@ -19,7 +19,12 @@ def test_run_reports_every_step_and_uses_a_fresh_scheduler(cache: PipelineCache,
     pipe = cache.get(str(model_root / "tiny-sd"), None, Task.TEXT2IMAGE, "StableDiffusionPipeline")
     before = pipe.scheduler
     steps: list[tuple[int, int]] = []
-    images = runner.run(pipe, PARAMS, {}, lambda s, t: steps.append((s, t)) or 0)
+
+    def record(step: int, total: int) -> int:
+        steps.append((step, total))
+        return 0
+
+    images = runner.run(pipe, PARAMS, {}, record)
     assert steps == [(1, 3), (2, 3), (3, 3)]
     assert pipe.scheduler is not before
     assert images[0].size == (32, 32)
