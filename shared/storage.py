@@ -8,7 +8,7 @@ retried attempt overwrites what an earlier one wrote instead of adding beside it
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import boto3
@@ -68,6 +68,13 @@ class Storage:
 
     def put_json(self, key: str, doc: dict[str, Any]) -> None:
         self.put(key, json_bytes(doc), "application/json")
+
+    def put_async(self, key: str, data: bytes, content_type: str) -> Future[None]:
+        """Start a put in the background; ``.result()`` waits for it and raises its error."""
+        return self._pool.submit(self.put, key, data, content_type)
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=key)
 
     def put_many(self, objects: list[tuple[str, bytes, str]]) -> None:
         """Put (key, data, content type) objects concurrently; raises if any put failed."""

@@ -4,7 +4,8 @@ Every transition is one Lua script, so check-and-set is atomic on the server: th
 current status must be one the target may be entered from, and writes made by a
 worker carry the attempt number they claimed — a fencing token — so an attempt that
 was superseded can never overwrite the newer attempt's record.  Each change is
-published on the job's channel, which is what waiters listen to.
+published on the job's channel with the whole record, which is what waiters listen to:
+a waiter wakes up holding the new record, without reading it back.
 """
 
 from __future__ import annotations
@@ -21,6 +22,13 @@ from hotpipe.shared import keys
 from hotpipe.shared.job import JobError, JobRecord, JobResult, Progress, Task
 from hotpipe.shared.status import ALLOWED_FROM, TERMINAL, Status, TransitionError
 
+# Publish an event with the record as it now stands (HGETALL's flat list).
+_ANNOUNCE = """
+local function announce(event)
+  redis.call('PUBLISH', KEYS[2], cjson.encode({event = event, record = redis.call('HGETALL', KEYS[1])}))
+end
+"""
+
 _CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV))
@@ -28,8 +36,8 @@ return 1
 """
 
 # ARGV: target, allowed-from (comma list), fence attempt ('' = none), bump attempt ('1'/'0'),
-#       ttl seconds ('' = none), then field/value pairs
-_TRANSITION = """
+#       ttl seconds ('' = none), then field/value pairs.  Returns {ok, status, attempt, record}.
+_TRANSITION = _ANNOUNCE + """
 local cur = redis.call('HGET', KEYS[1], 'status')
 if not cur then return {0, '', '0'} end
 local attempt = redis.call('HGET', KEYS[1], 'attempt') or '0'
@@ -40,34 +48,34 @@ if ARGV[4] == '1' then attempt = tostring(tonumber(attempt) + 1) end
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'attempt', attempt)
 if #ARGV > 5 then redis.call('HSET', KEYS[1], unpack(ARGV, 6)) end
 if ARGV[5] ~= '' then redis.call('EXPIRE', KEYS[1], ARGV[5]) end
-redis.call('PUBLISH', KEYS[2], ARGV[1])
-return {1, ARGV[1], attempt}
+announce(ARGV[1])
+return {1, ARGV[1], attempt, redis.call('HGETALL', KEYS[1])}
 """
 
 # ARGV: fence attempt, progress JSON.  Returns -1 when the attempt no longer owns the
 # job (stop working), else 1 when a cancel was requested, 0 otherwise.
-_PROGRESS = """
+_PROGRESS = _ANNOUNCE + """
 if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return -1 end
 if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then return -1 end
 redis.call('HSET', KEYS[1], 'progress', ARGV[2])
-redis.call('PUBLISH', KEYS[2], 'progress')
+announce('progress')
 if redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then return 1 end
 return 0
 """
 
 # A queued job is canceled at once; a running one is asked to stop at its next step.
-_CANCEL = """
+_CANCEL = _ANNOUNCE + """
 local cur = redis.call('HGET', KEYS[1], 'status')
 if not cur then return '' end
 if cur == 'queued' then
   redis.call('HSET', KEYS[1], 'status', 'canceled', 'finished_at', ARGV[1])
   redis.call('EXPIRE', KEYS[1], ARGV[2])
-  redis.call('PUBLISH', KEYS[2], 'canceled')
+  announce('canceled')
   return 'canceled'
 end
 if cur == 'running' then
   redis.call('HSET', KEYS[1], 'cancel_requested', '1')
-  redis.call('PUBLISH', KEYS[2], 'cancel_requested')
+  announce('cancel_requested')
 end
 return cur
 """
@@ -124,30 +132,35 @@ class JobStore:
     # -- reads ------------------------------------------------------------------------
     def get(self, job_id: str) -> StoredJob | None:
         raw: dict[str, str] = self.redis.hgetall(keys.job(job_id))  # type: ignore[assignment]
-        if not raw:
-            return None
-        return StoredJob(record=_record(raw), spec=_json(raw.get("spec")) or {},
-                         cancel_requested=raw.get("cancel_requested") == "1")
+        return _stored(raw) if raw else None
 
     def wait(self, job_id: str, timeout_s: float) -> JobRecord | None:
         """The record once terminal, or as it stands after ``timeout_s``; None if unknown."""
         deadline = time.monotonic() + timeout_s
         with self.redis.pubsub(ignore_subscribe_messages=True) as sub:
             sub.subscribe(keys.job_events(job_id))
-            while True:
-                job = self.get(job_id)
+            job = self.get(job_id)  # read after subscribing, so no change can slip between
+            record = job.record if job else None
+            while record is not None and record.status not in TERMINAL:
                 left = deadline - time.monotonic()
-                if job is None or job.record.status in TERMINAL or left <= 0:
-                    return job.record if job else None
-                while left > 0 and sub.get_message(timeout=left) is None:
-                    left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                message = sub.get_message(timeout=left)
+                if message is not None:
+                    record = parse_event(message["data"])[1]
+            return record
 
     # -- worker side: every write is fenced by the claimed attempt ----------------------
     def claim(self, job_id: str) -> int | None:
         """``queued -> running``; returns the new attempt number, None if not claimable."""
-        ok, _, attempt = self._move(job_id, Status.RUNNING, fence=None, bump=True,
-                                    fields={"started_at": repr(time.time())})
-        return int(attempt) if ok else None
+        job = self.claim_job(job_id)
+        return job.record.attempts if job else None
+
+    def claim_job(self, job_id: str) -> StoredJob | None:
+        """``queued -> running`` and the claimed job, in one round trip; None if not claimable."""
+        ok, _, _, raw = self._move(job_id, Status.RUNNING, fence=None, bump=True,
+                                   fields={"started_at": repr(time.time())})
+        return _stored(_pairs(raw)) if ok else None
 
     def progress(self, job_id: str, attempt: int, step: int, total: int) -> int:
         """Record progress; -1: this attempt lost the job, 1: cancel requested, 0: go on."""
@@ -166,7 +179,7 @@ class JobStore:
 
     def _finish(self, job_id: str, attempt: int | None, target: Status, fields: dict[str, str]) -> None:
         fields = {**fields, "finished_at": repr(time.time())}
-        ok, current, owner = self._move(job_id, target, fence=attempt, bump=False, fields=fields,
+        ok, current, owner, _ = self._move(job_id, target, fence=attempt, bump=False, fields=fields,
                                         ttl=self.record_ttl_s)
         if not ok:
             stale = attempt is not None and current == Status.RUNNING.value and owner != str(attempt)
@@ -174,7 +187,7 @@ class JobStore:
             raise TransitionError(job_id, Status(current) if current else None, target, ALLOWED_FROM[target], detail)
 
     def _move(self, job_id: str, target: Status, *, fence: int | None, bump: bool,
-              fields: dict[str, str], ttl: int | None = None) -> tuple[bool, str, str]:
+              fields: dict[str, str], ttl: int | None = None) -> tuple[bool, str, str, list[str]]:
         # Unfenced writes (claim, fail-before-start) may only act on a queued job; fenced
         # writes come from a running attempt and may only act on the attempt they own.
         allowed = ALLOWED_FROM[target] & ({Status.QUEUED} if fence is None else set(Status) - {Status.QUEUED})
@@ -182,8 +195,24 @@ class JobStore:
                            "" if fence is None else str(fence), "1" if bump else "0",
                            "" if ttl is None else str(ttl)]
         argv += [x for pair in fields.items() for x in pair]
-        ok, current, attempt = self._transition(keys=[keys.job(job_id), keys.job_events(job_id)], args=argv)
-        return bool(ok), current, attempt
+        reply = self._transition(keys=[keys.job(job_id), keys.job_events(job_id)], args=argv)
+        ok, current, attempt = reply[:3]
+        return bool(ok), current, attempt, reply[3] if ok else []
+
+
+def parse_event(data: str) -> tuple[str, JobRecord]:
+    """(event name, record) from a message published on a job's channel."""
+    doc = json.loads(data)
+    return doc["event"], _record(_pairs(doc["record"]))
+
+
+def _pairs(flat: list[str]) -> dict[str, str]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _stored(raw: dict[str, str]) -> StoredJob:
+    return StoredJob(record=_record(raw), spec=_json(raw.get("spec")) or {},
+                     cancel_requested=raw.get("cancel_requested") == "1")
 
 
 def _record(raw: dict[str, str]) -> JobRecord:

@@ -13,6 +13,7 @@ import logging
 import platform
 import socket
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
@@ -73,13 +74,13 @@ class JobRunner:
 
     def run(self, job_id: str) -> str:
         """Run ``job_id``; returns the final status this attempt wrote (or why it did nothing)."""
-        attempt = self.store.claim(job_id)
-        if attempt is None:
-            job = self.store.get(job_id)
-            log.info("job %s not claimable (%s); standing down", job_id, job.record.status.value if job else "missing")
+        job = self.store.claim_job(job_id)
+        if job is None:
+            found = self.store.get(job_id)
+            log.info("job %s not claimable (%s); standing down", job_id,
+                     found.record.status.value if found else "missing")
             return "skipped"
-        job = self.store.get(job_id)
-        assert job is not None
+        attempt = job.record.attempts
         try:
             result = self._generate(job, attempt)
         except runner.Stopped as stop:
@@ -95,25 +96,43 @@ class JobRunner:
         resolved = spec["resolved"]
         pipe = self.cache.get(resolved["location"], resolved["revision"], Task(spec["task"]), rec.pipeline)
         inputs = {name: runner.decode_input(name, self.storage.get(key)) for name, key in spec["inputs"].items()}
-        images = runner.run(pipe, spec["params"], inputs, self._progress_hook(rec.id, attempt))
         provenance = self._provenance(job, attempt, type(pipe).__name__)
-        encoded = [encode(im, spec["output_format"], {**spec["params"], "index": i, **provenance})
-                   for i, im in enumerate(images)]
-        return self._upload(job, encoded, provenance)
+        # The sidecar depends only on the request, so it uploads while the pipeline runs.
+        sidecar = self._put_sidecar(job, provenance)
+        try:
+            images = runner.run(pipe, spec["params"], inputs, self._progress_hook(rec.id, attempt))
+            encoded = [encode(im, spec["output_format"], {**spec["params"], "index": i, **provenance})
+                       for i, im in enumerate(images)]
+            result = self._upload(rec.id, encoded)
+        except BaseException:
+            self._discard_sidecar(rec.id, sidecar)
+            raise
+        sidecar.result()  # succeeded only once the sidecar exists too
+        return result
 
-    def _upload(self, job: StoredJob, encoded: list[Encoded], provenance: dict[str, Any]) -> JobResult:
-        """Put every image and the sidecar, concurrently; returns only once all of them exist."""
-        job_id = job.record.id
+    def _put_sidecar(self, job: StoredJob, provenance: dict[str, Any]) -> Future[None]:
+        spec, job_id = job.spec, job.record.id
+        n, ext = int(spec["params"].get("num_images", 1)), spec["output_format"]
+        doc = {"job_id": job_id, "task": spec["task"], "params": spec["params"], "inputs": spec["inputs"],
+               "output_format": ext, "provenance": provenance,
+               "images": [self.storage.image_key(job_id, i, ext) for i in range(n)]}
+        return self.storage.put_async(self.storage.sidecar_key(job_id), json_bytes(doc), "application/json")
+
+    def _discard_sidecar(self, job_id: str, sidecar: Future[None]) -> None:
+        """A job that did not succeed leaves no sidecar behind (best effort)."""
+        try:
+            sidecar.result()
+            self.storage.delete(self.storage.sidecar_key(job_id))
+        except Exception:
+            log.warning("job %s: could not remove the sidecar", job_id, exc_info=True)
+
+    def _upload(self, job_id: str, encoded: list[Encoded]) -> JobResult:
+        """Put every image concurrently; returns only once all of them exist."""
         keys = [self.storage.image_key(job_id, i, enc.ext) for i, enc in enumerate(encoded)]
+        self.storage.put_many([(key, enc.data, enc.content_type) for key, enc in zip(keys, encoded, strict=True)])
         results = [ImageResult(key=key, width=enc.width, height=enc.height, content_type=enc.content_type,
                                sha256=enc.sha256) for key, enc in zip(keys, encoded, strict=True)]
-        sidecar = self.storage.sidecar_key(job_id)
-        doc = {"job_id": job_id, "task": job.spec["task"], "params": job.spec["params"],
-               "inputs": job.spec["inputs"], "output_format": job.spec["output_format"],
-               "provenance": provenance, "images": [r.model_dump(exclude={"url"}) for r in results]}
-        objects = [(key, enc.data, enc.content_type) for key, enc in zip(keys, encoded, strict=True)]
-        self.storage.put_many([*objects, (sidecar, json_bytes(doc), "application/json")])
-        return JobResult(images=results, sidecar_key=sidecar)
+        return JobResult(images=results, sidecar_key=self.storage.sidecar_key(job_id))
 
     def _provenance(self, job: StoredJob, attempt: int, pipeline: str) -> dict[str, Any]:
         resolved = job.spec["resolved"]

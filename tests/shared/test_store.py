@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
 from hotpipe.shared import keys
-from hotpipe.shared.job import ImageResult, JobError, JobResult, Progress, Task, new_job_id
+from hotpipe.shared.job import ImageResult, JobError, JobRecord, JobResult, Progress, Task, new_job_id
 from hotpipe.shared.status import TERMINAL, Status, TransitionError
-from hotpipe.shared.store import JobStore
+from hotpipe.shared.store import JobStore, parse_event
 
 RECORD_TTL_S = 600
 RESULT = JobResult(images=[ImageResult(key="jobs/x/0.png", width=8, height=8, content_type="image/png",
@@ -258,11 +258,14 @@ def test_every_change_is_published_on_the_job_channel(store: JobStore) -> None:
         store.cancel(job_id)
         store.progress(job_id, attempt + 1, 2, 4)  # stale: publishes nothing
         store.mark_canceled(job_id, attempt)
-        events: list[str] = []
+        events: list[tuple[str, JobRecord]] = []
         while len(events) < 4 and (msg := sub.get_message(timeout=5.0)) is not None:
             if msg["type"] == "message":
-                events.append(msg["data"])
-    assert events == ["running", "progress", "cancel_requested", "canceled"]
+                events.append(parse_event(msg["data"]))
+    assert [name for name, _ in events] == ["running", "progress", "cancel_requested", "canceled"]
+    assert [r.status.value for _, r in events] == ["running", "running", "running", "canceled"]
+    assert events[1][1].progress is not None and events[1][1].progress.step == 1
+    assert events[2][1].cancel_requested
 
 
 class LifecycleMachine(RuleBasedStateMachine):
