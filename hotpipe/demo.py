@@ -83,7 +83,12 @@ def run_demo(out: Path, models: Path, workdir: Path, redis: str) -> int:
 
 def serve_stack(models: Path, workdir: Path, redis: str) -> int:
     _ensure_checkpoints(models)
+    stop = {signal.SIGINT, signal.SIGTERM}
     with _stack(models, workdir, redis) as stack:
-        print(f"API: {stack.api_url}\nexport HOTPIPE_API_URL={stack.api_url}\nCtrl-C to stop", flush=True)
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        # Blocked only now: children inherit the signal mask, and they must see SIGTERM.
+        signal.pthread_sigmask(signal.SIG_BLOCK, stop)
+        print(f"API: {stack.api_url} (docs: {stack.api_url}/docs)\nexport HOTPIPE_API_URL={stack.api_url}\n"
+              f"logs: {stack.workdir}\nCtrl-C to stop", flush=True)
+        signal.sigwait(stop)
+        print("stopping ...", flush=True)
     return 0

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 import redis
+import redis.asyncio as aioredis
 from celery import Celery
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from kombu.exceptions import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -26,12 +29,14 @@ from hotpipe.shared.celery_app import make_celery
 from hotpipe.shared.errors import Conflict, HotpipeError, InvalidRequest, NotFound, Unavailable
 from hotpipe.shared.job import JOB_ID_RE, JobRecord, JobRequest
 from hotpipe.shared.settings import Settings
-from hotpipe.shared.status import TERMINAL, Status
+from hotpipe.shared.status import Status
 from hotpipe.shared.storage import Storage
-from hotpipe.shared.store import JobStore
+from hotpipe.shared.store import AsyncJobReader, JobStore
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_S = "2"
+REDIS_OPTIONS: dict[str, Any] = {"decode_responses": True, "health_check_interval": 30,
+                                 "socket_connect_timeout": 2, "retry_on_timeout": True}
 #: where FastAPI says a value came from; our error field names the value itself
 LOCATION_PREFIXES = frozenset({"body", "query", "path"})
 FINISHED_NOT_CANCELED = frozenset({Status.SUCCEEDED.value, Status.FAILED.value})
@@ -49,69 +54,86 @@ class Services:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:
-        client = redis.Redis.from_url(settings.redis_url, decode_responses=True, health_check_interval=30,
-                                      socket_connect_timeout=2, retry_on_timeout=True)
+        client = redis.Redis.from_url(settings.redis_url, **REDIS_OPTIONS)
         return cls(settings, client, JobStore(client, settings.record_ttl_s), Storage(settings),
                    make_celery(settings))
+
+    def async_reader(self) -> AsyncJobReader:
+        """A reader on an asyncio client; made inside the serving event loop (lifespan)."""
+        return AsyncJobReader(aioredis.Redis.from_url(self.settings.redis_url, **REDIS_OPTIONS))
 
 
 def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     """The API application over ``services`` (built from ``settings`` when not given)."""
     svc = services or Services.from_settings(settings)
-    app = FastAPI(title="hotpipe", version=__version__,
+    readers: list[AsyncJobReader] = []
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        readers.append(svc.async_reader())
+        yield
+        await readers.pop().redis.aclose()
+
+    app = FastAPI(title="hotpipe", version=__version__, lifespan=lifespan,
                   description="Run Hugging Face Diffusers checkpoints as a fleet service.")
     app.state.services = svc
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     _install_error_handlers(app)
-    _add_job_routes(app, svc)
+    _add_job_routes(app, svc, readers)
     _add_health_routes(app, svc)
     return app
 
 
-def with_urls(svc: Services, record: JobRecord) -> JobRecord:
-    """Fill in presigned URLs; made on every read so they never go stale in the record."""
+def record_response(svc: Services, record: JobRecord, status_code: int = 200) -> Response:
+    """The record as JSON, with presigned URLs made on every read so they never go stale."""
     if record.result:
         for image in record.result.images:
             image.url = svc.storage.presign(image.key)
+    return Response(record.model_dump_json(exclude_none=True), status_code=status_code,
+                    media_type="application/json")
+
+
+def found(job_id: str, record: JobRecord | None) -> JobRecord:
+    if record is None:
+        raise NotFound(f"no job {job_id!r}; it never existed or its record expired", field="id")
     return record
 
 
 def load(svc: Services, job_id: str) -> JobRecord:
     job = svc.store.get(job_id) if JOB_ID_RE.match(job_id) else None
-    if job is None:
-        raise NotFound(f"no job {job_id!r}; it never existed or its record expired", field="id")
-    return job.record
+    return found(job_id, job.record if job else None)
 
 
-def _add_job_routes(app: FastAPI, svc: Services) -> None:
+def _add_job_routes(app: FastAPI, svc: Services, readers: list[AsyncJobReader]) -> None:
     submitter = Submitter(svc.settings, svc.store, svc.storage, svc.celery)
     wait_max_s = svc.settings.wait_max_s
 
     @app.post("/v1/jobs", status_code=202, response_model=JobRecord, response_model_exclude_none=True)
-    def submit_job(body: JobRequest) -> JobRecord:
+    def submit_job(body: JobRequest) -> Response:
         """Validate and enqueue a generation job; 202 with its record."""
-        return submitter.submit(body)
+        return record_response(svc, submitter.submit(body), status_code=202)
 
     @app.get("/v1/jobs/{job_id}", response_model=JobRecord, response_model_exclude_none=True)
-    def get_job(job_id: str, wait: Annotated[float, Query(ge=0)] = 0.0) -> JobRecord:
+    async def get_job(job_id: str, wait: Annotated[float, Query(ge=0)] = 0.0) -> Response:
         """The job's record; with ``wait=S``, returns once terminal or after S seconds."""
         if wait > wait_max_s:
             raise InvalidRequest(f"wait is {wait}; at most {wait_max_s} seconds", field="wait")
-        record = load(svc, job_id)
-        if wait > 0 and record.status not in TERMINAL:
-            record = svc.store.wait(job_id, wait) or record
-        return with_urls(svc, record)
+        reader = readers[0]
+        if not JOB_ID_RE.match(job_id):
+            found(job_id, None)
+        record = await (reader.wait(job_id, wait) if wait > 0 else reader.get(job_id))
+        return record_response(svc, found(job_id, record))
 
     @app.post("/v1/jobs/{job_id}/cancel", status_code=202, response_model=JobRecord,
               response_model_exclude_none=True)
-    def cancel_job(job_id: str) -> JobRecord:
+    def cancel_job(job_id: str) -> Response:
         """Cancel a queued job now, or ask a running one to stop at its next step."""
         load(svc, job_id)
-        found = svc.store.cancel(job_id)
-        if found in FINISHED_NOT_CANCELED:
-            raise Conflict(f"job {job_id} already {found}; only queued or running jobs can be canceled",
+        status = svc.store.cancel(job_id)
+        if status in FINISHED_NOT_CANCELED:
+            raise Conflict(f"job {job_id} already {status}; only queued or running jobs can be canceled",
                            field="status")
-        return with_urls(svc, load(svc, job_id))
+        return record_response(svc, load(svc, job_id), status_code=202)
 
 
 def _add_health_routes(app: FastAPI, svc: Services) -> None:

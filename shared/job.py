@@ -111,6 +111,9 @@ class ImageResult(BaseModel):
 class JobResult(BaseModel):
     images: list[ImageResult]
     sidecar_key: str | None = None
+    #: seconds spent in each worker stage: load (pipeline from the cache, 0 when hot),
+    #: inputs, run (denoising and decoding), encode, upload
+    timings: dict[str, float] = Field(default_factory=dict)
 
 
 class JobError(BaseModel):

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
+import redis.asyncio as aioredis
 
 from hotpipe.shared import keys
 from hotpipe.shared.job import JobError, JobRecord, JobResult, Progress, Task
@@ -134,22 +135,6 @@ class JobStore:
         raw: dict[str, str] = self.redis.hgetall(keys.job(job_id))  # type: ignore[assignment]
         return _stored(raw) if raw else None
 
-    def wait(self, job_id: str, timeout_s: float) -> JobRecord | None:
-        """The record once terminal, or as it stands after ``timeout_s``; None if unknown."""
-        deadline = time.monotonic() + timeout_s
-        with self.redis.pubsub(ignore_subscribe_messages=True) as sub:
-            sub.subscribe(keys.job_events(job_id))
-            job = self.get(job_id)  # read after subscribing, so no change can slip between
-            record = job.record if job else None
-            while record is not None and record.status not in TERMINAL:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                message = sub.get_message(timeout=left)
-                if message is not None:
-                    record = parse_event(message["data"])[1]
-            return record
-
     # -- worker side: every write is fenced by the claimed attempt ----------------------
     def claim(self, job_id: str) -> int | None:
         """``queued -> running``; returns the new attempt number, None if not claimable."""
@@ -198,6 +183,36 @@ class JobStore:
         reply = self._transition(keys=[keys.job(job_id), keys.job_events(job_id)], args=argv)
         ok, current, attempt = reply[:3]
         return bool(ok), current, attempt, reply[3] if ok else []
+
+
+class AsyncJobReader:
+    """Reads and waits for job records on an asyncio Redis client (the API's event loop).
+
+    Waiting subscribes to the job's channel, then reads the record, so no change can slip
+    in between; each event carries the new record, so waking up costs no extra read.
+    """
+
+    def __init__(self, client: aioredis.Redis):
+        self.redis = client
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        raw: dict[str, str] = await self.redis.hgetall(keys.job(job_id))  # type: ignore[assignment]
+        return _record(raw) if raw else None
+
+    async def wait(self, job_id: str, timeout_s: float) -> JobRecord | None:
+        """The record once terminal, or as it stands after ``timeout_s``; None if unknown."""
+        deadline = time.monotonic() + timeout_s
+        async with self.redis.pubsub(ignore_subscribe_messages=True) as sub:
+            await sub.subscribe(keys.job_events(job_id))
+            record = await self.get(job_id)
+            while record is not None and record.status not in TERMINAL:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                message = await sub.get_message(ignore_subscribe_messages=True, timeout=left)
+                if message is not None:
+                    record = parse_event(message["data"])[1]
+            return record
 
 
 def parse_event(data: str) -> tuple[str, JobRecord]:

@@ -50,6 +50,19 @@ def error_code(exc: BaseException) -> str:
     return next((code for kind, code in ERROR_CODES if isinstance(exc, kind)), "internal_error")
 
 
+class Stopwatch:
+    """Named laps in seconds, for the per-job stage timings in the result."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(now - self._last, 6)
+        self._last = now
+
+
 @functools.cache
 def library_versions() -> dict[str, str]:
     """Versions for provenance; cached because each metadata lookup scans sys.path (~1 ms)."""
@@ -94,20 +107,27 @@ class JobRunner:
     def _generate(self, job: StoredJob, attempt: int) -> JobResult:
         spec, rec = job.spec, job.record
         resolved = spec["resolved"]
+        clock = Stopwatch()
         pipe = self.cache.get(resolved["location"], resolved["revision"], Task(spec["task"]), rec.pipeline)
+        clock.lap("load")
         inputs = {name: runner.decode_input(name, self.storage.get(key)) for name, key in spec["inputs"].items()}
+        clock.lap("inputs")
         provenance = self._provenance(job, attempt, type(pipe).__name__)
         # The sidecar depends only on the request, so it uploads while the pipeline runs.
         sidecar = self._put_sidecar(job, provenance)
         try:
             images = runner.run(pipe, spec["params"], inputs, self._progress_hook(rec.id, attempt))
+            clock.lap("run")
             encoded = [encode(im, spec["output_format"], {**spec["params"], "index": i, **provenance})
                        for i, im in enumerate(images)]
+            clock.lap("encode")
             result = self._upload(rec.id, encoded)
         except BaseException:
             self._discard_sidecar(rec.id, sidecar)
             raise
         sidecar.result()  # succeeded only once the sidecar exists too
+        clock.lap("upload")
+        result.timings = clock.laps
         return result
 
     def _put_sidecar(self, job: StoredJob, provenance: dict[str, Any]) -> Future[None]:
@@ -145,7 +165,7 @@ class JobRunner:
         }
 
     def _progress_hook(self, job_id: str, attempt: int) -> runner.StepHook:
-        last = 0.0
+        last = time.monotonic()  # the running transition already said "started"
 
         def on_step(step: int, total: int) -> int:
             nonlocal last

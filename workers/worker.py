@@ -53,6 +53,13 @@ def create_worker_app(settings: Settings) -> Celery:
     def _init_child(**_: Any) -> None:
         runtime["runner"] = build_runner(settings)
 
+    @signals.after_setup_logger.connect(weak=False)
+    def _quiet(**_: Any) -> None:
+        # "Task received"/"succeeded" lines for every job cost time on the hot path; the
+        # job record already holds each job's timestamps and outcome.
+        for name in ("celery.worker.strategy", "celery.app.trace"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
     @signals.worker_ready.connect(weak=False)
     def _ready(**_: Any) -> None:
         if settings.worker_ready_file:

@@ -70,12 +70,13 @@ def make_api(redis_client: redis.Redis, storage: Storage, aws_credentials: None)
 
     def make(settings: Settings) -> TestClient:
         client = TestClient(create_app(settings))
+        client.__enter__()  # runs the lifespan: the API's asyncio Redis client lives in its loop
         made.append(client)
         return client
 
     yield make
     for client in made:
-        client.close()
+        client.__exit__(None, None, None)
         services: Services = client.app.state.services  # type: ignore[attr-defined]
         services.celery.close()
         services.redis.close()

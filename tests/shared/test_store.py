@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
@@ -9,6 +10,7 @@ from typing import ClassVar
 
 import pytest
 import redis
+import redis.asyncio as aioredis
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
@@ -16,7 +18,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from hotpipe.shared import keys
 from hotpipe.shared.job import ImageResult, JobError, JobRecord, JobResult, Progress, Task, new_job_id
 from hotpipe.shared.status import TERMINAL, Status, TransitionError
-from hotpipe.shared.store import JobStore, parse_event
+from hotpipe.shared.store import AsyncJobReader, JobStore, parse_event
 
 RECORD_TTL_S = 600
 RESULT = JobResult(images=[ImageResult(key="jobs/x/0.png", width=8, height=8, content_type="image/png",
@@ -219,6 +221,20 @@ def test_only_finished_records_expire(store: JobStore) -> None:
     assert 0 < ttl(store, job_id) <= RECORD_TTL_S
 
 
+def wait(store: JobStore, job_id: str, timeout_s: float) -> JobRecord | None:
+    """AsyncJobReader.wait on its own event loop and asyncio client of the same server."""
+
+    async def go() -> JobRecord | None:
+        kw = store.redis.connection_pool.connection_kwargs
+        client = aioredis.Redis(host=kw["host"], port=kw["port"], db=kw.get("db", 0), decode_responses=True)
+        try:
+            return await AsyncJobReader(client).wait(job_id, timeout_s)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(go())
+
+
 def test_wait_wakes_when_another_thread_finishes_the_job(store: JobStore) -> None:
     job_id = create(store)
     attempt = store.claim(job_id)
@@ -232,7 +248,7 @@ def test_wait_wakes_when_another_thread_finishes_the_job(store: JobStore) -> Non
 
     worker = threading.Thread(target=finish_once_waiter_listens, daemon=True)
     worker.start()
-    record = store.wait(job_id, timeout_s=30)
+    record = wait(store, job_id, timeout_s=30)
     worker.join(5)
     assert record is not None and record.status == Status.SUCCEEDED and record.result == RESULT
 
@@ -240,12 +256,12 @@ def test_wait_wakes_when_another_thread_finishes_the_job(store: JobStore) -> Non
 def test_wait_returns_the_running_record_after_the_timeout(store: JobStore) -> None:
     job_id = create(store)
     store.claim(job_id)
-    record = store.wait(job_id, timeout_s=0.2)
+    record = wait(store, job_id, timeout_s=0.2)
     assert record is not None and record.status == Status.RUNNING
 
 
 def test_wait_on_unknown_job_is_none(store: JobStore) -> None:
-    assert store.wait(new_job_id(), timeout_s=0.1) is None
+    assert wait(store, new_job_id(), timeout_s=0.1) is None
 
 
 def test_every_change_is_published_on_the_job_channel(store: JobStore) -> None:
