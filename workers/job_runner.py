@@ -13,11 +13,13 @@ import logging
 import platform
 import socket
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
+import redis
 import torch
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -33,6 +35,8 @@ from hotpipe.workers.encode import Encoded, encode
 log = logging.getLogger(__name__)
 
 CANCELED, LOST = 1, -1
+#: pauses between tries of a job's terminal write while Redis is unreachable (~30 s in all)
+FINAL_WRITE_BACKOFF_S = (0.1, 0.3, 1.0, 3.0, 8.0, 16.0)
 
 #: exception type -> error code recorded on the job; first match wins
 ERROR_CODES: tuple[tuple[type[BaseException], str], ...] = (
@@ -184,10 +188,19 @@ class JobRunner:
         return "lost"
 
     @staticmethod
-    def _finish(write: Any, status: str) -> str:
-        try:
-            write()
-        except TransitionError as exc:  # a newer attempt or a cancel got there first
-            log.warning("final write refused: %s", exc)
-            return "lost"
-        return status
+    def _finish(write: Callable[[], None], status: str) -> str:
+        """The terminal write, retried with backoff while Redis is unreachable."""
+        for delay in (*FINAL_WRITE_BACKOFF_S, None):
+            try:
+                write()
+            except TransitionError as exc:  # a newer attempt or a cancel got there first
+                log.warning("final write refused: %s", exc)
+                return "lost"
+            except (redis.ConnectionError, redis.TimeoutError):
+                if delay is None:
+                    raise
+                log.warning("Redis unreachable for the final write (%s); retrying in %.1fs", status, delay)
+                time.sleep(delay)
+            else:
+                return status
+        raise AssertionError("unreachable")

@@ -14,6 +14,7 @@ from hotpipe.shared.settings import Settings
 from hotpipe.shared.status import Status
 from hotpipe.shared.storage import Storage
 from hotpipe.shared.store import JobStore
+from hotpipe.workers import job_runner as job_runner_module
 from hotpipe.workers.cache import PipelineCache
 from hotpipe.workers.job_runner import JobRunner, error_code
 
@@ -86,3 +87,22 @@ def test_pipeline_error_fails_with_code_and_message(job_runner: JobRunner, store
                                            (ValueError("x"), "pipeline_error"), (RuntimeError("x"), "internal_error")])
 def test_error_codes(exc: BaseException, code: str) -> None:
     assert error_code(exc) == code
+
+
+def test_final_write_is_retried_while_redis_is_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(job_runner_module, "FINAL_WRITE_BACKOFF_S", (0.0, 0.0, 0.0))
+    calls: list[int] = []
+
+    def flaky() -> None:
+        calls.append(1)
+        if len(calls) < 3:
+            raise redis.ConnectionError("down")
+
+    assert JobRunner._finish(flaky, "succeeded") == "succeeded"
+    assert len(calls) == 3
+
+    def down() -> None:
+        raise redis.ConnectionError("down")
+
+    with pytest.raises(redis.ConnectionError):
+        JobRunner._finish(down, "failed")
