@@ -18,12 +18,13 @@ import redis.asyncio as aioredis
 from celery import Celery
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from kombu.exceptions import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hotpipe import __version__
+from hotpipe.producer.events import job_events
 from hotpipe.producer.service import Submitter
 from hotpipe.shared.celery_app import make_celery
 from hotpipe.shared.errors import Conflict, HotpipeError, InvalidRequest, NotFound, Unavailable
@@ -84,13 +85,16 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     return app
 
 
-def record_response(svc: Services, record: JobRecord, status_code: int = 200) -> Response:
+def render(svc: Services, record: JobRecord) -> str:
     """The record as JSON, with presigned URLs made on every read so they never go stale."""
     if record.result:
         for image in record.result.images:
             image.url = svc.storage.presign(image.key)
-    return Response(record.model_dump_json(exclude_none=True), status_code=status_code,
-                    media_type="application/json")
+    return record.model_dump_json(exclude_none=True)
+
+
+def record_response(svc: Services, record: JobRecord, status_code: int = 200) -> Response:
+    return Response(render(svc, record), status_code=status_code, media_type="application/json")
 
 
 def found(job_id: str, record: JobRecord | None) -> JobRecord:
@@ -123,6 +127,17 @@ def _add_job_routes(app: FastAPI, svc: Services, readers: list[AsyncJobReader]) 
             found(job_id, None)
         record = await (reader.wait(job_id, wait) if wait > 0 else reader.get(job_id))
         return record_response(svc, found(job_id, record))
+
+    @app.get("/v1/jobs/{job_id}/events", response_class=StreamingResponse,
+             responses={200: {"content": {"text/event-stream": {}},
+                              "description": "SSE: `status` and `progress` events, data = the job record"}})
+    async def job_events_stream(job_id: str) -> StreamingResponse:
+        """Server-Sent Events: the current state first, then every change; ends when terminal."""
+        reader = readers[0]
+        found(job_id, await reader.get(job_id) if JOB_ID_RE.match(job_id) else None)
+        stream = job_events(reader.redis, job_id, lambda: reader.get(job_id), lambda r: render(svc, r))
+        return StreamingResponse(stream, media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     @app.post("/v1/jobs/{job_id}/cancel", status_code=202, response_model=JobRecord,
               response_model_exclude_none=True)

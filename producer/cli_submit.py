@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from hotpipe.producer.client import APIError, Client, data_uri
 from hotpipe.shared.job import JobRecord
@@ -30,16 +31,23 @@ def request_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return body
 
 
-def show_progress(client: Client, job_id: str, interval_s: float = 0.2) -> JobRecord:
-    """Poll the job, drawing a one-line progress bar, until it is terminal."""
-    record = client.get(job_id)
-    while record.status not in TERMINAL:
-        step, total = (record.progress.step, record.progress.total) if record.progress else (0, 0)
-        filled = int(30 * step / total) if total else 0
-        sys.stderr.write(f"\r{job_id[:8]} {record.status.value:<9} [{'#' * filled:<30}] {step}/{total or '?'}")
-        sys.stderr.flush()
-        time.sleep(interval_s)
-        record = client.get(job_id)
+def draw(record: JobRecord) -> None:
+    step, total = (record.progress.step, record.progress.total) if record.progress else (0, 0)
+    filled = int(30 * step / total) if total else 0
+    sys.stderr.write(f"\r{record.id[:8]} {record.status.value:<9} [{'#' * filled:<30}] {step}/{total or '?'}")
+    sys.stderr.flush()
+
+
+def show_progress(client: Client, job_id: str) -> JobRecord:
+    """Follow the job's event stream, drawing a one-line progress bar, until it is terminal."""
+    record: JobRecord | None = None
+    try:
+        for _, record in client.events(job_id):
+            draw(record)
+    except httpx.TransportError:
+        pass  # the stream broke: wait() falls back to long-polling
+    if record is None or record.status not in TERMINAL:
+        record = client.wait(job_id)
     sys.stderr.write(f"\r{job_id[:8]} {record.status.value:<9}{' ' * 40}\n")
     return record
 

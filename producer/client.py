@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import mimetypes
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,9 @@ import httpx
 
 from hotpipe.shared.job import JobRecord
 from hotpipe.shared.status import TERMINAL
+
+#: read timeout on an event stream: the server sends a keep-alive every 15 s
+KEEPALIVE_READ_S = 45.0
 
 
 class APIError(Exception):
@@ -56,12 +60,41 @@ class Client:
         return JobRecord.model_validate(self._call("POST", f"/v1/jobs/{job_id}/cancel"))
 
     def wait(self, job_id: str, timeout_s: float = 600.0, poll_s: float = 20.0) -> JobRecord:
-        """Long-poll until the job is terminal or ``timeout_s`` passed."""
+        """The record once terminal (or as it stands after ``timeout_s``).
+
+        Follows the job's event stream; if the stream breaks, falls back to long-polling.
+        """
         deadline = time.monotonic() + timeout_s
-        record = self.get(job_id, wait_s=min(poll_s, timeout_s))
+        try:
+            for _, record in self.events(job_id, timeout_s=timeout_s):
+                if record.status in TERMINAL:
+                    return record
+        except httpx.TransportError:
+            pass
+        record = self.get(job_id, wait_s=min(poll_s, max(deadline - time.monotonic(), 0.0)))
         while record.status not in TERMINAL and (left := deadline - time.monotonic()) > 0:
             record = self.get(job_id, wait_s=min(poll_s, left))
         return record
+
+    def events(self, job_id: str, timeout_s: float = 600.0) -> Iterator[tuple[str, JobRecord]]:
+        """(event, record) pairs from ``GET /v1/jobs/{id}/events``: the current state first, then
+        every change; ends after a terminal record or when ``timeout_s`` has passed."""
+        deadline = time.monotonic() + timeout_s
+        timeout = httpx.Timeout(self.http.timeout.connect, read=KEEPALIVE_READ_S)
+        with self.http.stream("GET", f"/v1/jobs/{job_id}/events", timeout=timeout) as response:
+            if response.status_code >= 400:
+                response.read()
+                raise _api_error(response)
+            lines: list[str] = []
+            for line in response.iter_lines():
+                if line:
+                    lines.append(line)
+                    continue
+                event, lines = parse_sse(lines), []
+                if event is not None:
+                    yield event
+                if time.monotonic() > deadline:
+                    return
 
     def download(self, url: str) -> bytes:
         response = httpx.get(url, timeout=60.0)
@@ -71,9 +104,26 @@ class Client:
     def _call(self, method: str, path: str, timeout: float | None = None, **kw: Any) -> Any:
         response = self.http.request(method, path, timeout=timeout or self.http.timeout, **kw)
         if response.status_code >= 400:
-            try:
-                err = response.json()["error"]
-            except (ValueError, KeyError, TypeError):
-                err = {"code": "http_error", "message": response.text[:500]}
-            raise APIError(response.status_code, err.get("code", "error"), err.get("message", ""), err.get("field"))
+            raise _api_error(response)
         return response.json()
+
+
+def parse_sse(lines: list[str]) -> tuple[str, JobRecord] | None:
+    """(event name, record) from the lines of one server-sent event; None for comments."""
+    name, data = "message", []
+    for line in lines:
+        if line.startswith("event:"):
+            name = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].strip())
+    if not data:
+        return None
+    return name, JobRecord.model_validate_json("\n".join(data))
+
+
+def _api_error(response: httpx.Response) -> APIError:
+    try:
+        err = response.json()["error"]
+    except (ValueError, KeyError, TypeError):
+        err = {"code": "http_error", "message": response.text[:500]}
+    return APIError(response.status_code, err.get("code", "error"), err.get("message", ""), err.get("field"))

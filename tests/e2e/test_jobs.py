@@ -178,3 +178,14 @@ def test_cli_submit_reports_caller_errors(stack: LocalStack) -> None:
          "--prompt", "x"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "field checkpoint" in proc.stderr
+
+
+def test_event_stream_reports_progress_to_the_end(client: Client) -> None:
+    job = client.submit(t2i(seed=21, num_inference_steps=4))
+    events = list(client.events(job.id, timeout_s=120))
+    names = [name for name, _ in events]
+    assert names[0] == "status" and events[0][1].status in (Status.QUEUED, Status.RUNNING)
+    final = events[-1][1]
+    assert final.status is Status.SUCCEEDED and final.result and final.result.images[0].url
+    steps = [r.progress.step for name, r in events if name == "progress" and r.progress]
+    assert steps and steps == sorted(steps) and steps[-1] == 4
