@@ -12,6 +12,10 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hotpipe.shared.job import JobRecord
 
 DEFAULT_API = "http://127.0.0.1:8000"
 
@@ -46,15 +50,35 @@ def _status(args: argparse.Namespace) -> int:
     from hotpipe.producer.client import Client
 
     with Client(args.api) as client:
-        print(client.get(args.job_id, wait_s=args.wait).model_dump_json(indent=2, exclude_none=True))
+        record = client.get(args.job_id, wait_s=args.wait)
+    if args.json:
+        print(record.model_dump_json(exclude_none=True))
+        return 0
+    _print_record(record)
     return 0
+
+
+def _print_record(record: JobRecord) -> None:
+    progress = f" {record.progress.step}/{record.progress.total}" if record.progress else ""
+    print(f"{record.id} {record.status.value}{progress}  {record.task.value} {record.checkpoint} -> {record.pipeline}")
+    for name in ("created_at", "started_at", "finished_at"):
+        if getattr(record, name):
+            print(f"  {name:<12} {getattr(record, name).isoformat()}")
+    if record.error:
+        print(f"  error        {record.error.code}: {record.error.message}")
+    for image in record.result.images if record.result else []:
+        print(f"  image        {image.width}x{image.height} {image.url}")
 
 
 def _cancel(args: argparse.Namespace) -> int:
     from hotpipe.producer.client import Client
 
     with Client(args.api) as client:
-        print(client.cancel(args.job_id).model_dump_json(indent=2, exclude_none=True))
+        record = client.cancel(args.job_id)
+    if args.json:
+        print(record.model_dump_json(exclude_none=True))
+    else:
+        _print_record(record)
     return 0
 
 
@@ -98,10 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("submit", help="submit a job through the API")
     s.add_argument("--api", default=api_default)
-    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--checkpoint", help="required unless every line of --from names one")
     s.add_argument("--revision")
     s.add_argument("--task", default="text2image", choices=["text2image", "image2image", "inpainting"])
-    s.add_argument("--prompt", required=True)
+    s.add_argument("--prompt", help="required unless every line of --from has one")
     s.add_argument("--negative-prompt")
     s.add_argument("--steps", type=int)
     s.add_argument("--guidance", type=float)
@@ -115,17 +139,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", default="png", choices=["png", "webp", "jpeg"])
     s.add_argument("--wait", action="store_true", help="show progress and wait for the result")
     s.add_argument("--out", type=Path, help="download the images here (implies --wait)")
+    s.add_argument("--from", dest="from_file", type=Path,
+                   help="JSONL file, one request per line; the flags above are its defaults")
+    s.add_argument("--concurrency", type=int, default=4, help="jobs in flight at once with --from")
+    s.add_argument("--json", action="store_true", help="print final records as JSON lines")
     s.set_defaults(fn=_submit)
 
     st = sub.add_parser("status", help="show a job's record")
     st.add_argument("job_id")
     st.add_argument("--api", default=api_default)
     st.add_argument("--wait", type=float, default=0.0, help="wait up to S seconds for a terminal state")
+    st.add_argument("--json", action="store_true")
     st.set_defaults(fn=_status)
 
     c = sub.add_parser("cancel", help="cancel a job")
     c.add_argument("job_id")
     c.add_argument("--api", default=api_default)
+    c.add_argument("--json", action="store_true")
     c.set_defaults(fn=_cancel)
 
     dev = sub.add_parser("dev", help="developer tools").add_subparsers(dest="dev_command", required=True)
@@ -151,4 +181,17 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
     fn: Callable[[argparse.Namespace], int] = args.fn
-    sys.exit(fn(args))
+    try:
+        sys.exit(fn(args))
+    except Exception as exc:  # API errors and unreachable servers end in one clear line
+        from hotpipe.producer.client import APIError
+
+        if isinstance(exc, APIError):
+            print(f"error: {exc.message} ({exc.code}{', field ' + exc.field if exc.field else ''})", file=sys.stderr)
+            sys.exit(2)
+        import httpx
+
+        if isinstance(exc, httpx.TransportError):
+            print(f"error: cannot reach the API: {exc}", file=sys.stderr)
+            sys.exit(3)
+        raise

@@ -189,3 +189,32 @@ def test_event_stream_reports_progress_to_the_end(client: Client) -> None:
     assert final.status is Status.SUCCEEDED and final.result and final.result.images[0].url
     steps = [r.progress.step for name, r in events if name == "progress" and r.progress]
     assert steps and steps == sorted(steps) and steps[-1] == 4
+
+
+def hotpipe(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "hotpipe", *argv], capture_output=True, text=True, timeout=300)
+
+
+def test_cli_batch_from_jsonl(stack: LocalStack, tmp_path: Path) -> None:
+    lines = [{"params": {"prompt": f"boat {i}", "seed": i}} for i in range(3)]
+    lines.append({"params": {"prompt": "bad", "num_inference_steps": 0}})
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    out = tmp_path / "out"
+    proc = hotpipe("submit", "--api", stack.api_url, "--checkpoint", "tiny-sd", "--steps", "2", "--height", "64",
+                   "--width", "64", "--from", str(jobs), "--concurrency", "2", "--out", str(out), "--json")
+    assert proc.returncode == 2, proc.stderr  # one line was refused, the others ran
+    results = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r.get("status") for r in results[:3]] == ["succeeded"] * 3
+    assert results[3]["error"]["field"] == "params.num_inference_steps"
+    assert len(list(out.glob("*.png"))) == 3
+
+
+def test_cli_status_and_cancel(stack: LocalStack, client: Client) -> None:
+    record = run(client, t2i(seed=31))
+    status = hotpipe("status", record.id, "--api", stack.api_url)
+    assert status.returncode == 0 and f"{record.id} succeeded" in status.stdout
+    as_json = json.loads(hotpipe("status", record.id, "--api", stack.api_url, "--json").stdout)
+    assert as_json["id"] == record.id and as_json["result"]["images"][0]["url"]
+    cancel = hotpipe("cancel", record.id, "--api", stack.api_url)
+    assert cancel.returncode == 2 and "already succeeded" in cancel.stderr
