@@ -72,7 +72,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         models = Path(tmp) / "models"
         make_checkpoints(models, ["tiny-sd"])
-        pipe = DiffusionPipeline.from_pretrained(str(models / "tiny-sd"), torch_dtype=torch.float32)
+        pipe = DiffusionPipeline.from_pretrained(str(models / "tiny-sd"), dtype=torch.float32)
         pipe.set_progress_bar_config(disable=True)
         env = {"HOTPIPE_TORCH_THREADS": "1", **dict(args.worker_env)}
         redis_binary = find_redis_server("system")
