@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # torch is pinned for CPU setups: an unpinned torch pulls a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo stack test lint typecheck unit e2e bench tables clean
+.PHONY: install demo stack test lint typecheck unit e2e deploy bench tables docs clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,8 +39,14 @@ unit: install
 e2e: install
 	$(PY) -m pytest tests/e2e
 
+deploy: install  ## images (hadolint), compose file, Helm chart (rendered, linted, validated offline)
+	$(PY) -m pytest tests/deploy tests/test_config_reference.py
+
 bench: install  ## benchmarks/ figures for BENCHMARKS.md (not tests)
 	$(PY) -m benchmarks.overhead
+
+docs: install  ## regenerate docs/configuration.md from the settings model
+	$(PY) -m hotpipe.config_reference docs/configuration.md
 
 tables: install  ## regenerate shared/family_table.py from the installed Diffusers
 	$(PY) -m hotpipe.workers.tables_gen > shared/family_table.py.new && mv shared/family_table.py.new shared/family_table.py

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,13 +67,24 @@ class Proc:
     log_path: Path
 
     def stop(self, timeout_s: float = 20.0) -> None:
+        """SIGTERM (a worker drains its job), then SIGKILL to the whole group after ``timeout_s``."""
         if self.popen.poll() is None:
             self.popen.terminate()
             try:
                 self.popen.wait(timeout_s)
             except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
+                self.kill_group()
+        self.popen.wait()
+
+    def send(self, sig: signal.Signals) -> None:
+        """Send ``sig`` to the main process only (what Kubernetes does with SIGTERM)."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+
+    def kill_group(self, sig: signal.Signals = signal.SIGKILL) -> None:
+        """Send ``sig`` to the process and everything it started (its own session)."""
+        with suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, sig)
 
     def log_tail(self, n: int = 40) -> str:
         try:
@@ -198,6 +210,19 @@ class LocalStack:
     def storage(self) -> Storage:
         return local_storage(self.settings)
 
+    def start_worker(self, name: str, extra_env: dict[str, str] | None = None) -> Proc:
+        """Start (or restart) worker ``name`` on the stack's families; stopped with the stack."""
+        return self.start_workers({name: extra_env or {}})[name]
+
+    def start_workers(self, workers: dict[str, dict[str, str]]) -> dict[str, Proc]:
+        """Start workers (name -> extra environment) side by side; returns once all are ready."""
+        started = {name: self._keep(start_worker(self.workdir, self.env(), self.families, name=name,
+                                                 extra_env=extra_env, wait_ready=False))
+                   for name, extra_env in workers.items()}
+        for name, proc in started.items():
+            wait_until((self.workdir / f"{name}.ready").exists, proc, 120)
+        return started
+
     def _keep(self, proc: Proc) -> Proc:
         self.procs[proc.name] = proc
         self._exit.callback(proc.stop)
@@ -217,4 +242,4 @@ class LocalStack:
         api, self.api_url = start_api(self.workdir, self.env())
         self._keep(api)
         for i in range(self.workers):
-            self._keep(start_worker(self.workdir, self.env(), self.families, name=f"worker{i}"))
+            self.start_worker(f"worker{i}")

@@ -49,10 +49,10 @@ class Submitter:
         images = self._check_inputs(req)
         job_id = new_job_id()
         spec = self._spec(req, resolved, self._store_inputs(job_id, images))
-        record = self.store.create(job_id, family=resolved.family, pipeline=resolved.pipeline,
+        record = self.store.create(job_id, family=resolved.base_family, pipeline=resolved.pipeline,
                           checkpoint=req.checkpoint, revision=resolved.revision, task=req.task, spec=spec)
         try:
-            enqueue(self.celery, job_id, resolved.family)
+            enqueue(self.celery, job_id, resolved.base_family, req.priority)
         except Exception as exc:
             self.store.fail(job_id, None, JobError(code="enqueue_failed", message=f"could not enqueue: {exc}"))
             raise Unavailable("the job queue is unavailable; retry shortly") from exc
@@ -86,7 +86,7 @@ class Submitter:
         params = req.params.model_dump(exclude_none=True)
         params.setdefault("seed", secrets.randbelow(2**32))
         return {"resolved": resolved.to_json(), "task": req.task.value, "params": params,
-                "inputs": inputs, "output_format": req.output_format}
+                "inputs": inputs, "output_format": req.output_format, "priority": req.priority}
 
 
 def check_limits(params: Params, s: Settings) -> None:

@@ -14,13 +14,21 @@ from pathlib import Path
 from typing import Any, Literal
 
 from hotpipe.shared.errors import InvalidRequest, Unavailable
-from hotpipe.shared.families import task_class
+from hotpipe.shared.families import UnsupportedPipeline, base_family, task_class
 from hotpipe.shared.job import Task
 
 MODEL_INDEX = "model_index.json"
 # huggingface_hub's repo id rule: namespace/name, letters, digits, '-', '_', '.'
 HUB_REPO_RE = re.compile(r"^(?!.*(--|\.\.))[A-Za-z0-9][\w.\-]{0,95}/[A-Za-z0-9][\w.\-]{0,95}(?<![.-])$")
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
+
+#: model_index.json settings that limit a checkpoint to some of its family's tasks:
+#: setting -> (what such a checkpoint is, the tasks it runs).  An SDXL refiner's UNet is
+#: conditioned on an aesthetic score, which only the image2image and inpainting pipelines
+#: pass (text2image would fail at the first step).
+TASKS_WHEN_SET: dict[str, tuple[str, frozenset[Task]]] = {
+    "requires_aesthetics_score": ("an SDXL refiner", frozenset({Task.IMAGE2IMAGE, Task.INPAINTING})),
+}
 
 
 @dataclass(frozen=True)
@@ -32,8 +40,9 @@ class Resolved:
     location: str  # absolute folder for local checkpoints, repo id for Hub ones
     revision: str | None  # the commit hash for Hub checkpoints
     class_name: str
-    family: str
+    family: str  # the family key in Diffusers' tables (or hotpipe's), variants included
     pipeline: str
+    base_family: str  # the family whose queue and workers run it (a variant's base)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,7 +77,17 @@ def resolve(checkpoint: str, task: Task, model_root: Path, revision: str | None 
     if not isinstance(class_name, str):
         raise InvalidCheckpoint(f"{MODEL_INDEX} of '{checkpoint}' has no _class_name", field="checkpoint")
     family, pipeline = task_class(class_name, task)
-    return Resolved(checkpoint, source, location, commit, class_name, family, pipeline)
+    check_config_limits(index, checkpoint, task)
+    return Resolved(checkpoint, source, location, commit, class_name, family, pipeline, base_family(family))
+
+
+def check_config_limits(index: dict[str, Any], checkpoint: str, task: Task) -> None:
+    """Refuse a task the checkpoint's own settings rule out (see ``TASKS_WHEN_SET``)."""
+    for setting, (kind, tasks) in TASKS_WHEN_SET.items():
+        if index.get(setting) is True and task not in tasks:
+            names = " and ".join(sorted(t.value for t in tasks))
+            raise UnsupportedPipeline(f"checkpoint '{checkpoint}' sets {setting} in {MODEL_INDEX} ({kind}): "
+                                      f"it runs {names} only, not {task.value}", field="checkpoint")
 
 
 def local_folder(checkpoint: str, model_root: Path) -> Path | None:

@@ -92,6 +92,8 @@ class JobRequest(_Strict):
     inputs: Inputs = Field(default_factory=Inputs)
     controlnet: Annotated[Text, StringConstraints(min_length=1, max_length=256)] | None = None
     output_format: OutputFormat = "png"
+    #: 0 (least urgent) to 9 (most urgent); a queued job with a higher priority runs first
+    priority: Annotated[Int, Field(ge=0, le=9)] = 5
 
 
 class Progress(BaseModel):

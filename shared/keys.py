@@ -13,3 +13,21 @@ def job(job_id: str) -> str:
 def job_events(job_id: str) -> str:
     """The pub/sub channel on which every change of one job is announced."""
     return f"{NAMESPACE}:job-events:{job_id}"
+
+
+def leases() -> str:
+    """Sorted set of running job ids, scored by lease deadline (Redis server time, ms).
+
+    A running job is in this set and nothing else is; the reaper requeues members whose
+    deadline has passed.
+    """
+    return f"{NAMESPACE}:leases"
+
+
+def requeues() -> str:
+    """Sorted set of requeued job ids whose run message may not be published yet (an outbox).
+
+    Scored by when a reaper took on the publish (server time, ms); the entry is removed
+    once the message is out, so an entry that grows old means that reaper died in between.
+    """
+    return f"{NAMESPACE}:requeues"

@@ -9,6 +9,7 @@ this class and can never drift from it.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -48,6 +49,24 @@ class Settings:
     torch_threads: int = _setting(0, "Torch intra-op threads in a worker; 0 keeps torch's default.")
     progress_interval_s: float = _setting(0.25, "Minimum seconds between two progress writes of one job.")
     worker_ready_file: Path | None = _setting(None, "File a worker touches once it consumes (readiness probe).")
+    lease_s: float = _setting(30.0, "Lease of a running job: its worker renews it every lease_s/3 (heartbeat); "
+                                    "once it lapses a reaper requeues the job.")
+    reaper_interval_s: float = _setting(5.0, "Seconds between two passes of the reaper every worker's parent runs.")
+    max_attempts: int = _setting(3, "Most times a job is started; a job whose worker is lost on its last attempt "
+                                    "ends failed with code worker_lost.")
+    shutdown_grace_s: float = _setting(25.0, "On SIGTERM, how long a worker lets its running job go on before it "
+                                             "gives the job back to the queue; keep the pod's "
+                                             "terminationGracePeriodSeconds above it.")
+
+    def __post_init__(self) -> None:
+        positive = {"lease_s": self.lease_s, "reaper_interval_s": self.reaper_interval_s,
+                    "max_attempts": self.max_attempts}
+        for name, value in positive.items():
+            if not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"{ENV_PREFIX}{name.upper()} is {value!r}; it must be a finite number above 0")
+        if not (self.shutdown_grace_s >= 0 and math.isfinite(self.shutdown_grace_s)):
+            raise ValueError(f"{ENV_PREFIX}SHUTDOWN_GRACE_S is {self.shutdown_grace_s!r}; it must be a finite "
+                             "number of seconds, 0 or more")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

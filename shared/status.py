@@ -20,8 +20,11 @@ class Status(StrEnum):
 
 TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELED})
 
-#: target state -> states it may be entered from
+#: target state -> states it may be entered from.  ``running -> queued`` is recovery only:
+#: the reaper takes back a job whose lease expired, or the owning attempt gives its job
+#: back at shutdown (``store.JobStore.reap`` / ``release``); no other write may requeue.
 ALLOWED_FROM: dict[Status, frozenset[Status]] = {
+    Status.QUEUED: frozenset({Status.RUNNING}),
     Status.RUNNING: frozenset({Status.QUEUED}),
     Status.SUCCEEDED: frozenset({Status.RUNNING}),
     Status.FAILED: frozenset({Status.QUEUED, Status.RUNNING}),

@@ -6,6 +6,12 @@ worker carry the attempt number they claimed — a fencing token — so an attem
 was superseded can never overwrite the newer attempt's record.  Each change is
 published on the job's channel with the whole record, which is what waiters listen to:
 a waiter wakes up holding the new record, without reading it back.
+
+A running job holds a lease: its id in one sorted set scored by a deadline on Redis's
+own clock (so no host's clock matters).  Claiming sets it, the owning attempt's
+heartbeat renews it, every other status drops it.  A reaper requeues a job whose lease
+lapsed (``running -> queued``, attempt count kept) and notes it in a requeue outbox
+until its message is published, so a reaper that dies in between loses nothing.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import json
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import redis
 import redis.asyncio as aioredis
@@ -23,10 +29,21 @@ from hotpipe.shared import keys
 from hotpipe.shared.job import JobError, JobRecord, JobResult, Progress, Task
 from hotpipe.shared.status import ALLOWED_FROM, TERMINAL, Status, TransitionError
 
+#: error code of a job whose worker was lost on its last allowed attempt
+WORKER_LOST = "worker_lost"
+
 # Publish an event with the record as it now stands (HGETALL's flat list).
 _ANNOUNCE = """
 local function announce(event)
   redis.call('PUBLISH', KEYS[2], cjson.encode({event = event, record = redis.call('HGETALL', KEYS[1])}))
+end
+"""
+
+# Redis's clock in ms: lease deadlines and outbox stamps never depend on a host's clock.
+_NOW = """
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 """
 
@@ -36,9 +53,12 @@ redis.call('HSET', KEYS[1], unpack(ARGV))
 return 1
 """
 
+# KEYS: job, events, leases.
 # ARGV: target, allowed-from (comma list), fence attempt ('' = none), bump attempt ('1'/'0'),
-#       ttl seconds ('' = none), then field/value pairs.  Returns {ok, status, attempt, record}.
-_TRANSITION = _ANNOUNCE + """
+#       ttl seconds ('' = none), lease ms, then field/value pairs.
+# Returns {ok, status, attempt, record}.  Entering running takes a lease; any other
+# target drops it, so "running" and "holds a lease" never disagree.
+_TRANSITION = _ANNOUNCE + _NOW + """
 local cur = redis.call('HGET', KEYS[1], 'status')
 if not cur then return {0, '', '0'} end
 local attempt = redis.call('HGET', KEYS[1], 'attempt') or '0'
@@ -47,10 +67,95 @@ for s in string.gmatch(ARGV[2], '[^,]+') do if s == cur then ok = true end end
 if not ok or (ARGV[3] ~= '' and ARGV[3] ~= attempt) then return {0, cur, attempt} end
 if ARGV[4] == '1' then attempt = tostring(tonumber(attempt) + 1) end
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'attempt', attempt)
-if #ARGV > 5 then redis.call('HSET', KEYS[1], unpack(ARGV, 6)) end
+if #ARGV > 6 then redis.call('HSET', KEYS[1], unpack(ARGV, 7)) end
 if ARGV[5] ~= '' then redis.call('EXPIRE', KEYS[1], ARGV[5]) end
+local id = redis.call('HGET', KEYS[1], 'id')
+if ARGV[1] == 'running' then
+  redis.call('ZADD', KEYS[3], now_ms() + tonumber(ARGV[6]), id)
+else
+  redis.call('ZREM', KEYS[3], id)
+end
 announce(ARGV[1])
 return {1, ARGV[1], attempt, redis.call('HGETALL', KEYS[1])}
+"""
+
+# KEYS: job, leases.  ARGV: attempt, lease ms.  The owning attempt pushes its deadline
+# out (the heartbeat, and the ownership check before uploads); 0: it no longer owns the job.
+_RENEW = _NOW + """
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
+if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then return 0 end
+redis.call('ZADD', KEYS[2], now_ms() + tonumber(ARGV[2]), redis.call('HGET', KEYS[1], 'id'))
+return 1
+"""
+
+# KEYS: job, events, leases, requeues.
+# ARGV: job id, owner attempt ('' = the reaper: only once the lease has lapsed),
+#       max attempts ('' = no cap), ttl, finished_at, worker_lost error JSON.
+# Takes a running job back: a cancel asked for is honoured (canceled); a job that used
+# its last attempt ends failed; otherwise it is queued again, attempt count kept, and
+# enters the outbox until its message is published.  Returns {outcome, family, stamp, spec}
+# with outcome '' when there was nothing to take back (renewed, finished, not the owner).
+_REQUEUE = _ANNOUNCE + _NOW + """
+local id, now = ARGV[1], now_ms()
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then
+  redis.call('ZREM', KEYS[3], id)  -- a lease left by a deleted record
+  return {''}
+end
+local attempt = redis.call('HGET', KEYS[1], 'attempt')
+if ARGV[2] == '' then
+  local deadline = redis.call('ZSCORE', KEYS[3], id)
+  if deadline and tonumber(deadline) > now then return {''} end
+elseif ARGV[2] ~= attempt then
+  return {''}
+end
+redis.call('ZREM', KEYS[3], id)
+local outcome = 'queued'
+if redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then
+  outcome = 'canceled'
+elseif ARGV[3] ~= '' and tonumber(attempt) >= tonumber(ARGV[3]) then
+  outcome = 'failed'
+end
+if outcome == 'queued' then
+  redis.call('HSET', KEYS[1], 'status', 'queued')
+  redis.call('HDEL', KEYS[1], 'progress', 'worker')
+  redis.call('ZADD', KEYS[4], now, id)
+else
+  redis.call('HSET', KEYS[1], 'status', outcome, 'finished_at', ARGV[5])
+  if outcome == 'failed' then redis.call('HSET', KEYS[1], 'error', ARGV[6]) end
+  redis.call('EXPIRE', KEYS[1], ARGV[4])
+end
+announce(outcome)
+return {outcome, redis.call('HGET', KEYS[1], 'family'), now, redis.call('HGET', KEYS[1], 'spec') or ''}
+"""
+
+# KEYS: requeues.  ARGV: job id, stamp.  The message is out: drop the outbox entry,
+# unless a later requeue of the same job has stamped it anew (that one still owes).
+_PUBLISHED = """
+if tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1]) or '-1') == tonumber(ARGV[2]) then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+end
+"""
+
+# KEYS: job, requeues.  ARGV: job id, silence ms.  Take over an outbox entry whose
+# publisher has been silent that long (it died between requeue and publish): re-stamp it
+# and return {stamp, family, spec} to publish.  {} when fresh or gone; dropped when the job is
+# no longer queued (a message reached it, or it was canceled).
+_ORPHAN = _NOW + """
+local now = now_ms()
+local stamp = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if not stamp or tonumber(stamp) + tonumber(ARGV[2]) > now then return {} end
+if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  return {}
+end
+redis.call('ZADD', KEYS[2], now, ARGV[1])
+return {now, redis.call('HGET', KEYS[1], 'family'), redis.call('HGET', KEYS[1], 'spec') or ''}
+"""
+
+# KEYS: a sorted set scored in server ms.  ARGV: age ms, limit.  Members scored at least
+# ``age`` ms ago (age 0 on the leases: deadlines that have passed).
+_DUE = _NOW + """
+return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms() - tonumber(ARGV[1]), 'LIMIT', 0, tonumber(ARGV[2]))
 """
 
 # ARGV: fence attempt, progress JSON.  Returns -1 when the attempt no longer owns the
@@ -89,6 +194,23 @@ class StoredJob:
     record: JobRecord
     spec: dict[str, Any]
     cancel_requested: bool
+    worker: str | None = None  # who runs the current attempt (set at claim)
+
+
+@dataclass(frozen=True)
+class Requeue:
+    """What taking a running job back did: requeued it (publish a message!) or ended it."""
+
+    job_id: str
+    outcome: Literal["queued", "canceled", "failed"]
+    family: str
+    stamp: int  # the outbox entry's stamp; hand it to ``requeue_published``
+    priority: int | None = None  # the job's own (from its spec), so the new message queues like the first
+
+
+def _priority(spec: str) -> int | None:
+    value = (_json(spec) or {}).get("priority")
+    return None if value is None else int(value)
 
 
 def _ts(value: str | None) -> datetime | None:
@@ -102,13 +224,19 @@ def _json(value: str | None) -> Any:
 class JobStore:
     """Reads and guarded writes of job records; the only code that touches job hashes."""
 
-    def __init__(self, client: redis.Redis, record_ttl_s: int):
+    def __init__(self, client: redis.Redis, record_ttl_s: int, lease_s: float = 30.0):
         self.redis = client
         self.record_ttl_s = record_ttl_s
+        self.lease_ms = round(lease_s * 1000)
         self._create = client.register_script(_CREATE)
         self._transition = client.register_script(_TRANSITION)
         self._progress = client.register_script(_PROGRESS)
         self._cancel = client.register_script(_CANCEL)
+        self._renew = client.register_script(_RENEW)
+        self._requeue = client.register_script(_REQUEUE)
+        self._published = client.register_script(_PUBLISHED)
+        self._orphan = client.register_script(_ORPHAN)
+        self._due = client.register_script(_DUE)
 
     # -- producer side ----------------------------------------------------------------
     def create(self, job_id: str, *, family: str, pipeline: str, checkpoint: str, revision: str | None,
@@ -141,11 +269,27 @@ class JobStore:
         job = self.claim_job(job_id)
         return job.record.attempts if job else None
 
-    def claim_job(self, job_id: str) -> StoredJob | None:
-        """``queued -> running`` and the claimed job, in one round trip; None if not claimable."""
+    def claim_job(self, job_id: str, worker: str = "") -> StoredJob | None:
+        """``queued -> running`` with a fresh lease, and the claimed job, in one round trip.
+
+        ``worker`` names who runs this attempt (kept in the record for operators); None
+        when the job is not claimable.
+        """
         ok, _, _, raw = self._move(job_id, Status.RUNNING, fence=None, bump=True,
-                                   fields={"started_at": repr(time.time())})
+                                   fields={"started_at": repr(time.time()), "worker": worker})
         return _stored(_pairs(raw)) if ok else None
+
+    def renew(self, job_id: str, attempt: int) -> bool:
+        """Push the lease of ``attempt`` out by ``lease_s``; False when it no longer owns the job."""
+        return bool(self._renew(keys=[keys.job(job_id), keys.leases()], args=[attempt, self.lease_ms]))
+
+    def release(self, job_id: str, attempt: int) -> Requeue | None:
+        """The owning attempt gives its job back (``running -> queued``, no attempt cap).
+
+        None when ``attempt`` no longer owns the job.  A ``queued`` result owes a message:
+        publish it, then call ``requeue_published``.
+        """
+        return self._take_back(job_id, str(attempt), "")
 
     def progress(self, job_id: str, attempt: int, step: int, total: int) -> int:
         """Record progress; -1: this attempt lost the job, 1: cancel requested, 0: go on."""
@@ -171,16 +315,56 @@ class JobStore:
             detail = f"job {job_id}: attempt {attempt} was superseded by attempt {owner}" if stale else ""
             raise TransitionError(job_id, Status(current) if current else None, target, ALLOWED_FROM[target], detail)
 
+    # -- recovery: the reaper's side -----------------------------------------------------
+    def expired_leases(self, limit: int = 100) -> list[str]:
+        """Ids of running jobs whose lease deadline has passed (oldest first)."""
+        return list(self._due(keys=[keys.leases()], args=[0, limit]))
+
+    def reap(self, job_id: str, max_attempts: int) -> Requeue | None:
+        """Take back a running job whose lease lapsed; None if it was renewed or finished.
+
+        Atomic, so any number of reapers may race on the same job: one of them gets the
+        ``Requeue``.  The attempt count is kept; a job already at ``max_attempts`` ends
+        ``failed`` with code ``worker_lost``, one with a cancel pending ends ``canceled``.
+        """
+        return self._take_back(job_id, "", str(max_attempts))
+
+    def requeue_published(self, job_id: str, stamp: int) -> None:
+        """The requeued job's message is out: clear its outbox entry (if still this stamp)."""
+        self._published(keys=[keys.requeues()], args=[job_id, stamp])
+
+    def orphaned_requeues(self, silence_s: float, limit: int = 100) -> list[str]:
+        """Requeued jobs whose outbox entry is older than ``silence_s``: their publisher died."""
+        return list(self._due(keys=[keys.requeues()], args=[round(silence_s * 1000), limit]))
+
+    def adopt_requeue(self, job_id: str, silence_s: float) -> Requeue | None:
+        """Take over an orphaned outbox entry; a ``Requeue`` to publish, None if nothing is owed."""
+        reply = self._orphan(keys=[keys.job(job_id), keys.requeues()], args=[job_id, round(silence_s * 1000)])
+        if not reply:
+            return None
+        return Requeue(job_id, "queued", reply[1], int(reply[0]), _priority(reply[2]))
+
+    def _take_back(self, job_id: str, owner: str, max_attempts: str) -> Requeue | None:
+        error = JobError(code=WORKER_LOST, message=f"the worker running this job was lost on its last "
+                         f"allowed attempt ({max_attempts}); the job was not retried again").model_dump_json()
+        reply = self._requeue(keys=[keys.job(job_id), keys.job_events(job_id), keys.leases(), keys.requeues()],
+                              args=[job_id, owner, max_attempts, self.record_ttl_s, repr(time.time()), error])
+        if not reply[0]:
+            return None
+        return Requeue(job_id, reply[0], reply[1], int(reply[2]), _priority(reply[3]))
+
     def _move(self, job_id: str, target: Status, *, fence: int | None, bump: bool,
               fields: dict[str, str], ttl: int | None = None) -> tuple[bool, str, str, list[str]]:
         # Unfenced writes (claim, fail-before-start) may only act on a queued job; fenced
         # writes come from a running attempt and may only act on the attempt they own.
+        if target is Status.QUEUED:
+            raise ValueError("a job is requeued only through reap() or release(), which keep the outbox")
         allowed = ALLOWED_FROM[target] & ({Status.QUEUED} if fence is None else set(Status) - {Status.QUEUED})
         argv: list[Any] = [target.value, ",".join(s.value for s in allowed),
                            "" if fence is None else str(fence), "1" if bump else "0",
-                           "" if ttl is None else str(ttl)]
+                           "" if ttl is None else str(ttl), self.lease_ms]
         argv += [x for pair in fields.items() for x in pair]
-        reply = self._transition(keys=[keys.job(job_id), keys.job_events(job_id)], args=argv)
+        reply = self._transition(keys=[keys.job(job_id), keys.job_events(job_id), keys.leases()], args=argv)
         ok, current, attempt = reply[:3]
         return bool(ok), current, attempt, reply[3] if ok else []
 
@@ -227,7 +411,7 @@ def _pairs(flat: list[str]) -> dict[str, str]:
 
 def _stored(raw: dict[str, str]) -> StoredJob:
     return StoredJob(record=_record(raw), spec=_json(raw.get("spec")) or {},
-                     cancel_requested=raw.get("cancel_requested") == "1")
+                     cancel_requested=raw.get("cancel_requested") == "1", worker=raw.get("worker") or None)
 
 
 def _record(raw: dict[str, str]) -> JobRecord:

@@ -2,7 +2,9 @@
 
 A checkpoint is loaded once per worker process; every other task on it is built with
 ``AutoPipelineFor<Task>.from_pipe``, which reuses the same module objects (and is given
-the dtype, or Diffusers would cast the shared weights to float32 in place).
+the dtype, or Diffusers would cast the shared weights to float32 in place).  A task
+AutoPipeline can't reach but hotpipe's own table names (``shared/beyond_auto.py``) is
+built the same way with that class's ``from_pipe``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import diffusers
 import torch
 from diffusers import (
     AutoPipelineForImage2Image,
@@ -21,6 +24,7 @@ from diffusers import (
     DiffusionPipeline,
 )
 
+from hotpipe.shared.families import BEYOND_TASK_TABLES, family_of
 from hotpipe.shared.job import Task
 
 log = logging.getLogger(__name__)
@@ -74,7 +78,7 @@ class PipelineCache:
 
     def _load(self, location: str, revision: str | None) -> Any:
         start = time.perf_counter()
-        pipe = DiffusionPipeline.from_pretrained(location, revision=revision, torch_dtype=self.dtype)
+        pipe = DiffusionPipeline.from_pretrained(location, revision=revision, dtype=self.dtype)
         pipe.to(self.device)
         pipe.set_progress_bar_config(disable=True)
         took = time.perf_counter() - start
@@ -85,9 +89,17 @@ class PipelineCache:
     def _switch(self, base: Any, task: Task, pipeline: str) -> Any:
         if type(base).__name__ == pipeline:
             return base
-        pipe = AUTO_CLASSES[task].from_pipe(base, torch_dtype=self.dtype)
+        pipe = self._from_pipe(base, task, pipeline)
         if type(pipe).__name__ != pipeline:
             raise ResolutionMismatch(f"Diffusers resolved {type(pipe).__name__} for {task.value}, "
                                      f"but the job was routed for {pipeline}")
         pipe.set_progress_bar_config(disable=True)
         return pipe
+
+    def _from_pipe(self, base: Any, task: Task, pipeline: str) -> Any:
+        """``pipeline`` on ``base``'s modules: by hotpipe's table when it names ``pipeline`` for
+        ``base``'s family and ``task``, else by AutoPipeline (which the guard above then checks)."""
+        family = family_of(type(base).__name__)
+        if family is not None and BEYOND_TASK_TABLES[task].get(family) == pipeline:
+            return getattr(diffusers, pipeline).from_pipe(base, dtype=self.dtype)
+        return AUTO_CLASSES[task].from_pipe(base, dtype=self.dtype)

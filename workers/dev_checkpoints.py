@@ -1,21 +1,29 @@
 """Build tiny random-weight Diffusers checkpoints offline, for tests and the demo.
 
 Nothing is downloaded: the models are built from small configs (the shapes Diffusers'
-own tests use) and the CLIP tokenizer from a hand-written byte-level vocabulary.  Each
-checkpoint is written with ``save_pretrained`` as safetensors, so loading it exercises
-exactly the code a real checkpoint goes through.
+own fast tests use, shrunk further) and the tokenizers from hand-written vocabularies —
+CLIP's byte-level BPE and T5's Unigram.  Each checkpoint is written with
+``save_pretrained`` as safetensors, so loading it exercises exactly the code a real
+checkpoint goes through.  Every builder takes well under a second once torch is imported.
 """
 
 from __future__ import annotations
 
 import json
+import string
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
 #: checkpoint folder name -> builder
 BUILDERS: dict[str, Callable[[Path, int], None]] = {}
+
+#: the tiny CLIP text encoders' width; SDXL's UNet attends to two of them side by side
+CLIP_WIDTH = 32
+#: the tiny T5 encoder's width (PixArt's ``caption_channels``, Chroma's ``joint_attention_dim``)
+T5_WIDTH = 32
 
 
 def _builder(name: str) -> Callable[[Callable[[Path, int], None]], Callable[[Path, int], None]]:
@@ -38,8 +46,8 @@ def _bytes_to_unicode() -> dict[int, str]:
     return dict(zip(bs, [chr(c) for c in cs], strict=True))
 
 
-def write_clip_tokenizer(folder: Path) -> None:
-    """A CLIP tokenizer over single bytes (514 tokens) with ``model_max_length=77``."""
+def write_clip_tokenizer(folder: Path) -> Any:
+    """A CLIP tokenizer over single bytes (514 tokens) with ``model_max_length=77``; returns it loaded."""
     from transformers import CLIPTokenizer
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -50,37 +58,179 @@ def write_clip_tokenizer(folder: Path) -> None:
     tok = CLIPTokenizer(vocab_file=str(folder / "vocab.json"), merges_file=str(folder / "merges.txt"),
                         model_max_length=77)
     tok.save_pretrained(folder)
+    return CLIPTokenizer.from_pretrained(folder)
+
+
+def t5_tokenizer() -> Any:
+    """A T5 (Unigram) tokenizer over printable ASCII, with and without the word-start mark.
+
+    transformers 5's ``T5Tokenizer`` is backed by ``tokenizers`` and takes the Unigram
+    vocabulary as (piece, log-probability) pairs, so no SentencePiece model file is needed.
+    Ids 0, 1, 2 are ``<pad>``, ``</s>``, ``<unk>`` as in real T5 checkpoints.
+    """
+    from transformers import T5Tokenizer
+
+    chars = [c for c in string.printable if not c.isspace()]
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
+    vocab += [("▁" + c, -2.5) for c in chars] + [(c, -3.0) for c in chars]
+    return T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=512)
+
+
+def t5_encoder(vocab_size: int) -> Any:
+    from transformers import T5Config, T5EncoderModel
+
+    return T5EncoderModel(T5Config(
+        vocab_size=vocab_size, d_model=T5_WIDTH, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
+        relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1,
+    ))
+
+
+def clip_text_encoder(with_projection: bool = False) -> Any:
+    """A 2-layer CLIP text encoder over the byte vocabulary of :func:`write_clip_tokenizer`."""
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    config = CLIPTextConfig(
+        bos_token_id=512, eos_token_id=513, pad_token_id=513, hidden_size=CLIP_WIDTH, intermediate_size=37,
+        layer_norm_eps=1e-05, num_attention_heads=4, num_hidden_layers=2, vocab_size=514, projection_dim=CLIP_WIDTH,
+    )
+    return CLIPTextModelWithProjection(config) if with_projection else CLIPTextModel(config)
+
+
+def vae(levels: int = 2, latent_channels: int = 4, **config: Any) -> Any:
+    """An AutoencoderKL that downsamples by ``2 ** (levels - 1)``."""
+    from diffusers import AutoencoderKL
+
+    channels = [4] + [8] * (levels - 1)
+    return AutoencoderKL(
+        block_out_channels=channels, in_channels=3, out_channels=3, latent_channels=latent_channels,
+        norm_num_groups=2, down_block_types=["DownEncoderBlock2D"] * levels,
+        up_block_types=["UpDecoderBlock2D"] * levels, **config,
+    )
+
+
+def save(pipe: Any, out: Path) -> None:
+    pipe.save_pretrained(out, safe_serialization=True)
 
 
 @_builder("tiny-sd")
 def build_tiny_sd(out: Path, seed: int) -> None:
     """A stable-diffusion checkpoint (StableDiffusionPipeline) of about 0.5 MB."""
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
         block_out_channels=(4, 8), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32, norm_num_groups=2,
+        cross_attention_dim=CLIP_WIDTH, norm_num_groups=2,
     )
-    vae = AutoencoderKL(
-        block_out_channels=[4, 8], in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=2,
-        down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
-    )
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        bos_token_id=512, eos_token_id=513, pad_token_id=513, hidden_size=32, intermediate_size=37,
-        layer_norm_eps=1e-05, num_attention_heads=4, num_hidden_layers=2, vocab_size=514,
-    ))
+    autoencoder, text_encoder = vae(), clip_text_encoder()
     scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                               clip_sample=False, set_alpha_to_one=False, steps_offset=1)
-    tok_dir = out / "tokenizer"
-    write_clip_tokenizer(tok_dir)
-    pipe = StableDiffusionPipeline(
-        unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=CLIPTokenizer.from_pretrained(tok_dir),
+    save(StableDiffusionPipeline(
+        unet=unet, vae=autoencoder, text_encoder=text_encoder, tokenizer=write_clip_tokenizer(out / "tokenizer"),
         scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    ), out)
+
+
+def sdxl_unet(time_ids: int, cross_attention_dim: int) -> Any:
+    """SDXL's UNet: ``text_time`` added conditioning over ``time_ids`` micro-conditions (6, or 5 for a refiner)."""
+    from diffusers import UNet2DConditionModel
+
+    time_embed_dim = 8
+    return UNet2DConditionModel(
+        block_out_channels=(4, 8), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4), use_linear_projection=True, norm_num_groups=2, transformer_layers_per_block=(1, 2),
+        addition_embed_type="text_time", addition_time_embed_dim=time_embed_dim,
+        projection_class_embeddings_input_dim=time_ids * time_embed_dim + CLIP_WIDTH,
+        cross_attention_dim=cross_attention_dim,
     )
-    pipe.save_pretrained(out, safe_serialization=True)  # type: ignore[attr-defined]
+
+
+def sdxl_scheduler() -> Any:
+    from diffusers import EulerDiscreteScheduler
+
+    return EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                  steps_offset=1, timestep_spacing="leading")
+
+
+@_builder("tiny-sdxl")
+def build_tiny_sdxl(out: Path, seed: int) -> None:
+    """A stable-diffusion-xl base checkpoint: two CLIP text encoders, the second with a projection."""
+    from diffusers import StableDiffusionXLPipeline
+
+    torch.manual_seed(seed)
+    unet = sdxl_unet(time_ids=6, cross_attention_dim=2 * CLIP_WIDTH)
+    autoencoder, text_encoder, text_encoder_2 = vae(), clip_text_encoder(), clip_text_encoder(with_projection=True)
+    save(StableDiffusionXLPipeline(
+        unet=unet, vae=autoencoder, scheduler=sdxl_scheduler(),
+        text_encoder=text_encoder, tokenizer=write_clip_tokenizer(out / "tokenizer"),
+        text_encoder_2=text_encoder_2, tokenizer_2=write_clip_tokenizer(out / "tokenizer_2"),
+    ), out)
+
+
+@_builder("tiny-sdxl-refiner")
+def build_tiny_sdxl_refiner(out: Path, seed: int) -> None:
+    """An SDXL refiner: saved as StableDiffusionXLImg2ImgPipeline, second text encoder only, and a UNet
+    conditioned on an aesthetic score (5 micro-conditions), like stabilityai/stable-diffusion-xl-refiner-1.0."""
+    from diffusers import StableDiffusionXLImg2ImgPipeline
+
+    torch.manual_seed(seed)
+    unet = sdxl_unet(time_ids=5, cross_attention_dim=CLIP_WIDTH)
+    autoencoder, text_encoder_2 = vae(), clip_text_encoder(with_projection=True)
+    save(StableDiffusionXLImg2ImgPipeline(
+        unet=unet, vae=autoencoder, scheduler=sdxl_scheduler(), text_encoder=None, tokenizer=None,
+        text_encoder_2=text_encoder_2, tokenizer_2=write_clip_tokenizer(out / "tokenizer_2"),
+        requires_aesthetics_score=True, force_zeros_for_empty_prompt=False,
+    ), out)
+
+
+@_builder("tiny-pixart-sigma")
+def build_tiny_pixart_sigma(out: Path, seed: int) -> None:
+    """A pixart-sigma checkpoint: T5 encoder + tokenizer, a PixArt transformer, an 8x VAE.
+
+    ``sample_size=32`` selects PixArt's 256-pixel aspect-ratio bins, so like a real PixArt-Σ
+    it renders at the nearest bin and resizes to the requested size.
+    """
+    from diffusers import DPMSolverMultistepScheduler, PixArtSigmaPipeline, PixArtTransformer2DModel
+
+    torch.manual_seed(seed)
+    transformer = PixArtTransformer2DModel(
+        sample_size=32, num_layers=2, patch_size=2, attention_head_dim=8, num_attention_heads=3,
+        caption_channels=T5_WIDTH, in_channels=4, cross_attention_dim=24, out_channels=8, attention_bias=True,
+        activation_fn="gelu-approximate", num_embeds_ada_norm=1000, norm_type="ada_norm_single",
+        norm_elementwise_affine=False, norm_eps=1e-6,
+    )
+    tokenizer = t5_tokenizer()
+    save(PixArtSigmaPipeline(
+        transformer=transformer, vae=vae(levels=4), text_encoder=t5_encoder(len(tokenizer)), tokenizer=tokenizer,
+        scheduler=DPMSolverMultistepScheduler(),
+    ), out)
+
+
+@_builder("tiny-chroma")
+def build_tiny_chroma(out: Path, seed: int) -> None:
+    """A chroma checkpoint (ChromaPipeline): T5 + Chroma transformer; its image2image and inpainting
+    pipelines exist in Diffusers but AutoPipeline can't reach them (see ``shared/beyond_auto.py``)."""
+    from diffusers import ChromaPipeline, ChromaTransformer2DModel, FlowMatchEulerDiscreteScheduler
+
+    torch.manual_seed(seed)
+    latent_channels = 4
+    transformer: Any = ChromaTransformer2DModel(
+        patch_size=1, in_channels=4 * latent_channels, num_layers=1, num_single_layers=1, attention_head_dim=16,
+        num_attention_heads=2, joint_attention_dim=T5_WIDTH, axes_dims_rope=[4, 4, 8], approximator_hidden_dim=32,
+        approximator_layers=1, approximator_num_channels=16,
+    )
+    # Real Chroma checkpoints (lodestones/Chroma1-HD) keep Flux's ``guidance_embeds: false`` in the
+    # transformer's config, which ChromaInpaintPipeline reads (diffusers#12112 shows the config).
+    transformer.register_to_config(guidance_embeds=False)
+    tokenizer = t5_tokenizer()
+    save(ChromaPipeline(
+        transformer=transformer, text_encoder=t5_encoder(len(tokenizer)),
+        tokenizer=tokenizer, scheduler=FlowMatchEulerDiscreteScheduler(), image_encoder=None, feature_extractor=None,
+        # Flux-style latents are shifted as well as scaled; the pipelines read both from the VAE's config
+        vae=vae(latent_channels=latent_channels, shift_factor=0.0609, scaling_factor=1.5035),
+    ), out)
 
 
 def make_checkpoints(root: Path, names: list[str] | None = None, seed: int = 0, force: bool = False) -> list[Path]:

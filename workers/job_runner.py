@@ -3,7 +3,14 @@
 claim (queued -> running, fenced by attempt) -> pipeline from the hot cache -> run with
 progress -> encode -> upload images and sidecar -> succeeded.  Any exception ends the job
 ``failed`` with a code and a message; a cancel ends it ``canceled``; an attempt that lost
-the job stands down without writing anything.
+the job stands down without writing anything — no record field, and no object either.
+
+From claim to the terminal write a heartbeat keeps the job's lease.  Object keys are
+deterministic, so a superseded attempt must not put (or delete) them: each put is
+preceded by an ownership check that also renews the lease, and the terminal write is
+fenced.  What remains is a put already past its check when the attempt loses the job;
+ARCHITECTURE.md states how small that window is.  When the worker is asked to shut down
+(``drain``), the job may go on for the grace period, then is given back to the queue.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
@@ -25,16 +32,19 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from hotpipe import __version__
 from hotpipe.shared.job import ImageResult, JobError, JobResult, Task
+from hotpipe.shared.reaper import Publish, hand_over
 from hotpipe.shared.status import TransitionError
 from hotpipe.shared.storage import Storage, json_bytes
 from hotpipe.shared.store import JobStore, StoredJob
 from hotpipe.workers import runner
 from hotpipe.workers.cache import PipelineCache, ResolutionMismatch
 from hotpipe.workers.encode import Encoded, encode
+from hotpipe.workers.heartbeat import Heartbeat
 
 log = logging.getLogger(__name__)
 
-CANCELED, LOST = 1, -1
+#: step-callback verdicts: canceled by the user, lost to a newer attempt, give back (shutdown)
+CANCELED, LOST, RELEASE = 1, -1, 2
 #: pauses between tries of a job's terminal write while Redis is unreachable (~30 s in all)
 FINAL_WRITE_BACKOFF_S = (0.1, 0.3, 1.0, 3.0, 8.0, 16.0)
 
@@ -88,16 +98,32 @@ class JobRunner:
     storage: Storage
     cache: PipelineCache
     progress_interval_s: float
+    #: publishes a given-back job's message; None leaves it to the reaper's outbox pass
+    publish: Publish | None = None
+    _drain_deadline: float | None = field(default=None, init=False)
 
-    def run(self, job_id: str) -> str:
+    def drain(self, grace_s: float) -> None:
+        """The worker is shutting down: a running job may go on ``grace_s`` more, then is given back.
+
+        Safe to call from a signal handler (it only sets a deadline the step callback reads).
+        """
+        if self._drain_deadline is None:
+            self._drain_deadline = time.monotonic() + grace_s
+
+    def run(self, job_id: str, worker: str = "") -> str:
         """Run ``job_id``; returns the final status this attempt wrote (or why it did nothing)."""
-        job = self.store.claim_job(job_id)
+        job = self.store.claim_job(job_id, worker)
         if job is None:
             found = self.store.get(job_id)
             log.info("job %s not claimable (%s); standing down", job_id,
                      found.record.status.value if found else "missing")
             return "skipped"
         attempt = job.record.attempts
+        with Heartbeat(self.store, job_id, attempt, self.store.lease_ms / 3000):
+            return self._attempt(job, attempt)
+
+    def _attempt(self, job: StoredJob, attempt: int) -> str:
+        job_id = job.record.id
         try:
             result = self._generate(job, attempt)
         except runner.Stopped as stop:
@@ -117,6 +143,7 @@ class JobRunner:
         inputs = {name: runner.decode_input(name, self.storage.get(key)) for name, key in spec["inputs"].items()}
         clock.lap("inputs")
         provenance = self._provenance(job, attempt, type(pipe).__name__)
+        self._check_owner(rec.id, attempt)  # loading may have outlasted the lease
         # The sidecar depends only on the request, so it uploads while the pipeline runs.
         sidecar = self._put_sidecar(job, provenance)
         try:
@@ -125,14 +152,23 @@ class JobRunner:
             encoded = [encode(im, spec["output_format"], {**spec["params"], "index": i, **provenance})
                        for i, im in enumerate(images)]
             clock.lap("encode")
+            self._check_owner(rec.id, attempt)
             result = self._upload(rec.id, encoded)
-        except BaseException:
-            self._discard_sidecar(rec.id, sidecar)
+        except BaseException as exc:
+            # A lost attempt must not touch the objects: the sidecar key is now the new attempt's.
+            if not (isinstance(exc, runner.Stopped) and exc.verdict == LOST):
+                self._discard_sidecar(rec.id, attempt, sidecar)
             raise
         sidecar.result()  # succeeded only once the sidecar exists too
         clock.lap("upload")
         result.timings = clock.laps
         return result
+
+    def _check_owner(self, job_id: str, attempt: int) -> None:
+        """Right before a put: still the job's attempt?  (Renews the lease, so the put has a
+        whole lease to land in.)  Raises ``Stopped(LOST)`` otherwise."""
+        if not self.store.renew(job_id, attempt):
+            raise runner.Stopped(LOST)
 
     def _put_sidecar(self, job: StoredJob, provenance: dict[str, Any]) -> Future[None]:
         spec, job_id = job.spec, job.record.id
@@ -142,11 +178,12 @@ class JobRunner:
                "images": [self.storage.image_key(job_id, i, ext) for i in range(n)]}
         return self.storage.put_async(self.storage.sidecar_key(job_id), json_bytes(doc), "application/json")
 
-    def _discard_sidecar(self, job_id: str, sidecar: Future[None]) -> None:
-        """A job that did not succeed leaves no sidecar behind (best effort)."""
+    def _discard_sidecar(self, job_id: str, attempt: int, sidecar: Future[None]) -> None:
+        """A job that did not succeed leaves no sidecar behind (best effort, owner only)."""
         try:
             sidecar.result()
-            self.storage.delete(self.storage.sidecar_key(job_id))
+            if self.store.renew(job_id, attempt):
+                self.storage.delete(self.storage.sidecar_key(job_id))
         except Exception:
             log.warning("job %s: could not remove the sidecar", job_id, exc_info=True)
 
@@ -174,6 +211,8 @@ class JobRunner:
         def on_step(step: int, total: int) -> int:
             nonlocal last
             now = time.monotonic()
+            if self._drain_deadline is not None and now >= self._drain_deadline and step < total:
+                return RELEASE
             if step < total and now - last < self.progress_interval_s:
                 return 0
             last = now
@@ -184,8 +223,26 @@ class JobRunner:
         if verdict == CANCELED:
             log.info("job %s canceled during attempt %s; output discarded", job_id, attempt)
             return self._finish(lambda: self.store.mark_canceled(job_id, attempt), "canceled")
+        if verdict == RELEASE:
+            return self._release(job_id, attempt)
         log.warning("job %s: attempt %s no longer owns the job; standing down", job_id, attempt)
         return "lost"
+
+    def _release(self, job_id: str, attempt: int) -> str:
+        """Shutting down past the grace period: give the job back to the queue."""
+        given_back = self.store.release(job_id, attempt)
+        if given_back is None:
+            return "lost"
+        log.warning("job %s: worker shutting down; attempt %s gave the job back (%s)", job_id, attempt,
+                    given_back.outcome)
+        if given_back.outcome != "queued":
+            return given_back.outcome
+        if self.publish is not None:
+            try:
+                hand_over(self.store, self.publish, given_back)
+            except Exception:  # the outbox keeps it; a reaper publishes it after its silence
+                log.warning("job %s: could not publish the requeue; left to the reaper", job_id, exc_info=True)
+        return "released"
 
     @staticmethod
     def _finish(write: Callable[[], None], status: str) -> str:

@@ -4,19 +4,33 @@ The pool is prefork with one child: the parent only consumes messages and never
 touches the device; the child builds its runtime in ``worker_process_init`` (cheap:
 connections only) and loads pipelines lazily on the first job, so slow loads can't
 trip Celery's child start-up timeout.
+
+Recovery lives in two places.  The child heartbeats the lease of the job it runs
+(``heartbeat.py``).  The parent runs the reaper on its event-loop timer (a bootstep,
+no thread in a process that forks), so a worker whose child was killed still reaps, and
+so does every other worker: reaping is atomic per job.  On SIGTERM the parent starts
+Celery's warm shutdown and tells the child to drain: the running job gets
+``shutdown_grace_s`` to finish, then is given back to the queue.  If the process is
+killed before that, the lease lapses and some reaper requeues the job.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
+import billiard.process
 import redis
 import torch
-from celery import Celery, signals
+from celery import Celery, bootsteps, signals
+from kombu.asynchronous.timer import Entry
 
-from hotpipe.shared.celery_app import TASK_NAME, make_celery, queue_name
+from hotpipe.shared.celery_app import TASK_NAME, enqueue, make_celery, queue_name
+from hotpipe.shared.reaper import Reaper
 from hotpipe.shared.settings import Settings
 from hotpipe.shared.storage import Storage
 from hotpipe.shared.store import JobStore
@@ -24,6 +38,12 @@ from hotpipe.workers.cache import PipelineCache
 from hotpipe.workers.job_runner import JobRunner
 
 log = logging.getLogger(__name__)
+
+#: what the parent sends its pool child when a shutdown starts: drain the running job.
+#: (SIGTERM itself is reset to "die" in pool children, and billiard uses SIGUSR1.)
+DRAIN_SIGNAL = signal.SIGUSR2
+#: the reaper's Redis calls run on the parent's event loop: never block it for long
+REAPER_SOCKET_TIMEOUT_S = 5.0
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -41,17 +61,65 @@ def build_runner(settings: Settings) -> JobRunner:
         torch.set_num_threads(settings.torch_threads)
     client = redis.Redis.from_url(settings.redis_url, decode_responses=True, health_check_interval=30)
     cache = PipelineCache(settings.device, pick_dtype(settings.dtype, settings.device))
-    return JobRunner(JobStore(client, settings.record_ttl_s), Storage(settings), cache, settings.progress_interval_s)
+    store = JobStore(client, settings.record_ttl_s, lease_s=settings.lease_s)
+    return JobRunner(store, Storage(settings), cache, settings.progress_interval_s,
+                     publish=functools.partial(enqueue, make_celery(settings)))
+
+
+def build_reaper(settings: Settings) -> Reaper:
+    """A reaper with its own Redis client and its own Celery app for publishing."""
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True, health_check_interval=30,
+                                  socket_timeout=REAPER_SOCKET_TIMEOUT_S,
+                                  socket_connect_timeout=REAPER_SOCKET_TIMEOUT_S)
+    store = JobStore(client, settings.record_ttl_s, lease_s=settings.lease_s)
+    # An outbox entry a whole lease old has outlived the reaper that wrote it.
+    return Reaper(store, functools.partial(enqueue, make_celery(settings)), settings.max_attempts,
+                  silence_s=settings.lease_s)
+
+
+def reaper_step(settings: Settings) -> type[bootsteps.StartStopStep]:
+    """A worker bootstep that runs the reaper every ``reaper_interval_s`` on the parent's timer."""
+
+    class ReaperStep(bootsteps.StartStopStep):
+        requires = ("celery.worker.components:Timer",)
+
+        def __init__(self, parent: Any, **kwargs: Any) -> None:
+            super().__init__(parent, **kwargs)
+            self.entry: Entry | None = None
+
+        def start(self, parent: Any) -> None:
+            reaper = build_reaper(settings)
+            self.entry = parent.timer.call_repeatedly(settings.reaper_interval_s, reaper.tick, priority=10)
+
+        def stop(self, parent: Any) -> None:
+            if self.entry is not None:
+                self.entry.cancel()
+
+    return ReaperStep
+
+
+def _drain_children(**_: Any) -> None:
+    """Parent, shutdown starting: tell the pool child to finish or give back its job."""
+    for child in billiard.process.active_children():
+        if child.pid is not None:
+            try:
+                os.kill(child.pid, DRAIN_SIGNAL)
+            except ProcessLookupError:
+                continue
 
 
 def create_worker_app(settings: Settings) -> Celery:
     """The Celery app with the job task registered and the child's runtime wired in."""
     app = make_celery(settings)
+    app.steps["worker"].add(reaper_step(settings))
     runtime: dict[str, JobRunner] = {}
 
     @signals.worker_process_init.connect(weak=False)
     def _init_child(**_: Any) -> None:
         runtime["runner"] = build_runner(settings)
+        signal.signal(DRAIN_SIGNAL, lambda *_: runtime["runner"].drain(settings.shutdown_grace_s))
+
+    signals.worker_shutting_down.connect(_drain_children, weak=False)
 
     @signals.after_setup_logger.connect(weak=False)
     def _quiet(**_: Any) -> None:
@@ -65,11 +133,11 @@ def create_worker_app(settings: Settings) -> Celery:
         if settings.worker_ready_file:
             Path(settings.worker_ready_file).touch()
 
-    @app.task(name=TASK_NAME, ignore_result=True, acks_late=True)
-    def run_job(job_id: str) -> str:
+    @app.task(name=TASK_NAME, ignore_result=True, acks_late=True, bind=True)
+    def run_job(task: Any, job_id: str) -> str:
         if "runner" not in runtime:  # solo pool or a direct call: no process-init signal
             runtime["runner"] = build_runner(settings)
-        return runtime["runner"].run(job_id)
+        return runtime["runner"].run(job_id, worker=f"{task.request.hostname} pid={os.getpid()}")
 
     return app
 

@@ -218,3 +218,14 @@ def test_cli_status_and_cancel(stack: LocalStack, client: Client) -> None:
     assert as_json["id"] == record.id and as_json["result"]["images"][0]["url"]
     cancel = hotpipe("cancel", record.id, "--api", stack.api_url)
     assert cancel.returncode == 2 and "already succeeded" in cancel.stderr
+
+
+def test_high_priority_overtakes_a_backlog(client: Client) -> None:
+    blocker = client.submit(t2i(seed=40, num_inference_steps=60, height=128, width=128))
+    wait_for(lambda: client.get(blocker.id).status is Status.RUNNING)
+    backlog = [client.submit({**t2i(seed=41 + i), "priority": 0}) for i in range(4)]
+    urgent = client.submit({**t2i(seed=50), "priority": 9})
+    done = {job.id: client.wait(job.id, timeout_s=600) for job in [blocker, *backlog, urgent]}
+    assert [r.status for r in done.values()] == [Status.SUCCEEDED] * 6
+    order = sorted(done.values(), key=lambda r: r.started_at or r.created_at)
+    assert [r.id for r in order[:2]] == [blocker.id, urgent.id], [(r.id[:6], r.started_at) for r in order]

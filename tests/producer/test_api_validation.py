@@ -138,7 +138,9 @@ TOO_LONG = "x" * 10 * 1024 * 1024
 
 CASES = [
     # -- shape of the request
-    case("unknown-top-level-field", with_(text2image(), priority=5), "priority"),
+    case("unknown-top-level-field", with_(text2image(), urgency=5), "urgency"),
+    case("priority-above-9", with_(text2image(), priority=10), "priority"),
+    case("priority-as-string", with_(text2image(), priority="high"), "priority"),
     case("unknown-param", text2image(sampler="euler"), "params.sampler"),
     case("unknown-input", with_(text2image(), inputs={"depth_map": IMAGE}), "inputs.depth_map"),
     case("missing-prompt", without(text2image(), "params", "prompt"), "params.prompt", says="required"),

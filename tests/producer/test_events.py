@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from typing import Any
 
 import redis
 from fastapi.testclient import TestClient
 
-from hotpipe.shared import keys
 from hotpipe.shared.job import ImageResult, JobResult
 from hotpipe.shared.settings import Settings
 from hotpipe.shared.store import JobStore
@@ -20,7 +18,7 @@ RESULT = JobResult(images=[ImageResult(key="jobs/x/0.png", width=8, height=8, co
                                        sha256="0" * 64)])
 
 
-def read_events(api: TestClient, job_id: str) -> list[tuple[str, dict[str, Any]]]:
+def read_events(api: TestClient, job_id: str, first: threading.Event | None = None) -> list[tuple[str, dict[str, Any]]]:
     events, name = [], ""
     with api.stream("GET", f"/v1/jobs/{job_id}/events") as response:
         assert response.status_code == 200
@@ -30,15 +28,16 @@ def read_events(api: TestClient, job_id: str) -> list[tuple[str, dict[str, Any]]
                 name = line[6:].strip()
             elif line.startswith("data:"):
                 events.append((name, json.loads(line[5:])))
+                if first is not None:
+                    first.set()
     return events
 
 
-def drive_once_subscribed(store: JobStore, job_id: str) -> threading.Thread:
-    """Claim, report progress and succeed, once the stream is listening."""
+def drive_once_streaming(store: JobStore, job_id: str, first: threading.Event) -> threading.Thread:
+    """Claim, report progress and succeed, once the stream has sent its first event."""
 
     def go() -> None:
-        while store.redis.pubsub_numsub(keys.job_events(job_id))[0][1] == 0:
-            time.sleep(0.01)
+        assert first.wait(30)
         attempt = store.claim(job_id)
         assert attempt is not None
         store.progress(job_id, attempt, 1, 2)
@@ -52,8 +51,9 @@ def drive_once_subscribed(store: JobStore, job_id: str) -> threading.Thread:
 
 def test_stream_follows_the_job_to_its_end(api: TestClient, redis_client: redis.Redis, settings: Settings) -> None:
     job_id = api.post("/v1/jobs", json=BODY).json()["id"]
-    thread = drive_once_subscribed(JobStore(redis_client, settings.record_ttl_s), job_id)
-    events = read_events(api, job_id)
+    first = threading.Event()
+    thread = drive_once_streaming(JobStore(redis_client, settings.record_ttl_s), job_id, first)
+    events = read_events(api, job_id, first)
     thread.join(5)
 
     assert [(name, rec["status"]) for name, rec in events] == [

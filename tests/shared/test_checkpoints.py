@@ -19,9 +19,9 @@ from hotpipe.shared.job import Task
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
-def write_checkpoint(folder: Path, class_name: str = "StableDiffusionPipeline") -> Path:
+def write_checkpoint(folder: Path, class_name: str = "StableDiffusionPipeline", **config: Any) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "model_index.json").write_text(json.dumps({"_class_name": class_name}))
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": class_name, **config}))
     return folder
 
 
@@ -64,9 +64,49 @@ def test_unsupported_class_uses_autopipeline_wording(root: Path) -> None:
 
 
 def test_family_without_the_task_names_the_family(root: Path) -> None:
-    with pytest.raises(UnsupportedPipeline, match="family pixart-sigma") as exc:
+    with pytest.raises(UnsupportedPipeline, match="family pixart-sigma; it has: text2image") as exc:
         resolve("pixart", Task.INPAINTING, root)
     assert "PixArtSigmaPipeline for pixart-sigma" in str(exc.value)
+
+
+@pytest.mark.parametrize(("class_name", "task", "family", "pipeline", "base"), [
+    ("StableDiffusionPipeline", Task.TEXT2IMAGE, "stable-diffusion", "StableDiffusionPipeline", "stable-diffusion"),
+    ("StableDiffusionPAGPipeline", Task.INPAINTING, "stable-diffusion-pag", "StableDiffusionPAGInpaintPipeline",
+     "stable-diffusion"),
+    ("StableDiffusionXLControlNetUnionPipeline", Task.IMAGE2IMAGE, "stable-diffusion-xl-controlnet-union",
+     "StableDiffusionXLControlNetUnionImg2ImgPipeline", "stable-diffusion-xl"),
+    ("FluxControlNetPipeline", Task.TEXT2IMAGE, "flux-controlnet", "FluxControlNetPipeline", "flux"),
+    ("SanaPAGPipeline", Task.TEXT2IMAGE, "sana-pag", "SanaPAGPipeline", "sana"),
+    ("ChromaPipeline", Task.INPAINTING, "chroma", "ChromaInpaintPipeline", "chroma"),
+])
+def test_resolution_names_the_variant_and_its_base(root: Path, class_name: str, task: Task, family: str,
+                                                   pipeline: str, base: str) -> None:
+    write_checkpoint(root / "ckpt", class_name)
+    r = resolve("ckpt", task, root)
+    assert (r.class_name, r.family, r.pipeline, r.base_family) == (class_name, family, pipeline, base)
+    assert r.to_json()["base_family"] == base
+
+
+@pytest.mark.parametrize(("task", "pipeline"), [(Task.IMAGE2IMAGE, "StableDiffusionXLImg2ImgPipeline"),
+                                                (Task.INPAINTING, "StableDiffusionXLInpaintPipeline")])
+def test_refiner_runs_image_tasks(root: Path, task: Task, pipeline: str) -> None:
+    write_checkpoint(root / "refiner", "StableDiffusionXLImg2ImgPipeline", requires_aesthetics_score=True)
+    assert resolve("refiner", task, root).pipeline == pipeline
+
+
+def test_refiner_text2image_is_refused_naming_the_setting(root: Path) -> None:
+    write_checkpoint(root / "refiner", "StableDiffusionXLImg2ImgPipeline", requires_aesthetics_score=True)
+    with pytest.raises(UnsupportedPipeline) as exc:
+        resolve("refiner", Task.TEXT2IMAGE, root)
+    assert str(exc.value) == ("checkpoint 'refiner' sets requires_aesthetics_score in model_index.json (an SDXL "
+                              "refiner): it runs image2image and inpainting only, not text2image")
+    assert (exc.value.status_code, exc.value.field) == (422, "checkpoint")
+
+
+@pytest.mark.parametrize("value", [False, None, "true", 1])
+def test_only_a_true_aesthetics_setting_limits_tasks(root: Path, value: object) -> None:
+    write_checkpoint(root / "xl", "StableDiffusionXLImg2ImgPipeline", requires_aesthetics_score=value)
+    assert resolve("xl", Task.TEXT2IMAGE, root).pipeline == "StableDiffusionXLPipeline"
 
 
 @pytest.mark.parametrize("name", [

@@ -86,3 +86,23 @@ def test_reference_table_covers_every_field() -> None:
     assert [var for var, _, _ in rows] == [f"HOTPIPE_{f.name.upper()}" for f in fields]
     assert [default for _, default, _ in rows] == [repr(f.default) for f in fields]
     assert all(meaning.strip() for _, _, meaning in rows)
+
+
+@pytest.mark.parametrize(("var", "raw"), [
+    ("HOTPIPE_LEASE_S", "0"),
+    ("HOTPIPE_LEASE_S", "-3"),
+    ("HOTPIPE_LEASE_S", "inf"),
+    ("HOTPIPE_LEASE_S", "nan"),
+    ("HOTPIPE_REAPER_INTERVAL_S", "0"),
+    ("HOTPIPE_MAX_ATTEMPTS", "0"),
+    ("HOTPIPE_SHUTDOWN_GRACE_S", "-1"),
+])
+def test_recovery_settings_out_of_range_name_the_variable(var: str, raw: str) -> None:
+    with pytest.raises(ValueError, match=f"{var} is .*; it must be"):
+        Settings.from_env({var: raw})
+
+
+def test_recovery_settings_parse() -> None:
+    s = Settings.from_env({"HOTPIPE_LEASE_S": "3", "HOTPIPE_REAPER_INTERVAL_S": "0.5", "HOTPIPE_MAX_ATTEMPTS": "2",
+                           "HOTPIPE_SHUTDOWN_GRACE_S": "0"})
+    assert (s.lease_s, s.reaper_interval_s, s.max_attempts, s.shutdown_grace_s) == (3.0, 0.5, 2, 0.0)

@@ -6,6 +6,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import ClassVar
 
 import pytest
@@ -18,7 +19,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from hotpipe.shared import keys
 from hotpipe.shared.job import ImageResult, JobError, JobRecord, JobResult, Progress, Task, new_job_id
 from hotpipe.shared.status import TERMINAL, Status, TransitionError
-from hotpipe.shared.store import AsyncJobReader, JobStore, parse_event
+from hotpipe.shared.store import WORKER_LOST, AsyncJobReader, JobStore, Requeue, parse_event
 
 RECORD_TTL_S = 600
 RESULT = JobResult(images=[ImageResult(key="jobs/x/0.png", width=8, height=8, content_type="image/png",
@@ -284,8 +285,221 @@ def test_every_change_is_published_on_the_job_channel(store: JobStore) -> None:
     assert events[2][1].cancel_requested
 
 
+# -- leases, reaping and the requeue outbox ---------------------------------------------
+
+def lease(store: JobStore, job_id: str) -> float | None:
+    """The job's lease deadline (server ms), None when it holds none."""
+    score = store.redis.zscore(keys.leases(), job_id)
+    return None if score is None else float(score)
+
+
+def server_ms(store: JobStore) -> int:
+    sec, usec = store.redis.time()
+    return int(sec) * 1000 + int(usec) // 1000
+
+
+def lapse(store: JobStore, job_id: str) -> None:
+    """What a worker that stopped heartbeating leaves behind: a deadline long past."""
+    store.redis.zadd(keys.leases(), {job_id: 0}, xx=True)
+    assert lease(store, job_id) == 0, "only a running job has a lease to lapse"
+
+
+def outbox(store: JobStore) -> dict[str, int]:
+    entries: list[tuple[str, float]] = store.redis.zrange(keys.requeues(), 0, -1, withscores=True)  # type: ignore[assignment]
+    return {member: int(score) for member, score in entries}
+
+
+def claimed(store: JobStore) -> tuple[str, int]:
+    job_id = create(store)
+    attempt = store.claim(job_id)
+    assert attempt is not None
+    return job_id, attempt
+
+
+def test_claim_takes_a_lease_on_the_server_clock(store: JobStore) -> None:
+    job_id = create(store)
+    assert lease(store, job_id) is None
+    before = server_ms(store)
+    store.claim(job_id)
+    deadline = lease(store, job_id)
+    assert deadline is not None and before < deadline <= server_ms(store) + store.lease_ms
+
+
+@pytest.mark.parametrize("name", FINISHES)
+def test_every_terminal_write_drops_the_lease(store: JobStore, name: str) -> None:
+    finish, _ = FINISHES[name]
+    job_id, attempt = claimed(store)
+    finish(store, job_id, attempt)
+    assert lease(store, job_id) is None
+
+
+def test_renew_by_the_owner_pushes_the_deadline_out(store: JobStore) -> None:
+    job_id, attempt = claimed(store)
+    lapse(store, job_id)
+    assert store.renew(job_id, attempt) is True
+    deadline = lease(store, job_id)
+    assert deadline is not None and deadline > server_ms(store) - 1
+    assert store.expired_leases() == []
+
+
+@pytest.mark.parametrize("offset", [-1, 1])
+def test_renew_by_another_attempt_is_refused_and_changes_nothing(store: JobStore, offset: int) -> None:
+    job_id, attempt = claimed(store)
+    lapse(store, job_id)
+    assert store.renew(job_id, attempt + offset) is False
+    assert lease(store, job_id) == 0
+
+
+def test_renew_never_gives_a_finished_or_queued_job_a_lease(store: JobStore) -> None:
+    queued = create(store)
+    assert store.renew(queued, 0) is False
+    job_id, attempt = claimed(store)
+    store.succeed(job_id, attempt, RESULT)
+    assert store.renew(job_id, attempt) is False
+    assert lease(store, queued) is None and lease(store, job_id) is None
+
+
+def test_reap_leaves_a_live_lease_alone(store: JobStore) -> None:
+    job_id, _ = claimed(store)
+    before = raw(store, job_id)
+    assert store.expired_leases() == []
+    assert store.reap(job_id, max_attempts=3) is None
+    assert raw(store, job_id) == before and lease(store, job_id) is not None
+
+
+def test_reap_requeues_an_expired_job_keeping_its_attempt(store: JobStore) -> None:
+    job_id = create(store)
+    job = store.claim_job(job_id, worker="w1@host pid=1")
+    assert job is not None and job.worker == "w1@host pid=1"
+    store.progress(job_id, 1, 3, 10)
+    lapse(store, job_id)
+    assert store.expired_leases() == [job_id]
+
+    taken = store.reap(job_id, max_attempts=3)
+    assert taken is not None and (taken.outcome, taken.family) == ("queued", "stable-diffusion")
+    after = store.get(job_id)
+    assert after is not None
+    assert (after.record.status, after.record.attempts, after.record.progress, after.worker) == (
+        Status.QUEUED, 1, None, None)
+    assert lease(store, job_id) is None and ttl(store, job_id) == -1
+    assert outbox(store) == {job_id: taken.stamp}
+    assert store.reap(job_id, max_attempts=3) is None  # nothing left to take back
+
+
+def test_stale_attempt_is_fenced_after_a_reap_and_a_new_claim(store: JobStore) -> None:
+    job_id, first = claimed(store)
+    lapse(store, job_id)
+    store.reap(job_id, max_attempts=3)
+    assert store.progress(job_id, first, 5, 10) == -1  # requeued: nobody owns it
+    assert store.renew(job_id, first) is False
+    second = store.claim(job_id)
+    assert second == first + 1
+    assert store.progress(job_id, first, 5, 10) == -1 and store.renew(job_id, first) is False
+    with pytest.raises(TransitionError, match="superseded"):
+        store.succeed(job_id, first, RESULT)
+    store.succeed(job_id, second, RESULT)
+    assert status(store, job_id) == Status.SUCCEEDED
+
+
+def test_reap_at_the_attempt_cap_ends_the_job_failed_worker_lost(store: JobStore) -> None:
+    job_id, _ = claimed(store)
+    lapse(store, job_id)
+    taken = store.reap(job_id, max_attempts=1)
+    assert taken is not None and taken.outcome == "failed"
+    job = store.get(job_id)
+    assert job is not None and job.record.status == Status.FAILED and job.record.finished_at is not None
+    assert job.record.error is not None and job.record.error.code == WORKER_LOST
+    assert 0 < ttl(store, job_id) <= RECORD_TTL_S
+    assert lease(store, job_id) is None and outbox(store) == {}
+
+
+def test_reap_honours_a_pending_cancel(store: JobStore) -> None:
+    job_id, _ = claimed(store)
+    store.cancel(job_id)
+    lapse(store, job_id)
+    taken = store.reap(job_id, max_attempts=3)
+    assert taken is not None and taken.outcome == "canceled"
+    assert status(store, job_id) == Status.CANCELED and ttl(store, job_id) > 0 and outbox(store) == {}
+
+
+def test_reap_drops_a_lease_whose_record_is_gone(store: JobStore) -> None:
+    job_id, _ = claimed(store)
+    lapse(store, job_id)
+    store.redis.delete(keys.job(job_id))
+    assert store.reap(job_id, max_attempts=3) is None
+    assert store.expired_leases() == []
+
+
+def test_concurrent_reapers_take_a_job_back_exactly_once(store: JobStore) -> None:
+    job_id, _ = claimed(store)
+    lapse(store, job_id)
+    barrier = threading.Barrier(8)
+
+    def reap() -> object:
+        barrier.wait()
+        return store.reap(job_id, max_attempts=3)
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(lambda _: reap(), range(8)))
+    assert sum(o is not None for o in outcomes) == 1
+    assert status(store, job_id) == Status.QUEUED and len(outbox(store)) == 1
+
+
+def test_release_by_the_owner_requeues_regardless_of_the_cap(store: JobStore) -> None:
+    job_id, attempt = claimed(store)
+    assert store.release(job_id, attempt + 1) is None
+    given_back = store.release(job_id, attempt)
+    assert given_back is not None and given_back.outcome == "queued"
+    job = store.get(job_id)
+    assert job is not None and (job.record.status, job.record.attempts) == (Status.QUEUED, attempt)
+    assert outbox(store) == {job_id: given_back.stamp} and lease(store, job_id) is None
+    assert store.release(job_id, attempt) is None
+
+
+def test_requeue_published_clears_only_its_own_stamp(store: JobStore) -> None:
+    job_id, _ = claimed(store)
+    lapse(store, job_id)
+    taken = store.reap(job_id, max_attempts=3)
+    assert taken is not None
+    store.redis.zadd(keys.requeues(), {job_id: taken.stamp + 1})  # a later requeue of the same job
+    store.requeue_published(job_id, taken.stamp)
+    assert outbox(store) == {job_id: taken.stamp + 1}
+    store.requeue_published(job_id, taken.stamp + 1)
+    assert outbox(store) == {}
+
+
+def test_orphaned_requeue_is_adopted_once_and_dropped_once_claimed(store: JobStore) -> None:
+    job_id, _ = claimed(store)
+    lapse(store, job_id)
+    assert store.reap(job_id, max_attempts=3) is not None
+    assert store.orphaned_requeues(silence_s=30) == []  # its reaper may still publish
+    store.redis.zadd(keys.requeues(), {job_id: 0})  # ... but it died long ago
+    assert store.orphaned_requeues(silence_s=30) == [job_id]
+    adopted = store.adopt_requeue(job_id, silence_s=30)
+    assert adopted is not None and (adopted.outcome, adopted.family) == ("queued", "stable-diffusion")
+    assert store.adopt_requeue(job_id, silence_s=30) is None  # re-stamped: one adopter per silence
+    store.claim(job_id)
+    store.redis.zadd(keys.requeues(), {job_id: 0})
+    assert store.adopt_requeue(job_id, silence_s=30) is None  # a message reached it: nothing owed
+    assert outbox(store) == {}
+
+
+def test_requeue_is_announced_with_the_record(store: JobStore) -> None:
+    job_id, _ = claimed(store)
+    lapse(store, job_id)
+    with store.redis.pubsub() as sub:
+        sub.subscribe(keys.job_events(job_id))
+        store.reap(job_id, max_attempts=3)
+        event = None
+        while event is None and (msg := sub.get_message(timeout=5.0)) is not None:
+            if msg["type"] == "message":
+                event = parse_event(msg["data"])
+    assert event is not None and event[0] == "queued" and event[1].status == Status.QUEUED
+
+
 class LifecycleMachine(RuleBasedStateMachine):
-    """Random claim/progress/finish/cancel sequences, including stale writes, against a model."""
+    """Random claim/progress/finish/cancel/heartbeat/reap/release/redeliver sequences, including
+    stale writes and dead workers, against a model."""
 
     store: ClassVar[JobStore]
 
@@ -296,6 +510,8 @@ class LifecycleMachine(RuleBasedStateMachine):
         self.attempt = 0
         self.progress: Progress | None = None
         self.cancel_requested = False
+        self.lapsed = False  # the running attempt's lease ran out (its worker died)
+        self.owed: int | None = None  # stamp of the outbox entry: a requeue's message not yet published
         self.frozen: dict[str, str] | None = None  # the raw record once terminal
 
     def _fence(self, stale: int) -> int:
@@ -312,15 +528,66 @@ class LifecycleMachine(RuleBasedStateMachine):
             with pytest.raises(TransitionError):
                 call()
 
+    def _taken_back(self, got: Requeue | None, expected: Status | None) -> None:
+        if expected is None:
+            assert got is None
+            return
+        assert got is not None and got.outcome == expected.value
+        self.status, self.lapsed = expected, False
+        if expected == Status.QUEUED:
+            self.progress, self.owed = None, got.stamp
+
     @rule()
     def claim(self) -> None:
         got = self.store.claim(self.job_id)
         if self.status == Status.QUEUED:
             self.attempt += 1
             self.status = Status.RUNNING
+            self.lapsed = False
             assert got == self.attempt
         else:
             assert got is None
+
+    @rule()
+    def redeliver(self) -> None:
+        """The same message again (visibility timeout, a reaper's duplicate): claim or stand down."""
+        self.claim()
+
+    @rule(stale=st.sampled_from([0, 0, -1, 1]))
+    def heartbeat(self, stale: int) -> None:
+        fence = self._fence(stale)
+        owned = self._owned(fence)
+        assert self.store.renew(self.job_id, fence) is owned
+        if owned:
+            self.lapsed = False
+
+    @rule()
+    def worker_dies(self) -> None:
+        if self.status == Status.RUNNING:
+            lapse(self.store, self.job_id)
+            self.lapsed = True
+
+    @rule(cap=st.integers(1, 3))
+    def reap(self, cap: int) -> None:
+        expected = None
+        if self.status == Status.RUNNING and self.lapsed:
+            expected = (Status.CANCELED if self.cancel_requested else
+                        Status.FAILED if self.attempt >= cap else Status.QUEUED)
+        self._taken_back(self.store.reap(self.job_id, cap), expected)
+
+    @rule(stale=st.sampled_from([0, -1, 1]))
+    def release(self, stale: int) -> None:
+        fence = self._fence(stale)
+        expected = None
+        if self._owned(fence):
+            expected = Status.CANCELED if self.cancel_requested else Status.QUEUED
+        self._taken_back(self.store.release(self.job_id, fence), expected)
+
+    @rule()
+    def publish_requeue(self) -> None:
+        if self.owed is not None:
+            self.store.requeue_published(self.job_id, self.owed)
+            self.owed = None
 
     @rule(stale=st.sampled_from([0, 0, -1, 1]), step=st.integers(0, 50))
     def progress_step(self, stale: int, step: int) -> None:
@@ -369,6 +636,17 @@ class LifecycleMachine(RuleBasedStateMachine):
         assert (ttl(self.store, self.job_id) > 0) == (self.status in TERMINAL)
 
     @invariant()
+    def running_jobs_and_only_they_hold_a_lease(self) -> None:
+        deadline = lease(self.store, self.job_id)
+        assert (deadline is not None) == (self.status == Status.RUNNING)
+        assert (deadline == 0) == (self.status == Status.RUNNING and self.lapsed)
+
+    @invariant()
+    def outbox_holds_what_is_owed(self) -> None:
+        stamp = self.store.redis.zscore(keys.requeues(), self.job_id)
+        assert (None if stamp is None else int(stamp)) == self.owed
+
+    @invariant()
     def terminal_record_never_changes(self) -> None:
         if self.status not in TERMINAL:
             return
@@ -381,4 +659,4 @@ class LifecycleMachine(RuleBasedStateMachine):
 def test_lifecycle_state_machine(store: JobStore) -> None:
     LifecycleMachine.store = store
     run_state_machine_as_test(
-        LifecycleMachine, settings=hsettings(max_examples=30, stateful_step_count=20, deadline=None, database=None))
+        LifecycleMachine, settings=hsettings(max_examples=60, stateful_step_count=30, deadline=None, database=None))

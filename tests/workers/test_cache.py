@@ -41,3 +41,37 @@ def test_loads_once_and_switches_tasks_on_the_same_modules(cache: PipelineCache,
 def test_mismatched_class_is_refused(cache: PipelineCache, model_root: Path) -> None:
     with pytest.raises(ResolutionMismatch, match="StableDiffusionImg2ImgPipeline"):
         cache.get(str(model_root / "tiny-sd"), None, Task.IMAGE2IMAGE, "StableDiffusionXLImg2ImgPipeline")
+
+
+BEYOND = [(Task.TEXT2IMAGE, "ChromaPipeline"), (Task.IMAGE2IMAGE, "ChromaImg2ImgPipeline"),
+          (Task.INPAINTING, "ChromaInpaintPipeline")]
+
+
+def test_tasks_autopipeline_cannot_reach_are_built_on_the_same_modules(cache: PipelineCache,
+                                                                       model_root: Path) -> None:
+    """Chroma image2image/inpainting come from hotpipe's table, built with ``<Class>.from_pipe``."""
+    location = str(model_root / "tiny-chroma")
+    pipes = [cache.get(location, None, task, cls) for task, cls in BEYOND]
+
+    assert [type(p).__name__ for p in pipes] == [cls for _, cls in BEYOND]
+    assert (cache.stats.misses, cache.stats.hits) == (1, 2)
+    for name in ("transformer", "vae", "text_encoder", "tokenizer"):
+        assert len({id(getattr(p, name)) for p in pipes}) == 1, name
+    assert parameter_storages(pipes) == parameter_storages(pipes[:1])
+    assert all(p.transformer.dtype == torch.float32 for p in pipes)
+
+
+def test_hotpipes_class_for_another_family_is_refused(cache: PipelineCache, model_root: Path) -> None:
+    # ChromaInpaintPipeline is in hotpipe's table for chroma, not for stable-diffusion: AutoPipeline decides
+    with pytest.raises(ResolutionMismatch, match="StableDiffusionInpaintPipeline"):
+        cache.get(str(model_root / "tiny-sd"), None, Task.INPAINTING, "ChromaInpaintPipeline")
+
+
+def test_refiner_is_its_own_image2image_pipeline(cache: PipelineCache, model_root: Path) -> None:
+    location = str(model_root / "tiny-sdxl-refiner")
+    refiner = cache.get(location, None, Task.IMAGE2IMAGE, "StableDiffusionXLImg2ImgPipeline")
+    inpaint = cache.get(location, None, Task.INPAINTING, "StableDiffusionXLInpaintPipeline")
+
+    assert (refiner.text_encoder, refiner.tokenizer) == (None, None)
+    assert refiner.config.requires_aesthetics_score and inpaint.config.requires_aesthetics_score
+    assert inpaint.unet is refiner.unet and inpaint.text_encoder_2 is refiner.text_encoder_2

@@ -1,0 +1,104 @@
+"""The reaper: takes back running jobs whose worker stopped renewing their lease.
+
+Every worker's parent process runs one (``workers/worker.py``), so wherever there is a
+worker there is a reaper, and it survives its own pool child being killed.  Any number
+may run at once: taking a job back is one Lua script, so exactly one reaper wins each
+job, and only the winner publishes its message.
+
+Requeueing (Redis) and publishing (Kombu) can't be one atomic step, so the requeue also
+writes an outbox entry that is cleared once the message is out.  An entry left behind
+by a reaper that died in between is adopted by another reaper after ``silence_s`` and
+published again.  A job may so get a duplicate message, never none; the duplicate finds
+the record no longer ``queued`` and stands down.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import redis
+
+from hotpipe.shared.celery_app import DEFAULT_PRIORITY
+from hotpipe.shared.store import JobStore, Requeue
+
+log = logging.getLogger(__name__)
+
+#: publishes the run message of (job id, family, priority): ``partial(celery_app.enqueue, app)``
+Publish = Callable[[str, str, int], None]
+
+_SAYS = {
+    "queued": "its worker stopped renewing the lease; requeued",
+    "failed": "its worker was lost on the last allowed attempt; failed (worker_lost)",
+    "canceled": "its worker was lost with a cancel pending; canceled",
+    "republished": "its requeue was never published (reaper died); published again",
+}
+
+
+def hand_over(store: JobStore, publish: Publish, requeue: Requeue) -> None:
+    """Publish a requeued job's message, then clear its outbox entry."""
+    priority = DEFAULT_PRIORITY if requeue.priority is None else requeue.priority
+    publish(requeue.job_id, requeue.family, priority)
+    store.requeue_published(requeue.job_id, requeue.stamp)
+
+
+@dataclass
+class ReapReport:
+    """What one pass did, job ids by outcome."""
+
+    queued: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    canceled: list[str] = field(default_factory=list)
+    republished: list[str] = field(default_factory=list)
+    unpublished: list[str] = field(default_factory=list)  # left in the outbox for a later pass
+
+
+@dataclass
+class Reaper:
+    """Requeues jobs whose lease lapsed and publishes what the outbox still owes."""
+
+    store: JobStore
+    publish: Publish
+    max_attempts: int
+    silence_s: float  # an outbox entry this old has lost its publisher
+    batch: int = 100
+
+    def run_once(self) -> ReapReport:
+        """One pass over expired leases, then over orphaned outbox entries."""
+        report = ReapReport()
+        while ids := self.store.expired_leases(self.batch):
+            for job_id in ids:
+                taken = self.store.reap(job_id, self.max_attempts)
+                if taken is not None:
+                    getattr(report, taken.outcome).append(job_id)
+                    if taken.outcome == "queued":
+                        self._hand_over(taken, report)
+            if len(ids) < self.batch:
+                break
+        for job_id in self.store.orphaned_requeues(self.silence_s, self.batch):
+            adopted = self.store.adopt_requeue(job_id, self.silence_s)
+            if adopted is not None and self._hand_over(adopted, report):
+                report.republished.append(job_id)
+        return report
+
+    def tick(self) -> None:
+        """``run_once`` for a timer: logs what it did, and never raises on a Redis outage."""
+        try:
+            report = self.run_once()
+        except redis.RedisError as exc:
+            log.warning("reaper: Redis unavailable (%s); trying again next pass", exc)
+            return
+        for outcome, says in _SAYS.items():
+            for job_id in getattr(report, outcome):
+                log.warning("reaper: job %s: %s", job_id, says)
+
+    def _hand_over(self, requeue: Requeue, report: ReapReport) -> bool:
+        try:
+            hand_over(self.store, self.publish, requeue)
+        except Exception:  # the broker is down: the outbox keeps the debt for a later pass
+            log.warning("reaper: could not publish job %s; it stays in the outbox", requeue.job_id,
+                        exc_info=True)
+            report.unpublished.append(requeue.job_id)
+            return False
+        return True

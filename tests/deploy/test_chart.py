@@ -1,0 +1,221 @@
+"""The chart, rendered by Helm's Go SDK for the defaults and several overrides: valid Kubernetes,
+lint-clean, one Deployment per pool, queues and settings that match the code, selectors, probes."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+from kombu.transport.redis import PRIORITY_STEPS, Channel
+
+from hotpipe.cli import build_parser
+from hotpipe.shared.celery_app import make_celery, queue_name
+from hotpipe.shared.families import LOOKUP_ORDER
+from hotpipe.shared.settings import ENV_PREFIX, Settings
+from tests.deploy.chart import (
+    KUBE_VERSIONS,
+    SHUTDOWN_MARGIN_S,
+    Manifest,
+    arg_after,
+    component,
+    enabled_pools,
+    env_values,
+    lint_messages,
+    of_kind,
+    only_container,
+    render,
+)
+from tests.deploy.crds import SCHEMAS
+from tests.deploy.scenarios import SCENARIOS
+
+SETTING_NAMES = {ENV_PREFIX + f.name.upper() for f in dataclasses.fields(Settings)}
+FAMILIES = {family for table in LOOKUP_ORDER for family in table}
+
+
+@pytest.fixture(scope="module", params=list(SCENARIOS))
+def scenario(request: pytest.FixtureRequest) -> tuple[dict[str, Any] | None, list[Manifest]]:
+    values = SCENARIOS[request.param]
+    return values, render(values)
+
+
+def priority_lists(queue: str) -> list[str]:
+    """The Redis lists Kombu keeps for ``queue`` under hotpipe's Celery configuration."""
+    options = make_celery(Settings()).conf.broker_transport_options
+    return [f"{queue}{Channel.sep}{step}" if step else queue for step in options.get("priority_steps", PRIORITY_STEPS)]
+
+
+def labels_match(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return selector.items() <= labels.items()
+
+
+def test_rendered_objects_are_valid_kubernetes(scenario: tuple[Any, list[Manifest]]) -> None:
+    _, docs = scenario
+    assert docs
+    for doc in docs:
+        if doc["kind"] in SCHEMAS:
+            jsonschema.validate(doc, SCHEMAS[doc["kind"]])
+            continue
+        for version in KUBE_VERSIONS:
+            kubernetes_validate.validate(doc, version, strict=True)
+
+
+def test_lint_finds_no_warning_or_error(scenario: tuple[Any, list[Manifest]]) -> None:
+    values, _ = scenario
+    assert lint_messages(values) == []
+
+
+def test_one_worker_deployment_per_enabled_pool(scenario: tuple[Any, list[Manifest]]) -> None:
+    values, docs = scenario
+    pools = enabled_pools(values)
+    assert pools, "every scenario has at least one pool"
+    deployed = {d["metadata"]["labels"]["hotpipe.io/pool"] for d in component(docs, "Deployment", "worker")}
+    assert deployed == set(pools)
+    assert len(component(docs, "Deployment", "worker")) == len(pools)
+    assert len(component(docs, "Deployment", "api")) == 1
+
+
+def test_workers_consume_the_queue_the_code_routes_their_family_to(scenario: tuple[Any, list[Manifest]]) -> None:
+    values, docs = scenario
+    pools = enabled_pools(values)
+    for deployment in component(docs, "Deployment", "worker"):
+        pool = pools[deployment["metadata"]["labels"]["hotpipe.io/pool"]]
+        args = only_container(deployment)["args"]
+        family = arg_after(args, "--family")
+        assert family == pool["family"] and family in FAMILIES
+        assert deployment["metadata"]["labels"]["hotpipe.io/queue"] == queue_name(family)
+        assert args[0] == "worker" and args.count("--family") == 1
+        assert build_parser().parse_args(args).family == [family]
+
+
+def test_api_args_are_a_valid_command(scenario: tuple[Any, list[Manifest]]) -> None:
+    _, docs = scenario
+    api = only_container(component(docs, "Deployment", "api")[0])
+    parsed = build_parser().parse_args(api["args"])
+    assert (parsed.command, parsed.host) == ("api", "0.0.0.0")
+    assert parsed.port == api["ports"][0]["containerPort"]
+
+
+def test_keda_counts_every_priority_list_of_the_family_queue(scenario: tuple[Any, list[Manifest]]) -> None:
+    values, docs = scenario
+    pools = enabled_pools(values)
+    autoscaled = {name for name, pool in pools.items() if pool["autoscaling"]["enabled"]}
+    scaled = of_kind(docs, "ScaledObject")
+    assert {s["metadata"]["labels"]["hotpipe.io/pool"] for s in scaled} == autoscaled
+    deployments = {d["metadata"]["name"]: d for d in component(docs, "Deployment", "worker")}
+    for obj in scaled:
+        pool = pools[obj["metadata"]["labels"]["hotpipe.io/pool"]]
+        target = deployments[obj["spec"]["scaleTargetRef"]["name"]]
+        assert "replicas" not in target["spec"], "KEDA owns the replica count"
+        triggers = obj["spec"]["triggers"]
+        counted = [t["metadata"]["listName"] for t in triggers]
+        queue = queue_name(pool["family"])
+        assert set(counted) >= set(priority_lists(queue)), "a priority list the code fills is not counted"
+        assert len(set(counted)) == len(counted) and all(name.startswith(queue) for name in counted)
+        modifiers = obj["spec"]["advanced"]["scalingModifiers"]
+        assert sorted(modifiers["formula"].split(" + ")) == sorted(t["name"] for t in triggers)
+        assert modifiers["target"] == str(pool["autoscaling"]["queuedJobsPerReplica"])
+        assert (obj["spec"]["minReplicaCount"], obj["spec"]["maxReplicaCount"]) == (
+            pool["autoscaling"]["minReplicas"], pool["autoscaling"]["maxReplicas"])
+    auth = of_kind(docs, "TriggerAuthentication")
+    assert len(auth) == (1 if autoscaled else 0)
+    for obj in scaled:
+        assert {t["authenticationRef"]["name"] for t in obj["spec"]["triggers"]} == {auth[0]["metadata"]["name"]}
+
+
+def test_gpu_pools_request_one_gpu_and_run_on_it(scenario: tuple[Any, list[Manifest]]) -> None:
+    values, docs = scenario
+    pools = enabled_pools(values)
+    for deployment in component(docs, "Deployment", "worker"):
+        pool = pools[deployment["metadata"]["labels"]["hotpipe.io/pool"]]
+        container = only_container(deployment)
+        wanted = pool["resources"].get("limits", {}).get("nvidia.com/gpu", 0)
+        limits = container["resources"].get("limits", {})
+        env = env_values(container)
+        if wanted:
+            assert str(limits["nvidia.com/gpu"]) == "1"
+            assert env["HOTPIPE_DEVICE"] == "cuda:0"
+        else:
+            assert "nvidia.com/gpu" not in limits and "nvidia.com/gpu" not in container["resources"].get("requests", {})
+            assert env["HOTPIPE_DEVICE"] == "cpu"
+        assert env["HOTPIPE_DTYPE"] == pool["dtype"]
+
+
+def test_selectors_pick_exactly_their_own_pods(scenario: tuple[Any, list[Manifest]]) -> None:
+    _, docs = scenario
+    pods = {d["metadata"]["name"]: d["spec"]["template"]["metadata"]["labels"] for d in of_kind(docs, "Deployment")}
+    for deployment in of_kind(docs, "Deployment"):
+        selector = deployment["spec"]["selector"]["matchLabels"]
+        assert [name for name, labels in pods.items() if labels_match(selector, labels)] == [
+            deployment["metadata"]["name"]]
+    selecting = of_kind(docs, "Service") + of_kind(docs, "PodDisruptionBudget") + of_kind(docs, "ServiceMonitor")
+    for obj in selecting:
+        selector = obj["spec"]["selector"]
+        selector = selector.get("matchLabels", selector)
+        matched = [name for name, labels in pods.items() if labels_match(selector, labels)]
+        assert len(matched) == 1, (obj["kind"], obj["metadata"]["name"], matched)
+
+
+def test_scale_targets_and_backends_exist(scenario: tuple[Any, list[Manifest]]) -> None:
+    _, docs = scenario
+    deployments = {d["metadata"]["name"] for d in of_kind(docs, "Deployment")}
+    for hpa in of_kind(docs, "HorizontalPodAutoscaler"):
+        assert hpa["spec"]["scaleTargetRef"]["name"] in deployments
+    services = {s["metadata"]["name"]: s for s in of_kind(docs, "Service")}
+    for ingress in of_kind(docs, "Ingress"):
+        for rule in ingress["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                backend = path["backend"]["service"]
+                ports = [p["name"] for p in services[backend["name"]]["spec"]["ports"]]
+                assert backend["port"]["name"] in ports
+
+
+def test_probes_are_present(scenario: tuple[Any, list[Manifest]]) -> None:
+    _, docs = scenario
+    api = only_container(component(docs, "Deployment", "api")[0])
+    assert api["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert api["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    for deployment in component(docs, "Deployment", "worker"):
+        container = only_container(deployment)
+        ready_file = env_values(container)["HOTPIPE_WORKER_READY_FILE"]
+        assert container["readinessProbe"]["exec"]["command"] == ["test", "-f", ready_file]
+        mounts = [m["mountPath"] for m in container.get("volumeMounts", [])]
+        assert not any(ready_file.startswith(m + "/") for m in mounts), "a volume would outlive a restart"
+
+
+def test_grace_period_covers_the_workers_graceful_shutdown(scenario: tuple[Any, list[Manifest]]) -> None:
+    values, docs = scenario
+    pools = enabled_pools(values)
+    for deployment in component(docs, "Deployment", "worker"):
+        pool = pools[deployment["metadata"]["labels"]["hotpipe.io/pool"]]
+        env = {k: v for k, v in env_values(only_container(deployment)).items() if isinstance(v, str)}
+        worker_bound = Settings.from_env(env).shutdown_grace_s
+        assert worker_bound == pool["gracefulShutdownSeconds"]
+        grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        assert grace == worker_bound + SHUTDOWN_MARGIN_S
+
+
+def test_every_hotpipe_variable_is_a_setting(scenario: tuple[Any, list[Manifest]]) -> None:
+    _, docs = scenario
+    names = {name for cm in of_kind(docs, "ConfigMap") for name in cm.get("data", {})}
+    for deployment in of_kind(docs, "Deployment"):
+        names |= set(env_values(only_container(deployment)))
+    hotpipe = {n for n in names if n.startswith(ENV_PREFIX)}
+    assert hotpipe >= {"HOTPIPE_REDIS_URL", "HOTPIPE_S3_BUCKET"}
+    assert hotpipe <= SETTING_NAMES, hotpipe - SETTING_NAMES
+
+
+def test_credentials_come_from_secrets(scenario: tuple[Any, list[Manifest]]) -> None:
+    values, docs = scenario
+    redis_secret = ((values or {}).get("redis") or {}).get("existingSecret", "hotpipe-redis")
+    secret_vars = {"HOTPIPE_REDIS_URL", "HOTPIPE_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                   "HF_TOKEN"}
+    for deployment in of_kind(docs, "Deployment"):
+        env = env_values(only_container(deployment))
+        assert env["HOTPIPE_REDIS_URL"]["secretKeyRef"]["name"] == redis_secret
+        for name in secret_vars & set(env):
+            assert isinstance(env[name], dict) and "secretKeyRef" in env[name], name
+    for cm in of_kind(docs, "ConfigMap"):
+        assert not secret_vars & set(cm.get("data", {}))

@@ -1,0 +1,134 @@
+"""End to end over HTTP for more families: every task each family has, on one worker consuming their queues.
+
+Tiny checkpoints built offline by ``hotpipe dev make-checkpoints`` (the session's
+``model_root``): SDXL base, an SDXL refiner (saved as StableDiffusionXLImg2ImgPipeline),
+PixArt-Σ (T5) and Chroma, whose image2image and inpainting AutoPipeline can't reach
+(hotpipe's own table).  A task the checkpoint lacks is refused at submit with a 422 and
+leaves no record and no message behind.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from PIL import Image, ImageDraw
+
+from hotpipe.devstack import LocalStack, find_redis_server
+from hotpipe.producer.client import APIError, Client
+from hotpipe.shared import keys
+from hotpipe.shared.status import Status
+from tests.producer.conftest import queue_lists
+
+pytestmark = pytest.mark.e2e
+FAMILIES = ["stable-diffusion-xl", "pixart-sigma", "chroma"]
+WIDTH, HEIGHT = 64, 48  # not square: a swapped width and height shows
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, model_root: Path) -> Iterator[LocalStack]:
+    """Redis, S3, the API and one Celery worker consuming the queues of ``FAMILIES``."""
+    with LocalStack(tmp_path_factory.mktemp("families"), model_root, redis_binary=find_redis_server("system"),
+                    families=FAMILIES, extra_env={"HOTPIPE_PROGRESS_INTERVAL_S": "0"}) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def client(stack: LocalStack) -> Iterator[Client]:
+    with Client(stack.api_url) as c:
+        yield c
+
+
+def png_uri(image: Image.Image) -> str:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def source_image() -> Image.Image:
+    image = Image.new("RGB", (WIDTH, HEIGHT), (40, 90, 200))
+    ImageDraw.Draw(image).ellipse((8, 8, 40, 40), fill=(230, 200, 30))
+    return image
+
+
+def mask_image() -> Image.Image:
+    mask = Image.new("L", (WIDTH, HEIGHT), 0)
+    ImageDraw.Draw(mask).rectangle((16, 8, 48, 40), fill=255)
+    return mask
+
+
+def body(checkpoint: str, task: str) -> dict[str, Any]:
+    """A request for ``task``; image tasks take the input's size, text2image is told it."""
+    params: dict[str, Any] = {"prompt": "a lighthouse at dusk", "num_inference_steps": 4, "seed": 7}
+    inputs: dict[str, str] = {}
+    if task == "text2image":
+        params.update(height=HEIGHT, width=WIDTH)
+    else:
+        inputs["image"] = png_uri(source_image())
+    if task == "image2image":
+        params["strength"] = 0.6  # SDXL's default 0.3 would leave 4 * 0.3 < 2 steps
+    if task == "inpainting":
+        inputs["mask_image"] = png_uri(mask_image())
+    return {"checkpoint": checkpoint, "task": task, "params": params, "inputs": inputs}
+
+
+@pytest.mark.parametrize(("checkpoint", "task", "family", "pipeline"), [
+    ("tiny-sdxl", "text2image", "stable-diffusion-xl", "StableDiffusionXLPipeline"),
+    ("tiny-sdxl", "image2image", "stable-diffusion-xl", "StableDiffusionXLImg2ImgPipeline"),
+    ("tiny-sdxl", "inpainting", "stable-diffusion-xl", "StableDiffusionXLInpaintPipeline"),
+    ("tiny-sdxl-refiner", "image2image", "stable-diffusion-xl", "StableDiffusionXLImg2ImgPipeline"),
+    ("tiny-sdxl-refiner", "inpainting", "stable-diffusion-xl", "StableDiffusionXLInpaintPipeline"),
+    ("tiny-pixart-sigma", "text2image", "pixart-sigma", "PixArtSigmaPipeline"),
+    ("tiny-chroma", "text2image", "chroma", "ChromaPipeline"),
+    ("tiny-chroma", "image2image", "chroma", "ChromaImg2ImgPipeline"),  # beyond AutoPipeline
+    ("tiny-chroma", "inpainting", "chroma", "ChromaInpaintPipeline"),  # beyond AutoPipeline
+])
+def test_every_task_the_family_has_runs(client: Client, stack: LocalStack, checkpoint: str, task: str,
+                                        family: str, pipeline: str) -> None:
+    submitted = client.submit(body(checkpoint, task))
+    assert (submitted.status, submitted.family, submitted.pipeline) == (Status.QUEUED, family, pipeline)
+
+    record = client.wait(submitted.id, timeout_s=180)
+    assert record.status is Status.SUCCEEDED, record.error
+    assert (record.family, record.pipeline, record.attempts) == (family, pipeline, 1)
+    assert record.progress is not None and 0 < record.progress.step == record.progress.total
+    assert record.result is not None and len(record.result.images) == 1
+    image = record.result.images[0]
+    stored = Image.open(io.BytesIO(stack.storage().get(image.key)))
+    assert (stored.size, image.width, image.height) == ((WIDTH, HEIGHT), WIDTH, HEIGHT)
+
+
+def backlog(stack: LocalStack) -> tuple[int, int]:
+    """(messages waiting on any of the stack's queues, job records)."""
+    client = redis.Redis.from_url(stack.settings.redis_url, decode_responses=True)
+    try:
+        queued = sum(int(client.llen(name)) for family in FAMILIES for name in queue_lists(family))
+        records = sum(1 for _ in client.scan_iter(match=keys.job("*"), count=1000))
+        return queued, records
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize(("checkpoint", "task", "message"), [
+    ("tiny-pixart-sigma", "inpainting",
+     "AutoPipeline can't find a pipeline linked to PixArtSigmaPipeline for pixart-sigma (task inpainting is not "
+     "available for family pixart-sigma; it has: text2image)"),
+    ("tiny-pixart-sigma", "image2image", "task image2image is not available for family pixart-sigma"),
+    ("tiny-sdxl-refiner", "text2image",
+     "checkpoint 'tiny-sdxl-refiner' sets requires_aesthetics_score in model_index.json (an SDXL refiner): "
+     "it runs image2image and inpainting only, not text2image"),
+])
+def test_a_task_the_checkpoint_lacks_is_refused_and_nothing_is_enqueued(client: Client, stack: LocalStack,
+                                                                       checkpoint: str, task: str,
+                                                                       message: str) -> None:
+    before = backlog(stack)
+    with pytest.raises(APIError) as exc:
+        client.submit(body(checkpoint, task))
+    assert (exc.value.status, exc.value.code, exc.value.field) == (422, "unsupported_pipeline", "checkpoint")
+    assert message in exc.value.message
+    assert backlog(stack) == before
