@@ -28,6 +28,7 @@ from hotpipe.shared.celery_app import enqueue, make_celery, queue_name
 from hotpipe.shared.status import Status
 from hotpipe.shared.storage import Storage
 from hotpipe.shared.store import WORKER_LOST, JobStore, StoredJob
+from tests.e2e.polling import wait_for as _wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -41,6 +42,10 @@ FAMILY = "stable-diffusion"
 #: long enough to be caught mid-denoise (a few seconds on a CPU), small enough to rerun
 SLOW = {"prompt": "a slow red cube", "num_inference_steps": 40, "height": 64, "width": 64}
 WAIT_S = 240.0
+
+
+def wait_for(check: Callable[[], Any], what: str) -> Any:
+    return _wait_for(check, what, WAIT_S)
 
 
 @pytest.fixture(scope="module")
@@ -81,16 +86,6 @@ def storage(fault_stack: LocalStack) -> Storage:
 def submit(client: Client, seed: int, **params: Any) -> str:
     return client.submit({"checkpoint": "tiny-sd", "task": "text2image",
                           "params": {**SLOW, "seed": seed, **params}}).id
-
-
-def wait_for(check: Callable[[], Any], what: str, timeout_s: float = WAIT_S) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"not reached within {timeout_s}s: {what}")
 
 
 def job(store: JobStore, job_id: str) -> StoredJob:

@@ -9,7 +9,6 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from hotpipe.devstack import LocalStack
 from hotpipe.producer.client import Client
 from hotpipe.shared.job import JobRecord
 from hotpipe.shared.status import Status
+from tests.e2e.polling import wait_for
 
 pytestmark = pytest.mark.e2e
 SIZE = 64
@@ -52,16 +52,6 @@ def run(client: Client, body: dict[str, Any]) -> JobRecord:
 def pixels(client: Client, record: JobRecord, index: int = 0) -> np.ndarray:
     assert record.result is not None
     return np.asarray(Image.open(io.BytesIO(client.download(record.result.images[index].url or ""))))
-
-
-def wait_for(check: Any, timeout_s: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError("condition not reached")
 
 
 def test_text2image_transitions_objects_and_sidecar(client: Client, stack: LocalStack) -> None:
