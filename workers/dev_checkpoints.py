@@ -112,17 +112,23 @@ def save(pipe: Any, out: Path) -> None:
     pipe.save_pretrained(out, safe_serialization=True)
 
 
-@_builder("tiny-sd")
-def build_tiny_sd(out: Path, seed: int) -> None:
-    """A stable-diffusion checkpoint (StableDiffusionPipeline) of about 0.5 MB."""
-    from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+def sd_unet() -> Any:
+    from diffusers import UNet2DConditionModel
 
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
+    return UNet2DConditionModel(
         block_out_channels=(4, 8), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         cross_attention_dim=CLIP_WIDTH, norm_num_groups=2,
     )
+
+
+@_builder("tiny-sd")
+def build_tiny_sd(out: Path, seed: int) -> None:
+    """A stable-diffusion checkpoint (StableDiffusionPipeline) of about 0.5 MB."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    torch.manual_seed(seed)
+    unet = sd_unet()
     autoencoder, text_encoder = vae(), clip_text_encoder()
     scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                               clip_sample=False, set_alpha_to_one=False, steps_offset=1)
@@ -185,6 +191,34 @@ def build_tiny_sdxl_refiner(out: Path, seed: int) -> None:
     ), out)
 
 
+def save_controlnet(unet: Any, out: Path) -> None:
+    """A ControlNetModel shaped like ``unet`` (``from_unet``, as ControlNets are trained), on its own.
+
+    Its conditioning embedding downsamples the control image once, like the tiny VAE
+    (``vae()``: a factor of 2), so the control features meet the latents at their size.
+    """
+    from diffusers import ControlNetModel
+
+    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32),
+                                           load_weights_from_unet=False)
+    controlnet.save_pretrained(out, safe_serialization=True)
+
+
+@_builder("tiny-controlnet-sd")
+def build_tiny_controlnet_sd(out: Path, seed: int) -> None:
+    """A ControlNet checkpoint (one ``ControlNetModel``: ``config.json`` + weights) for ``tiny-sd``."""
+    torch.manual_seed(seed + 1)
+    save_controlnet(sd_unet(), out)
+
+
+@_builder("tiny-controlnet-sdxl")
+def build_tiny_controlnet_sdxl(out: Path, seed: int) -> None:
+    """A ControlNet checkpoint for ``tiny-sdxl``: SDXL's ``text_time`` added conditioning, which is what
+    tells an SDXL ControlNet from an SD one (both are ``ControlNetModel``)."""
+    torch.manual_seed(seed + 1)
+    save_controlnet(sdxl_unet(time_ids=6, cross_attention_dim=2 * CLIP_WIDTH), out)
+
+
 @_builder("tiny-pixart-sigma")
 def build_tiny_pixart_sigma(out: Path, seed: int) -> None:
     """A pixart-sigma checkpoint: T5 encoder + tokenizer, a PixArt transformer, an 8x VAE.
@@ -238,7 +272,7 @@ def make_checkpoints(root: Path, names: list[str] | None = None, seed: int = 0, 
     built = []
     for name in names or list(BUILDERS):
         out = root / name
-        if force or not (out / "model_index.json").is_file():
+        if force or not ((out / "model_index.json").is_file() or (out / "config.json").is_file()):
             BUILDERS[name](out, seed)
         built.append(out)
     return built
