@@ -107,6 +107,9 @@ def check_limits(params: Params, s: Settings) -> None:
 def check_task_inputs(req: JobRequest) -> None:
     required, allowed = TASK_INPUTS[req.task]
     given = set(req.inputs.given())
+    if req.controlnet is not None and "control_image" not in given:
+        raise InvalidRequest("inputs.control_image is required when controlnet is set: the ControlNet conditions "
+                             "on it", field="inputs.control_image")
     for name in sorted(required - given):
         raise InvalidRequest(f"inputs.{name} is required for task {req.task.value}", field=f"inputs.{name}")
     for name in sorted(given - allowed):
