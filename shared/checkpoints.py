@@ -73,8 +73,8 @@ class InvalidCheckpoint(InvalidRequest):
     code = "invalid_checkpoint"
 
 
-#: (repo id, file name, revision or None, field to blame) -> (path of the file in the Hub cache, commit hash)
-HubFetch = Callable[[str, str, str | None, str], tuple[Path, str | None]]
+#: (repo id, file name, revision or None, field to blame) -> (the file's JSON object, commit hash)
+HubFetch = Callable[[str, str, str | None, str], tuple[dict[str, Any], str | None]]
 
 
 @dataclass(frozen=True)
@@ -117,8 +117,8 @@ def read_config(checkpoint: str, model_root: Path, revision: str | None, filenam
                                  field="revision")
         return _Config("local", str(folder), None, read_index(folder / filename, checkpoint, field))
     if HUB_REPO_RE.match(checkpoint):
-        path, commit = fetch(checkpoint, filename, revision, field)
-        return _Config("hub", checkpoint, commit, read_index(path, checkpoint, field))
+        data, commit = fetch(checkpoint, filename, revision, field)
+        return _Config("hub", checkpoint, commit, data)
     raise CheckpointNotFound(
         f"{field} '{checkpoint}' is neither a folder under the model root nor a Hub repo id "
         "(namespace/name)", field=field)
@@ -215,8 +215,8 @@ def read_index(path: Path, checkpoint: str, field: str = "checkpoint") -> dict[s
     return data
 
 
-def fetch_hub_file(repo_id: str, filename: str, revision: str | None, field: str) -> tuple[Path, str | None]:
-    """Fetch only ``filename`` (honours ``HF_HUB_OFFLINE`` and the Hub cache); returns its path and commit."""
+def fetch_hub_file(repo_id: str, filename: str, revision: str | None, field: str) -> tuple[dict[str, Any], str | None]:
+    """Fetch only ``filename`` (honours ``HF_HUB_OFFLINE`` and the Hub cache); returns its JSON and commit."""
     from huggingface_hub import errors as hub_errors
     from huggingface_hub import hf_hub_download  # imported late: keeps the API's start fast
 
@@ -236,4 +236,5 @@ def fetch_hub_file(repo_id: str, filename: str, revision: str | None, field: str
         raise InvalidCheckpoint(f"Hub repo '{repo_id}' has no {filename}: {what}", field=field) from exc
     except (OSError, hub_errors.HfHubHTTPError) as exc:
         raise Unavailable(f"the Hugging Face Hub could not be reached: {exc}") from exc
-    return path, path.parent.name if COMMIT_RE.match(path.parent.name) else revision
+    commit = path.parent.name if COMMIT_RE.match(path.parent.name) else revision
+    return read_index(path, repo_id, field), commit

@@ -201,7 +201,8 @@ def write_hub_repo(cache: Path, repo_id: str, commit: str, filename: str, conten
 def hub_results(tmp_path_factory: pytest.TempPathFactory) -> dict[HubCase, dict[str, Any]]:
     """Resolve HUB_CASES in a child process with HF_HUB_OFFLINE=1 over a hand-made Hub cache."""
     base = tmp_path_factory.mktemp("hub")
-    write_hub_repo(base / "cache", "org/tiny-sd", COMMIT, "model_index.json", {"_class_name": "StableDiffusionPipeline"})
+    write_hub_repo(base / "cache", "org/tiny-sd", COMMIT, "model_index.json",
+                   {"_class_name": "StableDiffusionPipeline"})
     write_hub_repo(base / "cache", "org/sd-controlnet", CN_COMMIT, "config.json", {"_class_name": "ControlNetModel"})
     write_hub_repo(base / "cache", "org/a-unet", CN_COMMIT, "config.json", {"_class_name": "UNet2DConditionModel"})
     (base / "models").mkdir()

@@ -53,7 +53,7 @@ class _Picked(Exception):
 
 def diffusers_pick(class_name: str, task: Task, controlnet: str | None, enable_pag: bool | None) -> str | None:
     """The class Diffusers' ``from_pretrained`` loads for a checkpoint saved as ``class_name``; None where it raises."""
-    auto = AUTO_CLASSES[task]
+    auto: Any = AUTO_CLASSES[task]
     kwargs: dict[str, Any] = {}
     if controlnet is not None:
         kwargs["controlnet"] = (ControlNetUnionModel.__new__(ControlNetUnionModel)
@@ -102,7 +102,8 @@ def by_family(class_name: str, task: Task, controlnet: str | None, enable_pag: b
 
 
 def cases() -> Iterator[tuple[str, Task, str]]:
-    names = sorted({cls.__name__ for mapping in ap.SUPPORTED_TASKS_MAPPINGS for cls in mapping.values()})
+    mappings: list[Any] = ap.SUPPORTED_TASKS_MAPPINGS
+    names = sorted({cls.__name__ for mapping in mappings for cls in mapping.values()})
     for name in names:
         for task in Task:
             for request in REQUESTS:
