@@ -267,6 +267,52 @@ def build_tiny_chroma(out: Path, seed: int) -> None:
     ), out)
 
 
+@_builder("tiny-sd3")
+def build_tiny_sd3(out: Path, seed: int) -> None:
+    """A stable-diffusion-3 checkpoint: two CLIP encoders with projections + T5, an MMDiT, a flow-matching
+    scheduler; SD3's VAE has 16 latent channels (its inpainting pipeline insists), no quant convs, and
+    shifts its latents (shapes from Diffusers' SD3 fast tests; two layers, as PAG perturbs ``blocks.1``)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+
+    torch.manual_seed(seed)
+    latent_channels = 16
+    transformer = SD3Transformer2DModel(
+        sample_size=32, patch_size=2, in_channels=latent_channels, num_layers=2, attention_head_dim=8,
+        num_attention_heads=4, caption_projection_dim=32, joint_attention_dim=T5_WIDTH,
+        pooled_projection_dim=2 * CLIP_WIDTH, out_channels=latent_channels,
+    )
+    tokenizer_3 = t5_tokenizer()
+    save(StableDiffusion3Pipeline(
+        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=vae(latent_channels=latent_channels, use_quant_conv=False, use_post_quant_conv=False,
+                shift_factor=0.0609, scaling_factor=1.5035),
+        text_encoder=clip_text_encoder(with_projection=True), tokenizer=write_clip_tokenizer(out / "tokenizer"),
+        text_encoder_2=clip_text_encoder(with_projection=True), tokenizer_2=write_clip_tokenizer(out / "tokenizer_2"),
+        text_encoder_3=t5_encoder(len(tokenizer_3)), tokenizer_3=tokenizer_3,
+    ), out)
+
+
+@_builder("tiny-flux")
+def build_tiny_flux(out: Path, seed: int) -> None:
+    """A flux checkpoint (FluxPipeline): CLIP (pooled) + T5, a Flux transformer over 2x2-packed latents."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+
+    torch.manual_seed(seed)
+    latent_channels = 4
+    transformer = FluxTransformer2DModel(
+        patch_size=1, in_channels=4 * latent_channels, num_layers=1, num_single_layers=1, attention_head_dim=16,
+        num_attention_heads=2, joint_attention_dim=T5_WIDTH, pooled_projection_dim=CLIP_WIDTH,
+        axes_dims_rope=[4, 4, 8],
+    )
+    tokenizer_2 = t5_tokenizer()
+    save(FluxPipeline(
+        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=vae(latent_channels=latent_channels, shift_factor=0.0609, scaling_factor=1.5035),
+        text_encoder=clip_text_encoder(), tokenizer=write_clip_tokenizer(out / "tokenizer"),
+        text_encoder_2=t5_encoder(len(tokenizer_2)), tokenizer_2=tokenizer_2,
+    ), out)
+
+
 def make_checkpoints(root: Path, names: list[str] | None = None, seed: int = 0, force: bool = False) -> list[Path]:
     """Build the named (default: all) tiny checkpoints under ``root``; existing ones are kept."""
     built = []

@@ -1,9 +1,10 @@
 """End to end over HTTP for more families: every task each family has, on one worker consuming their queues.
 
 Tiny checkpoints built offline by ``hotpipe dev make-checkpoints`` (the session's
-``model_root``): SDXL base, an SDXL refiner (saved as StableDiffusionXLImg2ImgPipeline),
+``model_root``): SD with its ControlNet, SDXL base with its ControlNet, an SDXL refiner
+(saved as StableDiffusionXLImg2ImgPipeline), SD3 and Flux (CLIP + T5, flow matching),
 PixArt-Σ (T5) and Chroma, whose image2image and inpainting AutoPipeline can't reach
-(hotpipe's own table).  A task the checkpoint lacks is refused at submit with a 422 and
+(hotpipe's own table); ControlNet and PAG variants run on their base family's queue.  A task the checkpoint lacks is refused at submit with a 422 and
 leaves no record and no message behind.
 """
 
@@ -26,7 +27,7 @@ from hotpipe.shared.status import Status
 from tests.producer.conftest import queue_lists
 
 pytestmark = pytest.mark.e2e
-FAMILIES = ["stable-diffusion", "stable-diffusion-xl", "pixart-sigma", "chroma"]
+FAMILIES = ["stable-diffusion", "stable-diffusion-xl", "stable-diffusion-3", "flux", "pixart-sigma", "chroma"]
 WIDTH, HEIGHT = 64, 48  # not square: a swapped width and height shows
 
 
@@ -95,6 +96,12 @@ def body(checkpoint: str, task: str, controlnet: str | None = None, **options: A
     ("tiny-sdxl", "inpainting", "stable-diffusion-xl", "StableDiffusionXLInpaintPipeline"),
     ("tiny-sdxl-refiner", "image2image", "stable-diffusion-xl", "StableDiffusionXLImg2ImgPipeline"),
     ("tiny-sdxl-refiner", "inpainting", "stable-diffusion-xl", "StableDiffusionXLInpaintPipeline"),
+    ("tiny-sd3", "text2image", "stable-diffusion-3", "StableDiffusion3Pipeline"),
+    ("tiny-sd3", "image2image", "stable-diffusion-3", "StableDiffusion3Img2ImgPipeline"),
+    ("tiny-sd3", "inpainting", "stable-diffusion-3", "StableDiffusion3InpaintPipeline"),
+    ("tiny-flux", "text2image", "flux", "FluxPipeline"),
+    ("tiny-flux", "image2image", "flux", "FluxImg2ImgPipeline"),
+    ("tiny-flux", "inpainting", "flux", "FluxInpaintPipeline"),
     ("tiny-pixart-sigma", "text2image", "pixart-sigma", "PixArtSigmaPipeline"),
     ("tiny-chroma", "text2image", "chroma", "ChromaPipeline"),
     ("tiny-chroma", "image2image", "chroma", "ChromaImg2ImgPipeline"),  # beyond AutoPipeline
@@ -144,6 +151,7 @@ def test_controlnet_runs_every_task_on_its_base_familys_workers(client: Client, 
     ("tiny-sd", "inpainting", "stable-diffusion", "StableDiffusionPAGInpaintPipeline"),
     ("tiny-sdxl", "image2image", "stable-diffusion-xl", "StableDiffusionXLPAGImg2ImgPipeline"),
     ("tiny-pixart-sigma", "text2image", "pixart-sigma", "PixArtSigmaPAGPipeline"),
+    ("tiny-sd3", "image2image", "stable-diffusion-3", "StableDiffusion3PAGImg2ImgPipeline"),
 ])
 def test_enable_pag_runs_the_familys_pag_pipeline(client: Client, stack: LocalStack, checkpoint: str, task: str,
                                                   family: str, pipeline: str) -> None:
