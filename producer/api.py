@@ -28,6 +28,7 @@ from hotpipe.producer.events import job_events
 from hotpipe.producer.service import Submitter
 from hotpipe.shared.celery_app import make_celery
 from hotpipe.shared.errors import Conflict, HotpipeError, InvalidRequest, NotFound, Unavailable
+from hotpipe.shared.hub_cache import hub_fetch
 from hotpipe.shared.job import JOB_ID_RE, JobRecord, JobRequest
 from hotpipe.shared.settings import Settings
 from hotpipe.shared.status import Status
@@ -109,7 +110,8 @@ def load(svc: Services, job_id: str) -> JobRecord:
 
 
 def _add_job_routes(app: FastAPI, svc: Services, readers: list[AsyncJobReader]) -> None:
-    submitter = Submitter(svc.settings, svc.store, svc.storage, svc.celery)
+    submitter = Submitter(svc.settings, svc.store, svc.storage, svc.celery,
+                          hub_fetch(svc.redis, svc.settings.hub_cache_ttl_s))
     wait_max_s = svc.settings.wait_max_s
 
     @app.post("/v1/jobs", status_code=202, response_model=JobRecord, response_model_exclude_none=True)

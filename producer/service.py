@@ -15,18 +15,16 @@ from typing import Any
 
 from celery import Celery
 
-from hotpipe.shared import family_table
+from hotpipe.shared import call_args
 from hotpipe.shared.celery_app import enqueue
-from hotpipe.shared.checkpoints import Resolved, resolve
+from hotpipe.shared.checkpoints import HubFetch, Resolved, resolve
 from hotpipe.shared.errors import InvalidRequest, Unavailable
 from hotpipe.shared.images import InputImage, check_image, decode_data_uri
-from hotpipe.shared.job import TASK_INPUTS, JobError, JobRecord, JobRequest, Params, new_job_id
+from hotpipe.shared.job import TASK_INPUTS, JobError, JobRecord, JobRequest, Params, Task, new_job_id
 from hotpipe.shared.settings import Settings
 from hotpipe.shared.storage import Storage
 from hotpipe.shared.store import JobStore
-
-#: request parameter -> the pipeline ``__call__`` argument it becomes
-CALL_ARG_OF: dict[str, str] = {"num_images": "num_images_per_prompt", "seed": "generator"}
+from hotpipe.shared.variants import split
 
 
 @dataclass
@@ -37,15 +35,16 @@ class Submitter:
     store: JobStore
     storage: Storage
     celery: Celery
+    #: fetches Hub config files at submit (default: straight from the Hub cache, uncached)
+    hub: HubFetch | None = None
 
     def submit(self, req: JobRequest) -> JobRecord:
         check_limits(req.params, self.settings)
         check_task_inputs(req)
-        if req.controlnet is not None:
-            raise InvalidRequest("controlnet checkpoints are not supported by this server yet; remove controlnet",
-                                 field="controlnet")
-        resolved = resolve(req.checkpoint, req.task, self.settings.model_root, req.revision)
-        check_call_args(req.params, resolved.pipeline, req.inputs.given())
+        resolved = resolve(req.checkpoint, req.task, self.settings.model_root, req.revision,
+                           controlnet=req.controlnet, enable_pag=req.enable_pag, hub=self.hub)
+        check_call_args(req.params, resolved.pipeline, req.inputs.given(), req.task,
+                        split(resolved.family).controlnet is not None)
         images = self._check_inputs(req)
         job_id = new_job_id()
         spec = self._spec(req, resolved, self._store_inputs(job_id, images))
@@ -108,6 +107,9 @@ def check_limits(params: Params, s: Settings) -> None:
 def check_task_inputs(req: JobRequest) -> None:
     required, allowed = TASK_INPUTS[req.task]
     given = set(req.inputs.given())
+    if req.controlnet is not None and "control_image" not in given:
+        raise InvalidRequest("inputs.control_image is required when controlnet is set: the ControlNet conditions "
+                             "on it", field="inputs.control_image")
     for name in sorted(required - given):
         raise InvalidRequest(f"inputs.{name} is required for task {req.task.value}", field=f"inputs.{name}")
     for name in sorted(given - allowed):
@@ -115,16 +117,10 @@ def check_task_inputs(req: JobRequest) -> None:
                              field=f"inputs.{name}")
 
 
-def check_call_args(params: Params, pipeline: str, inputs: Iterable[str] = ()) -> None:
-    """Refuse parameters and inputs the resolved pipeline's ``__call__`` does not take."""
-    accepted = family_table.CALL_ARGS.get(pipeline)
-    if accepted is None:
-        return
-    for name in sorted(inputs):
-        if name not in accepted:
-            raise InvalidRequest(f"inputs.{name} is not accepted by {pipeline}; remove it", field=f"inputs.{name}")
-    for name, value in params.model_dump(exclude_none=True).items():
-        if name == "num_images" and value == 1:
-            continue
-        if CALL_ARG_OF.get(name, name) not in accepted:
-            raise InvalidRequest(f"params.{name} is not accepted by {pipeline}; remove it", field=f"params.{name}")
+def check_call_args(params: Params, pipeline: str, inputs: Iterable[str] = (), task: Task = Task.TEXT2IMAGE,
+                    has_controlnet: bool = False) -> None:
+    """Refuse parameters and inputs the resolved pipeline's ``__call__`` does not take, and a
+    steps x strength that leaves it no denoising step."""
+    call_args.check_inputs(inputs, pipeline, task, has_controlnet)
+    call_args.check_params(params, pipeline)
+    call_args.check_denoising_steps(params, pipeline)

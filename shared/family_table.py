@@ -279,3 +279,31 @@ CALL_ARGS: dict[str, frozenset[str]] = {
     "ZImageOmniPipeline": frozenset(['callback_on_step_end', 'callback_on_step_end_tensor_inputs', 'cfg_normalization', 'cfg_truncation', 'generator', 'guidance_scale', 'height', 'image', 'joint_attention_kwargs', 'latents', 'max_sequence_length', 'negative_prompt', 'negative_prompt_embeds', 'num_images_per_prompt', 'num_inference_steps', 'output_type', 'prompt', 'prompt_embeds', 'return_dict', 'sigmas', 'width']),
     "ZImagePipeline": frozenset(['callback_on_step_end', 'callback_on_step_end_tensor_inputs', 'cfg_normalization', 'cfg_truncation', 'generator', 'guidance_scale', 'height', 'joint_attention_kwargs', 'latents', 'max_sequence_length', 'negative_prompt', 'negative_prompt_embeds', 'num_images_per_prompt', 'num_inference_steps', 'output_type', 'prompt', 'prompt_embeds', 'return_dict', 'sigmas', 'width']),
 }
+
+#: classes that keep int(num_inference_steps * strength) denoising steps -> their defaults for
+#: (num_inference_steps, strength): a product below 1 leaves no step at all
+TRUNCATING_STRENGTH: dict[str, tuple[int, float]] = {
+    "IFImg2ImgPipeline": (80, 0.7),
+    "IFInpaintingPipeline": (50, 1.0),
+    "Kandinsky3Img2ImgPipeline": (25, 0.3),
+    "KandinskyImg2ImgPipeline": (100, 0.3),
+    "KandinskyV22Img2ImgPipeline": (100, 0.3),
+    "KolorsImg2ImgPipeline": (50, 0.3),
+    "LatentConsistencyModelImg2ImgPipeline": (4, 0.8),
+    "StableDiffusionControlNetImg2ImgPipeline": (50, 0.8),
+    "StableDiffusionControlNetInpaintPipeline": (50, 1.0),
+    "StableDiffusionControlNetPAGInpaintPipeline": (50, 1.0),
+    "StableDiffusionImg2ImgPipeline": (50, 0.8),
+    "StableDiffusionInpaintPipeline": (50, 1.0),
+    "StableDiffusionPAGImg2ImgPipeline": (50, 0.8),
+    "StableDiffusionPAGInpaintPipeline": (50, 0.9999),
+    "StableDiffusionXLControlNetImg2ImgPipeline": (50, 0.8),
+    "StableDiffusionXLControlNetInpaintPipeline": (50, 0.9999),
+    "StableDiffusionXLControlNetPAGImg2ImgPipeline": (50, 0.8),
+    "StableDiffusionXLControlNetUnionImg2ImgPipeline": (50, 0.8),
+    "StableDiffusionXLControlNetUnionInpaintPipeline": (50, 0.9999),
+    "StableDiffusionXLImg2ImgPipeline": (50, 0.3),
+    "StableDiffusionXLInpaintPipeline": (50, 0.9999),
+    "StableDiffusionXLPAGImg2ImgPipeline": (50, 0.3),
+    "StableDiffusionXLPAGInpaintPipeline": (50, 0.9999),
+}

@@ -58,7 +58,15 @@ class _Strict(BaseModel):
 
 
 class Params(_Strict):
-    """Arguments of the pipeline call; ``seed`` is the caller's handle on randomness."""
+    """Arguments of the pipeline call; ``seed`` is the caller's handle on randomness.
+
+    Any other argument the resolved pipeline's ``__call__`` accepts (``pag_scale``,
+    ``controlnet_conditioning_scale``, ``guidance_rescale``, ...) passes through as a JSON
+    scalar or a short list of them; the producer checks it against that pipeline
+    (``shared/call_args.py``).  Tensors, callbacks, ``generator`` and ``output_type`` never do.
+    """
+
+    model_config = ConfigDict(extra="allow")
 
     prompt: Annotated[Text, StringConstraints(min_length=1)]
     negative_prompt: Text | None = None
@@ -91,6 +99,8 @@ class JobRequest(_Strict):
     params: Params
     inputs: Inputs = Field(default_factory=Inputs)
     controlnet: Annotated[Text, StringConstraints(min_length=1, max_length=256)] | None = None
+    #: Perturbed-Attention Guidance: true runs the family's PAG pipeline, false its plain one
+    enable_pag: Annotated[bool, Strict()] | None = None
     output_format: OutputFormat = "png"
     #: 0 (least urgent) to 9 (most urgent); a queued job with a higher priority runs first
     priority: Annotated[Int, Field(ge=0, le=9)] = 5

@@ -31,3 +31,9 @@ def requeues() -> str:
     once the message is out, so an entry that grows old means that reaper died in between.
     """
     return f"{NAMESPACE}:requeues"
+
+
+def hub_file(repo_id: str, revision: str | None, filename: str) -> str:
+    """A cached Hub resolution: one config file of a repo at a revision (``None``: the default branch),
+    with the commit hash it resolved to.  Expires after ``hub_cache_ttl_s``."""
+    return f"{NAMESPACE}:hub-file:{repo_id}@{revision or ''}:{filename}"

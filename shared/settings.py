@@ -43,6 +43,8 @@ class Settings:
     max_input_bytes: int = _setting(16 * 1024 * 1024, "Upper bound on the encoded size of one input image.")
     max_body_bytes: int = _setting(48 * 1024 * 1024, "Upper bound on a request body.")
     max_prompt_chars: int = _setting(4000, "Upper bound on prompt and negative_prompt length.")
+    hub_cache_ttl_s: int = _setting(300, "Seconds a Hub resolution (a repo's model_index.json or config.json and "
+                                         "the commit its revision pointed to) is cached in Redis; 0 turns it off.")
     wait_max_s: float = _setting(60.0, "Upper bound on GET /v1/jobs/{id}?wait=S.")
     device: str = _setting("cpu", "Worker device: cpu or cuda:N.")
     dtype: str = _setting("auto", "Worker dtype: auto (fp16 on CUDA, fp32 on CPU), float32, float16, bfloat16.")

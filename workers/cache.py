@@ -26,6 +26,7 @@ from diffusers import (
 
 from hotpipe.shared.families import BEYOND_TASK_TABLES, family_of
 from hotpipe.shared.job import Task
+from hotpipe.workers import loading
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +62,13 @@ class PipelineCache:
         self.dtype = dtype
         self.stats = CacheStats()
         self._entries: dict[tuple[str, str | None], _Entry] = {}
+        self._controlnets: dict[loading.ControlNetRef, Any] = {}
         self._lock = threading.Lock()
 
-    def get(self, location: str, revision: str | None, task: Task, pipeline: str) -> Any:
-        """The pipeline of class ``pipeline`` for ``task`` on the checkpoint at ``location``."""
+    def get(self, location: str, revision: str | None, task: Task, pipeline: str,
+            controlnet: loading.ControlNetRef | None = None) -> Any:
+        """The pipeline of class ``pipeline`` for ``task`` on the checkpoint at ``location``
+        (with the ControlNet model of ``controlnet`` as its ``controlnet`` module, when given)."""
         with self._lock:
             entry = self._entries.get((location, revision))
             if entry is None:
@@ -72,9 +76,17 @@ class PipelineCache:
                 entry = self._entries[(location, revision)] = _Entry(self._load(location, revision))
             else:
                 self.stats.hits += 1
-            if pipeline not in entry.by_class:
-                entry.by_class[pipeline] = self._switch(entry.base, task, pipeline)
-            return entry.by_class[pipeline]
+            key = pipeline if controlnet is None else f"{pipeline}+{controlnet}"
+            if key not in entry.by_class:
+                model = None if controlnet is None else self._controlnet(controlnet)
+                entry.by_class[key] = self._switch(entry.base, task, pipeline, model)
+            return entry.by_class[key]
+
+    def _controlnet(self, ref: loading.ControlNetRef) -> Any:
+        """One ControlNet model per ControlNet checkpoint, shared by every pipeline that uses it."""
+        if ref not in self._controlnets:
+            self._controlnets[ref] = loading.load_controlnet(ref, self.dtype, self.device)
+        return self._controlnets[ref]
 
     def _load(self, location: str, revision: str | None) -> Any:
         start = time.perf_counter()
@@ -86,10 +98,11 @@ class PipelineCache:
         log.info("loaded %s (%s) in %.2fs", location, type(pipe).__name__, took)
         return pipe
 
-    def _switch(self, base: Any, task: Task, pipeline: str) -> Any:
-        if type(base).__name__ == pipeline:
+    def _switch(self, base: Any, task: Task, pipeline: str, controlnet: Any = None) -> Any:
+        if type(base).__name__ == pipeline and controlnet is None:
             return base
-        pipe = self._from_pipe(base, task, pipeline)
+        pipe = self._from_pipe(base, task, pipeline) if controlnet is None else loading.build(
+            base, task, pipeline, self.dtype, controlnet)
         if type(pipe).__name__ != pipeline:
             raise ResolutionMismatch(f"Diffusers resolved {type(pipe).__name__} for {task.value}, "
                                      f"but the job was routed for {pipeline}")
@@ -102,4 +115,4 @@ class PipelineCache:
         family = family_of(type(base).__name__)
         if family is not None and BEYOND_TASK_TABLES[task].get(family) == pipeline:
             return getattr(diffusers, pipeline).from_pipe(base, dtype=self.dtype)
-        return AUTO_CLASSES[task].from_pipe(base, dtype=self.dtype)
+        return loading.build(base, task, pipeline, self.dtype)  # AutoPipeline's, or a variant (PAG)

@@ -112,17 +112,23 @@ def save(pipe: Any, out: Path) -> None:
     pipe.save_pretrained(out, safe_serialization=True)
 
 
-@_builder("tiny-sd")
-def build_tiny_sd(out: Path, seed: int) -> None:
-    """A stable-diffusion checkpoint (StableDiffusionPipeline) of about 0.5 MB."""
-    from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+def sd_unet() -> Any:
+    from diffusers import UNet2DConditionModel
 
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
+    return UNet2DConditionModel(
         block_out_channels=(4, 8), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         cross_attention_dim=CLIP_WIDTH, norm_num_groups=2,
     )
+
+
+@_builder("tiny-sd")
+def build_tiny_sd(out: Path, seed: int) -> None:
+    """A stable-diffusion checkpoint (StableDiffusionPipeline) of about 0.5 MB."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    torch.manual_seed(seed)
+    unet = sd_unet()
     autoencoder, text_encoder = vae(), clip_text_encoder()
     scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                               clip_sample=False, set_alpha_to_one=False, steps_offset=1)
@@ -185,6 +191,34 @@ def build_tiny_sdxl_refiner(out: Path, seed: int) -> None:
     ), out)
 
 
+def save_controlnet(unet: Any, out: Path) -> None:
+    """A ControlNetModel shaped like ``unet`` (``from_unet``, as ControlNets are trained), on its own.
+
+    Its conditioning embedding downsamples the control image once, like the tiny VAE
+    (``vae()``: a factor of 2), so the control features meet the latents at their size.
+    """
+    from diffusers import ControlNetModel
+
+    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32),
+                                           load_weights_from_unet=False)
+    controlnet.save_pretrained(out, safe_serialization=True)
+
+
+@_builder("tiny-controlnet-sd")
+def build_tiny_controlnet_sd(out: Path, seed: int) -> None:
+    """A ControlNet checkpoint (one ``ControlNetModel``: ``config.json`` + weights) for ``tiny-sd``."""
+    torch.manual_seed(seed + 1)
+    save_controlnet(sd_unet(), out)
+
+
+@_builder("tiny-controlnet-sdxl")
+def build_tiny_controlnet_sdxl(out: Path, seed: int) -> None:
+    """A ControlNet checkpoint for ``tiny-sdxl``: SDXL's ``text_time`` added conditioning, which is what
+    tells an SDXL ControlNet from an SD one (both are ``ControlNetModel``)."""
+    torch.manual_seed(seed + 1)
+    save_controlnet(sdxl_unet(time_ids=6, cross_attention_dim=2 * CLIP_WIDTH), out)
+
+
 @_builder("tiny-pixart-sigma")
 def build_tiny_pixart_sigma(out: Path, seed: int) -> None:
     """A pixart-sigma checkpoint: T5 encoder + tokenizer, a PixArt transformer, an 8x VAE.
@@ -233,12 +267,58 @@ def build_tiny_chroma(out: Path, seed: int) -> None:
     ), out)
 
 
+@_builder("tiny-sd3")
+def build_tiny_sd3(out: Path, seed: int) -> None:
+    """A stable-diffusion-3 checkpoint: two CLIP encoders with projections + T5, an MMDiT, a flow-matching
+    scheduler; SD3's VAE has 16 latent channels (its inpainting pipeline insists), no quant convs, and
+    shifts its latents (shapes from Diffusers' SD3 fast tests; two layers, as PAG perturbs ``blocks.1``)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+
+    torch.manual_seed(seed)
+    latent_channels = 16
+    transformer = SD3Transformer2DModel(
+        sample_size=32, patch_size=2, in_channels=latent_channels, num_layers=2, attention_head_dim=8,
+        num_attention_heads=4, caption_projection_dim=32, joint_attention_dim=T5_WIDTH,
+        pooled_projection_dim=2 * CLIP_WIDTH, out_channels=latent_channels,
+    )
+    tokenizer_3 = t5_tokenizer()
+    save(StableDiffusion3Pipeline(
+        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=vae(latent_channels=latent_channels, use_quant_conv=False, use_post_quant_conv=False,
+                shift_factor=0.0609, scaling_factor=1.5035),
+        text_encoder=clip_text_encoder(with_projection=True), tokenizer=write_clip_tokenizer(out / "tokenizer"),
+        text_encoder_2=clip_text_encoder(with_projection=True), tokenizer_2=write_clip_tokenizer(out / "tokenizer_2"),
+        text_encoder_3=t5_encoder(len(tokenizer_3)), tokenizer_3=tokenizer_3,
+    ), out)
+
+
+@_builder("tiny-flux")
+def build_tiny_flux(out: Path, seed: int) -> None:
+    """A flux checkpoint (FluxPipeline): CLIP (pooled) + T5, a Flux transformer over 2x2-packed latents."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+
+    torch.manual_seed(seed)
+    latent_channels = 4
+    transformer = FluxTransformer2DModel(
+        patch_size=1, in_channels=4 * latent_channels, num_layers=1, num_single_layers=1, attention_head_dim=16,
+        num_attention_heads=2, joint_attention_dim=T5_WIDTH, pooled_projection_dim=CLIP_WIDTH,
+        axes_dims_rope=[4, 4, 8],
+    )
+    tokenizer_2 = t5_tokenizer()
+    save(FluxPipeline(
+        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=vae(latent_channels=latent_channels, shift_factor=0.0609, scaling_factor=1.5035),
+        text_encoder=clip_text_encoder(), tokenizer=write_clip_tokenizer(out / "tokenizer"),
+        text_encoder_2=t5_encoder(len(tokenizer_2)), tokenizer_2=tokenizer_2,
+    ), out)
+
+
 def make_checkpoints(root: Path, names: list[str] | None = None, seed: int = 0, force: bool = False) -> list[Path]:
     """Build the named (default: all) tiny checkpoints under ``root``; existing ones are kept."""
     built = []
     for name in names or list(BUILDERS):
         out = root / name
-        if force or not (out / "model_index.json").is_file():
+        if force or not ((out / "model_index.json").is_file() or (out / "config.json").is_file()):
             BUILDERS[name](out, seed)
         built.append(out)
     return built

@@ -31,12 +31,12 @@ import torch
 from botocore.exceptions import BotoCoreError, ClientError
 
 from hotpipe import __version__
-from hotpipe.shared.job import ImageResult, JobError, JobResult, Task
+from hotpipe.shared.job import ImageResult, JobError, JobResult
 from hotpipe.shared.reaper import Publish, hand_over
 from hotpipe.shared.status import TransitionError
 from hotpipe.shared.storage import Storage, json_bytes
 from hotpipe.shared.store import JobStore, StoredJob
-from hotpipe.workers import runner
+from hotpipe.workers import loading, runner
 from hotpipe.workers.cache import PipelineCache, ResolutionMismatch
 from hotpipe.workers.encode import Encoded, encode
 from hotpipe.workers.heartbeat import Heartbeat
@@ -136,9 +136,8 @@ class JobRunner:
 
     def _generate(self, job: StoredJob, attempt: int) -> JobResult:
         spec, rec = job.spec, job.record
-        resolved = spec["resolved"]
         clock = Stopwatch()
-        pipe = self.cache.get(resolved["location"], resolved["revision"], Task(spec["task"]), rec.pipeline)
+        pipe = loading.pipeline_for(self.cache, spec, rec.pipeline)
         clock.lap("load")
         inputs = {name: runner.decode_input(name, self.storage.get(key)) for name, key in spec["inputs"].items()}
         clock.lap("inputs")

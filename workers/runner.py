@@ -40,8 +40,12 @@ def decode_input(name: str, data: bytes) -> Image.Image:
 def call_kwargs(pipe: Any, params: dict[str, Any], inputs: dict[str, Image.Image]) -> dict[str, Any]:
     """The keyword arguments of the pipeline call for these request parameters and inputs."""
     kwargs: dict[str, Any] = {ARG_NAMES.get(k, k): v for k, v in params.items() if k != "seed"}
-    kwargs.update(inputs)
     accepted = family_table.CALL_ARGS.get(type(pipe).__name__, frozenset())
+    inputs = dict(inputs)
+    if "control_image" in inputs and "control_image" not in accepted:
+        # text2image ControlNet pipelines take the control image as ``image`` (the producer checked it)
+        inputs["image"] = inputs.pop("control_image")
+    kwargs.update(inputs)
     if "image" in inputs and {"height", "width"} <= accepted:
         # Diffusers would fall back to the model's default size; callers expect the input's.
         kwargs.setdefault("height", inputs["image"].height // 8 * 8)

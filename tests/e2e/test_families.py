@@ -1,9 +1,10 @@
 """End to end over HTTP for more families: every task each family has, on one worker consuming their queues.
 
 Tiny checkpoints built offline by ``hotpipe dev make-checkpoints`` (the session's
-``model_root``): SDXL base, an SDXL refiner (saved as StableDiffusionXLImg2ImgPipeline),
+``model_root``): SD with its ControlNet, SDXL base with its ControlNet, an SDXL refiner
+(saved as StableDiffusionXLImg2ImgPipeline), SD3 and Flux (CLIP + T5, flow matching),
 PixArt-Σ (T5) and Chroma, whose image2image and inpainting AutoPipeline can't reach
-(hotpipe's own table).  A task the checkpoint lacks is refused at submit with a 422 and
+(hotpipe's own table); ControlNet and PAG variants run on their base family's queue.  A task the checkpoint lacks is refused at submit with a 422 and
 leaves no record and no message behind.
 """
 
@@ -26,7 +27,7 @@ from hotpipe.shared.status import Status
 from tests.producer.conftest import queue_lists
 
 pytestmark = pytest.mark.e2e
-FAMILIES = ["stable-diffusion-xl", "pixart-sigma", "chroma"]
+FAMILIES = ["stable-diffusion", "stable-diffusion-xl", "stable-diffusion-3", "flux", "pixart-sigma", "chroma"]
 WIDTH, HEIGHT = 64, 48  # not square: a swapped width and height shows
 
 
@@ -62,19 +63,31 @@ def mask_image() -> Image.Image:
     return mask
 
 
-def body(checkpoint: str, task: str) -> dict[str, Any]:
-    """A request for ``task``; image tasks take the input's size, text2image is told it."""
+def control_image() -> Image.Image:
+    """An edge map, the kind of image a ControlNet conditions on."""
+    image = Image.new("RGB", (WIDTH, HEIGHT), 0)
+    ImageDraw.Draw(image).ellipse((8, 8, 40, 40), outline=(255, 255, 255), width=2)
+    return image
+
+
+def body(checkpoint: str, task: str, controlnet: str | None = None, **options: Any) -> dict[str, Any]:
+    """A request for ``task``; image tasks take the input's size, a ControlNet text2image takes the control
+    image's, a plain text2image is told it."""
     params: dict[str, Any] = {"prompt": "a lighthouse at dusk", "num_inference_steps": 4, "seed": 7}
     inputs: dict[str, str] = {}
-    if task == "text2image":
+    if controlnet is not None:
+        inputs["control_image"] = png_uri(control_image())
+    if task == "text2image" and controlnet is None:
         params.update(height=HEIGHT, width=WIDTH)
-    else:
+    elif task != "text2image":
         inputs["image"] = png_uri(source_image())
     if task == "image2image":
         params["strength"] = 0.6  # SDXL's default 0.3 would leave 4 * 0.3 < 2 steps
     if task == "inpainting":
         inputs["mask_image"] = png_uri(mask_image())
-    return {"checkpoint": checkpoint, "task": task, "params": params, "inputs": inputs}
+    params.update(options.pop("params", {}))
+    request = {"checkpoint": checkpoint, "task": task, "params": params, "inputs": inputs, **options}
+    return request if controlnet is None else {**request, "controlnet": controlnet}
 
 
 @pytest.mark.parametrize(("checkpoint", "task", "family", "pipeline"), [
@@ -83,6 +96,12 @@ def body(checkpoint: str, task: str) -> dict[str, Any]:
     ("tiny-sdxl", "inpainting", "stable-diffusion-xl", "StableDiffusionXLInpaintPipeline"),
     ("tiny-sdxl-refiner", "image2image", "stable-diffusion-xl", "StableDiffusionXLImg2ImgPipeline"),
     ("tiny-sdxl-refiner", "inpainting", "stable-diffusion-xl", "StableDiffusionXLInpaintPipeline"),
+    ("tiny-sd3", "text2image", "stable-diffusion-3", "StableDiffusion3Pipeline"),
+    ("tiny-sd3", "image2image", "stable-diffusion-3", "StableDiffusion3Img2ImgPipeline"),
+    ("tiny-sd3", "inpainting", "stable-diffusion-3", "StableDiffusion3InpaintPipeline"),
+    ("tiny-flux", "text2image", "flux", "FluxPipeline"),
+    ("tiny-flux", "image2image", "flux", "FluxImg2ImgPipeline"),
+    ("tiny-flux", "inpainting", "flux", "FluxInpaintPipeline"),
     ("tiny-pixart-sigma", "text2image", "pixart-sigma", "PixArtSigmaPipeline"),
     ("tiny-chroma", "text2image", "chroma", "ChromaPipeline"),
     ("tiny-chroma", "image2image", "chroma", "ChromaImg2ImgPipeline"),  # beyond AutoPipeline
@@ -90,7 +109,12 @@ def body(checkpoint: str, task: str) -> dict[str, Any]:
 ])
 def test_every_task_the_family_has_runs(client: Client, stack: LocalStack, checkpoint: str, task: str,
                                         family: str, pipeline: str) -> None:
-    submitted = client.submit(body(checkpoint, task))
+    check_runs(client, stack, body(checkpoint, task), family, pipeline)
+
+
+def check_runs(client: Client, stack: LocalStack, request: dict[str, Any], family: str, pipeline: str) -> None:
+    """Submitted, recorded under ``family`` naming ``pipeline``, run to one image of the expected size."""
+    submitted = client.submit(request)
     assert (submitted.status, submitted.family, submitted.pipeline) == (Status.QUEUED, family, pipeline)
 
     record = client.wait(submitted.id, timeout_s=180)
@@ -101,6 +125,43 @@ def test_every_task_the_family_has_runs(client: Client, stack: LocalStack, check
     image = record.result.images[0]
     stored = Image.open(io.BytesIO(stack.storage().get(image.key)))
     assert (stored.size, image.width, image.height) == ((WIDTH, HEIGHT), WIDTH, HEIGHT)
+
+
+@pytest.mark.parametrize(("checkpoint", "controlnet", "task", "family", "pipeline"), [
+    ("tiny-sd", "tiny-controlnet-sd", "text2image", "stable-diffusion", "StableDiffusionControlNetPipeline"),
+    ("tiny-sd", "tiny-controlnet-sd", "image2image", "stable-diffusion", "StableDiffusionControlNetImg2ImgPipeline"),
+    ("tiny-sd", "tiny-controlnet-sd", "inpainting", "stable-diffusion", "StableDiffusionControlNetInpaintPipeline"),
+    ("tiny-sdxl", "tiny-controlnet-sdxl", "text2image", "stable-diffusion-xl", "StableDiffusionXLControlNetPipeline"),
+    ("tiny-sdxl", "tiny-controlnet-sdxl", "image2image", "stable-diffusion-xl",
+     "StableDiffusionXLControlNetImg2ImgPipeline"),
+    ("tiny-sdxl", "tiny-controlnet-sdxl", "inpainting", "stable-diffusion-xl",
+     "StableDiffusionXLControlNetInpaintPipeline"),
+])
+def test_controlnet_runs_every_task_on_its_base_familys_workers(client: Client, stack: LocalStack, checkpoint: str,
+                                                                controlnet: str, task: str, family: str,
+                                                                pipeline: str) -> None:
+    """``controlnet`` names a ControlNet checkpoint; the job runs on the base family's queue with the ControlNet
+    class, conditioned on ``inputs.control_image`` (a pass-through ``controlnet_conditioning_scale`` too)."""
+    request = body(checkpoint, task, controlnet, params={"controlnet_conditioning_scale": 0.7})
+    check_runs(client, stack, request, family, pipeline)
+
+
+@pytest.mark.parametrize(("checkpoint", "task", "family", "pipeline"), [
+    ("tiny-sd", "text2image", "stable-diffusion", "StableDiffusionPAGPipeline"),
+    ("tiny-sd", "inpainting", "stable-diffusion", "StableDiffusionPAGInpaintPipeline"),
+    ("tiny-sdxl", "image2image", "stable-diffusion-xl", "StableDiffusionXLPAGImg2ImgPipeline"),
+    ("tiny-pixart-sigma", "text2image", "pixart-sigma", "PixArtSigmaPAGPipeline"),
+    ("tiny-sd3", "image2image", "stable-diffusion-3", "StableDiffusion3PAGImg2ImgPipeline"),
+])
+def test_enable_pag_runs_the_familys_pag_pipeline(client: Client, stack: LocalStack, checkpoint: str, task: str,
+                                                  family: str, pipeline: str) -> None:
+    request = body(checkpoint, task, enable_pag=True, params={"pag_scale": 2.0})
+    check_runs(client, stack, request, family, pipeline)
+
+
+def test_controlnet_with_pag(client: Client, stack: LocalStack) -> None:
+    request = body("tiny-sd", "text2image", "tiny-controlnet-sd", enable_pag=True)
+    check_runs(client, stack, request, "stable-diffusion", "StableDiffusionControlNetPAGPipeline")
 
 
 def backlog(stack: LocalStack) -> tuple[int, int]:

@@ -93,6 +93,11 @@ def inpainting(image: str = IMAGE, mask: str | None = IMAGE) -> Request:
     return {"checkpoint": "tiny-sd", "task": "inpainting", "params": {"prompt": "a red fox"}, "inputs": inputs}
 
 
+def controlled(controlnet: str) -> Request:
+    """text2image on tiny-sd with a ControlNet checkpoint and a control image."""
+    return with_(text2image(), controlnet=controlnet, inputs={"control_image": IMAGE})
+
+
 def on(checkpoint: str) -> Request:
     return {**text2image(), "checkpoint": checkpoint}
 
@@ -194,7 +199,33 @@ CASES = [
     case("text2image-with-image", with_(text2image(), inputs={"image": IMAGE}), "inputs.image"),
     case("control-image-without-controlnet", with_(text2image(), inputs={"control_image": IMAGE}),
          "inputs.control_image"),
-    case("controlnet", with_(text2image(), controlnet="lllyasviel/sd-controlnet-canny"), "controlnet"),
+    case("controlnet-without-control-image", with_(text2image(), controlnet="tiny-controlnet-sd"),
+         "inputs.control_image", says="required when controlnet is set"),
+    case("controlnet-is-a-pipeline", controlled("tiny-sdxl"), "controlnet", code="invalid_checkpoint",
+         says="is a Diffusers pipeline (StableDiffusionXLPipeline), not a ControlNet model"),
+    case("controlnet-for-another-family", controlled("tiny-controlnet-sdxl"), "controlnet",
+         says="made for stable-diffusion-xl, but checkpoint 'tiny-sd' is stable-diffusion"),
+    case("controlnet-unknown", controlled("no-such-controlnet"), "controlnet", code="checkpoint_not_found"),
+    case("controlnet-escape", controlled("../tiny-controlnet-sd"), "controlnet", code="invalid_checkpoint"),
+    case("controlnet-on-a-family-without", with_(controlled("tiny-controlnet-sd"), checkpoint="tiny-pixart-sigma"),
+         "controlnet", code="unsupported_variant", says="family pixart-sigma has no ControlNet pipeline"),
+    case("pag-on-a-family-without", with_(text2image(), checkpoint="tiny-chroma", enable_pag=True), "enable_pag",
+         code="unsupported_variant", says="family chroma has no PAG pipeline for text2image"),
+    case("pag-as-string", with_(text2image(), enable_pag="yes"), "enable_pag"),
+    # -- pass-through parameters: what the pipeline takes, never what only hotpipe sets
+    case("passthrough-not-accepted", text2image(pag_scale=3.0), "params.pag_scale",
+         says="not accepted by StableDiffusionPipeline"),
+    case("passthrough-generator", text2image(generator=1), "params.generator", says="use params.seed"),
+    case("passthrough-output-type", text2image(output_type="latent"), "params.output_type"),
+    case("passthrough-latents", text2image(latents=[0.0]), "params.latents", says="tensors"),
+    case("passthrough-prompt-embeds", text2image(prompt_embeds=[[0.1]]), "params.prompt_embeds"),
+    case("passthrough-callback", text2image(callback_on_step_end="print"), "params.callback_on_step_end"),
+    case("passthrough-object", text2image(guidance_rescale={"x": 1}), "params.guidance_rescale"),
+    case("passthrough-long-list", text2image(guidance_rescale=[0.1] * 17), "params.guidance_rescale"),
+    case("steps-times-strength-below-1", image2image(num_inference_steps=4, strength=0.2), "params.strength",
+         says="4 x 0.2 = 0.8"),
+    case("default-strength-times-steps-below-1", with_(image2image(num_inference_steps=3), checkpoint="tiny-sdxl"),
+         "params.strength", says="3 x 0.3 = 0.9"),
     # -- checkpoints
     case("checkpoint-dotdot", on("../x"), "checkpoint", code="invalid_checkpoint"),
     case("checkpoint-absolute", on("/etc/passwd"), "checkpoint", code="invalid_checkpoint"),
@@ -300,9 +331,11 @@ def test_bad_request_is_refused_and_changes_nothing(bad: Case, api: TestClient, 
 
 def test_same_request_with_a_good_input_is_accepted(api: TestClient, backlog: Callable[[], Backlog]) -> None:
     """The table's requests fail for the reason named, not because the base request is bad."""
-    for body in (text2image(), image2image(), inpainting()):
-        assert api.post("/v1/jobs", json=body).status_code == 202
-    assert backlog() == Backlog(queued=3, records=3)
+    good = (text2image(), image2image(), inpainting(), controlled("tiny-controlnet-sd"),
+            with_(text2image(guidance_rescale=0.5), enable_pag=False), image2image(num_inference_steps=5, strength=0.2))
+    for body in good:
+        assert api.post("/v1/jobs", json=body).status_code == 202, body
+    assert backlog() == Backlog(queued=len(good), records=len(good))
 
 
 @pytest.fixture

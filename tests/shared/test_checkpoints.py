@@ -167,29 +167,44 @@ from hotpipe.shared.errors import HotpipeError
 from hotpipe.shared.job import Task
 
 out = []
-for checkpoint, task, revision in json.loads(sys.argv[2]):
+for checkpoint, task, revision, controlnet in json.loads(sys.argv[2]):
     try:
-        out.append(resolve(checkpoint, Task(task), Path(sys.argv[1]), revision).to_json())
+        out.append(resolve(checkpoint, Task(task), Path(sys.argv[1]), revision, controlnet=controlnet).to_json())
     except HotpipeError as exc:
         out.append({"error": type(exc).__name__, "code": exc.code, "status": exc.status_code, "field": exc.field})
 print(json.dumps(out))
 """
 
-HUB_CASES: list[tuple[str, str, str | None]] = [
-    ("org/tiny-sd", "image2image", None),
-    ("org/tiny-sd", "inpainting", COMMIT),
-    ("org/not-cached", "text2image", None),
+CN_COMMIT = "89abcdef0123456789abcdef0123456789abcdef"
+#: (checkpoint, task, revision, controlnet)
+HubCase = tuple[str, str, str | None, str | None]
+HUB_CASES: list[HubCase] = [
+    ("org/tiny-sd", "image2image", None, None),
+    ("org/tiny-sd", "inpainting", COMMIT, None),
+    ("org/not-cached", "text2image", None, None),
+    ("org/tiny-sd", "inpainting", None, "org/sd-controlnet"),
+    ("org/tiny-sd", "text2image", None, "org/a-unet"),
+    ("org/tiny-sd", "text2image", None, "org/not-cached-controlnet"),
 ]
 
 
+def write_hub_repo(cache: Path, repo_id: str, commit: str, filename: str, content: dict[str, Any]) -> None:
+    """One file of a repo as huggingface_hub caches it (refs/main -> snapshot; a plain file is enough)."""
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "snapshots" / commit / filename).write_text(json.dumps(content))
+
+
 @pytest.fixture(scope="module")
-def hub_results(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str, str | None], dict[str, Any]]:
+def hub_results(tmp_path_factory: pytest.TempPathFactory) -> dict[HubCase, dict[str, Any]]:
     """Resolve HUB_CASES in a child process with HF_HUB_OFFLINE=1 over a hand-made Hub cache."""
     base = tmp_path_factory.mktemp("hub")
-    repo = base / "cache" / "models--org--tiny-sd"
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(COMMIT)
-    write_checkpoint(repo / "snapshots" / COMMIT)
+    write_hub_repo(base / "cache", "org/tiny-sd", COMMIT, "model_index.json",
+                   {"_class_name": "StableDiffusionPipeline"})
+    write_hub_repo(base / "cache", "org/sd-controlnet", CN_COMMIT, "config.json", {"_class_name": "ControlNetModel"})
+    write_hub_repo(base / "cache", "org/a-unet", CN_COMMIT, "config.json", {"_class_name": "UNet2DConditionModel"})
     (base / "models").mkdir()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(base / "cache"), "HF_HOME": str(base / "home")}
     done = subprocess.run([sys.executable, "-c", RESOLVE_SCRIPT, str(base / "models"), json.dumps(HUB_CASES)],
@@ -202,14 +217,71 @@ def hub_results(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str
     (HUB_CASES[1], "StableDiffusionInpaintPipeline"),
 ])
 def test_cached_hub_repo_resolves_offline_to_its_commit(
-        hub_results: dict[tuple[str, str, str | None], dict[str, Any]],
-        case: tuple[str, str, str | None], pipeline: str) -> None:
+        hub_results: dict[HubCase, dict[str, Any]], case: HubCase, pipeline: str) -> None:
     got = hub_results[case]
     assert (got["source"], got["location"], got["revision"]) == ("hub", "org/tiny-sd", COMMIT)
     assert (got["family"], got["pipeline"]) == ("stable-diffusion", pipeline)
 
 
-def test_uncached_hub_repo_offline_is_not_found(
-        hub_results: dict[tuple[str, str, str | None], dict[str, Any]]) -> None:
+def test_uncached_hub_repo_offline_is_not_found(hub_results: dict[HubCase, dict[str, Any]]) -> None:
     assert hub_results[HUB_CASES[2]] == {"error": "CheckpointNotFound", "code": "checkpoint_not_found",
                                          "status": 422, "field": "checkpoint"}
+
+
+def test_hub_controlnet_resolves_offline_to_its_commit(hub_results: dict[HubCase, dict[str, Any]]) -> None:
+    got = hub_results[HUB_CASES[3]]
+    assert (got["family"], got["pipeline"], got["base_family"]) == (
+        "stable-diffusion-controlnet", "StableDiffusionControlNetInpaintPipeline", "stable-diffusion")
+    assert got["controlnet"] == {"checkpoint": "org/sd-controlnet", "source": "hub", "location": "org/sd-controlnet",
+                                 "revision": CN_COMMIT, "class_name": "ControlNetModel", "kind": "controlnet"}
+
+
+@pytest.mark.parametrize(("case", "error"), [
+    (HUB_CASES[4], {"error": "InvalidCheckpoint", "code": "invalid_checkpoint", "status": 422, "field": "controlnet"}),
+    (HUB_CASES[5], {"error": "CheckpointNotFound", "code": "checkpoint_not_found", "status": 422,
+                    "field": "controlnet"}),
+])
+def test_hub_controlnet_that_is_not_one_is_refused(hub_results: dict[HubCase, dict[str, Any]], case: HubCase,
+                                                   error: dict[str, Any]) -> None:
+    assert hub_results[case] == error
+
+
+# -- ControlNet checkpoints, local -------------------------------------------------------------------------------
+
+def write_model(folder: Path, class_name: str, **config: Any) -> None:
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"_class_name": class_name, **config}))
+
+
+@pytest.mark.parametrize(("base", "class_name", "controlnet", "task", "pipeline"), [
+    ("StableDiffusionPipeline", "ControlNetModel", {}, Task.IMAGE2IMAGE, "StableDiffusionControlNetImg2ImgPipeline"),
+    ("StableDiffusionXLPipeline", "ControlNetModel", {"addition_embed_type": "text_time"}, Task.TEXT2IMAGE,
+     "StableDiffusionXLControlNetPipeline"),
+    ("StableDiffusionXLPipeline", "ControlNetUnionModel", {}, Task.INPAINTING,
+     "StableDiffusionXLControlNetUnionInpaintPipeline"),
+    ("FluxPipeline", "FluxControlNetModel", {}, Task.TEXT2IMAGE, "FluxControlNetPipeline"),
+])
+def test_local_controlnet_picks_the_controlnet_class(root: Path, base: str, class_name: str,
+                                                     controlnet: dict[str, Any], task: Task, pipeline: str) -> None:
+    write_checkpoint(root / "base", base)
+    write_model(root / "cn", class_name, **controlnet)
+    r = resolve("base", task, root, controlnet="cn")
+    assert r.pipeline == pipeline
+    assert r.controlnet is not None and (r.controlnet.class_name, r.controlnet.location) == (
+        class_name, str((root / "cn").resolve()))
+
+
+@pytest.mark.parametrize(("make", "says"), [
+    (lambda p: write_model(p, "UNet2DConditionModel"), "is a UNet2DConditionModel, not a ControlNet"),
+    (lambda p: write_model(p, "SD3ControlNetModel"), "made for stable-diffusion-3"),
+    (lambda p: write_model(p, "ControlNetModel", addition_embed_type="text_time"), "made for stable-diffusion-xl"),
+    (lambda p: write_checkpoint(p), "is a Diffusers pipeline (StableDiffusionPipeline), not a ControlNet model"),
+    (lambda p: p.mkdir(), "has no config.json"),
+    (lambda p: (p.mkdir(), (p / "config.json").write_text("[]")), "not a JSON object"),
+])
+def test_a_controlnet_that_is_not_one_for_this_checkpoint_is_refused(root: Path, make: Any, says: str) -> None:
+    make(root / "cn")
+    with pytest.raises(InvalidCheckpoint) as exc:
+        resolve("sd", Task.TEXT2IMAGE, root, controlnet="cn")
+    assert (exc.value.status_code, exc.value.field) == (422, "controlnet")
+    assert says in str(exc.value)

@@ -48,9 +48,16 @@ def test_full_request_is_accepted_from_json() -> None:
     assert req.inputs.given() == {"image": "s3://hotpipe/jobs/x/in.png"}
 
 
-@pytest.mark.parametrize("where", ["surprise", "params.surprise", "inputs.surprise", "params.num_images_per_prompt"])
+@pytest.mark.parametrize("where", ["surprise", "inputs.surprise"])
 def test_unknown_fields_are_refused_at_every_level(where: str) -> None:
     assert tuple(where.split(".")) in refused_at(request(**{where: 1}))
+
+
+def test_other_params_are_kept_for_the_producer_to_check_against_the_pipeline() -> None:
+    """Pass-through: the resolved pipeline decides (tests/producer/test_api_validation.py refuses the rest)."""
+    req = JobRequest.model_validate(request(**{"params.pag_scale": 3.0, "params.num_images_per_prompt": 2}))
+    assert req.params.model_extra == {"pag_scale": 3.0, "num_images_per_prompt": 2}
+    assert req.params.model_dump(exclude_none=True)["pag_scale"] == 3.0
 
 
 @pytest.mark.parametrize(("field", "value"), [
