@@ -313,6 +313,37 @@ def build_tiny_flux(out: Path, seed: int) -> None:
     ), out)
 
 
+@_builder("tiny-if")
+def build_tiny_if(out: Path, seed: int) -> None:
+    """A DeepFloyd IF stage-I checkpoint (IFPipeline): T5 encoder + tokenizer built offline, a pixel-space
+    UNet (no VAE) predicting mean and variance, DDPM with dynamic thresholding (shapes from Diffusers' IF
+    fast tests); no safety checker or watermarker."""
+    from diffusers import DDPMScheduler, IFPipeline, UNet2DConditionModel
+    from diffusers.models.attention_processor import AttnAddedKVProcessor
+
+    torch.manual_seed(seed)
+    tokenizer = t5_tokenizer()
+    unet = UNet2DConditionModel(
+        sample_size=32, layers_per_block=1, block_out_channels=[8, 16],
+        down_block_types=["ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D"],
+        mid_block_type="UNetMidBlock2DSimpleCrossAttn",
+        up_block_types=["SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D"], in_channels=3, out_channels=6,
+        cross_attention_dim=T5_WIDTH, encoder_hid_dim=T5_WIDTH, attention_head_dim=4, addition_embed_type="text",
+        addition_embed_type_num_heads=2, cross_attention_norm="group_norm", resnet_time_scale_shift="scale_shift",
+        act_fn="gelu", norm_num_groups=4,
+    )
+    unet.set_attn_processor(AttnAddedKVProcessor())
+    scheduler = DDPMScheduler(
+        num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", beta_start=0.0001, beta_end=0.02,
+        thresholding=True, dynamic_thresholding_ratio=0.95, sample_max_value=1.0, prediction_type="epsilon",
+        variance_type="learned_range",
+    )
+    save(IFPipeline(
+        tokenizer=tokenizer, text_encoder=t5_encoder(len(tokenizer)), unet=unet, scheduler=scheduler,
+        safety_checker=None, feature_extractor=None, watermarker=None, requires_safety_checker=False,
+    ), out)
+
+
 def make_checkpoints(root: Path, names: list[str] | None = None, seed: int = 0, force: bool = False) -> list[Path]:
     """Build the named (default: all) tiny checkpoints under ``root``; existing ones are kept."""
     built = []
