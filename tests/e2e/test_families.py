@@ -28,7 +28,8 @@ from hotpipe.shared.status import Status
 from tests.producer.conftest import queue_lists
 
 pytestmark = pytest.mark.e2e
-FAMILIES = ["stable-diffusion", "stable-diffusion-xl", "stable-diffusion-3", "flux", "pixart-sigma", "chroma", "if"]
+FAMILIES = ["stable-diffusion", "stable-diffusion-xl", "stable-diffusion-3", "flux", "pixart-sigma", "chroma", "if",
+            "kandinsky22"]
 WIDTH, HEIGHT = 64, 48  # not square: a swapped width and height shows
 
 
@@ -176,6 +177,21 @@ def test_deepfloyd_if_runs_every_task(client: Client, stack: LocalStack, task: s
                                       size: tuple[int, int]) -> None:
     """IF (pixel space, T5 built offline, only the legacy ``callback``): progress still reaches the last step."""
     check_runs(client, stack, body("tiny-if", task), "if", pipeline, size)
+
+
+@pytest.mark.parametrize(("checkpoint", "task", "pipeline", "size"), [
+    ("tiny-kandinsky22-decoder", "text2image", "KandinskyV22CombinedPipeline", (WIDTH, HEIGHT)),
+    # Diffusers 0.42's KandinskyV22Img2ImgPipeline calls image_processor.preprocess(image, width, height)
+    # against its (image, height, width) signature, so a non-square image2image comes back transposed
+    ("tiny-kandinsky22-decoder", "image2image", "KandinskyV22Img2ImgCombinedPipeline", (HEIGHT, WIDTH)),
+    ("tiny-kandinsky22-decoder-inpaint", "inpainting", "KandinskyV22InpaintCombinedPipeline", (WIDTH, HEIGHT)),
+])
+def test_kandinsky22_decoder_runs_with_the_prior_its_model_card_names(client: Client, stack: LocalStack,
+                                                                     checkpoint: str, task: str, pipeline: str,
+                                                                     size: tuple[int, int]) -> None:
+    """The checkpoint is a decoder; its README names the prior (AutoPipeline's connected pipeline); the
+    job runs the combined pipeline, built from both, on the kandinsky22 queue."""
+    check_runs(client, stack, body(checkpoint, task), "kandinsky22", pipeline, size)
 
 
 def backlog(stack: LocalStack) -> tuple[int, int]:
