@@ -105,15 +105,25 @@ def control_image_arg(pipeline: str, task: Task) -> str | None:
     return None
 
 
+def denoising_steps(pipeline: str, num_inference_steps: int | None, strength: float | None) -> int:
+    """How many denoising steps ``pipeline`` runs for these parameters (``int(steps * strength)`` where
+    the class cuts its schedule that way; the step count otherwise)."""
+    defaults = family_table.TRUNCATING_STRENGTH.get(pipeline)
+    if defaults is None:
+        return num_inference_steps or DEFAULT_STEPS
+    steps = num_inference_steps or defaults[0]
+    return min(int(steps * (defaults[1] if strength is None else strength)), steps)
+
+
 def check_denoising_steps(params: Params, pipeline: str) -> None:
     """A pipeline that keeps ``int(steps * strength)`` steps does nothing when that is 0: refuse it."""
     defaults = family_table.TRUNCATING_STRENGTH.get(pipeline)
     if defaults is None:
         return
+    if denoising_steps(pipeline, params.num_inference_steps, params.strength) >= 1:
+        return
     steps = params.num_inference_steps or defaults[0]
     strength = params.strength if params.strength is not None else defaults[1]
-    if int(steps * strength) >= 1:
-        return
     least_steps = int(1 / strength) + (0 if (1 / strength).is_integer() else 1)
     raise InvalidRequest(
         f"params.num_inference_steps x params.strength = {steps} x {strength:g} = {steps * strength:g}: {pipeline} "

@@ -15,13 +15,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from hotpipe.shared.errors import InvalidRequest, Unavailable
-from hotpipe.shared.families import UnsupportedPipeline, base_family
+from hotpipe.shared.families import CONNECTED_PRIORS, UnsupportedPipeline, base_family, needs_prior
 from hotpipe.shared.job import Task
 from hotpipe.shared.variants import CONTROLNET_MODELS, variant_class
 
 MODEL_INDEX = "model_index.json"
 #: a single model's config (a ControlNet checkpoint is one model, not a pipeline)
 MODEL_CONFIG = "config.json"
+#: the model card, whose YAML header names a decoder's connected prior (``prior: [repo id]``)
+MODEL_CARD = "README.md"
 # huggingface_hub's repo id rule: namespace/name, letters, digits, '-', '_', '.'
 HUB_REPO_RE = re.compile(r"^(?!.*(--|\.\.))[A-Za-z0-9][\w.\-]{0,95}/[A-Za-z0-9][\w.\-]{0,95}(?<![.-])$")
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
@@ -48,9 +50,21 @@ class Resolved:
     pipeline: str
     base_family: str  # the family whose queue and workers run it (a variant's base)
     controlnet: ResolvedControlNet | None = None
+    prior: ResolvedPrior | None = None  # a decoder's connected prior, named by its model card
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class ResolvedPrior:
+    """The prior pipeline a decoder's combined pipeline runs first (Kandinsky, Wuerstchen, Cascade)."""
+
+    checkpoint: str
+    source: Literal["local", "hub"]
+    location: str
+    revision: str | None
+    class_name: str
 
 
 @dataclass(frozen=True)
@@ -100,8 +114,9 @@ def resolve(checkpoint: str, task: Task, model_root: Path, revision: str | None 
     cn, cn_config = resolve_controlnet(controlnet, model_root, fetch) if controlnet is not None else (None, {})
     family, pipeline = variant_class(class_name, task, cn.kind if cn else None, enable_pag)
     check_config_limits(index.data, checkpoint, task)
+    prior = resolve_prior(checkpoint, index, class_name, family, model_root, fetch) if needs_prior(class_name) else None
     resolved = Resolved(checkpoint, index.source, index.location, index.revision, class_name, family, pipeline,
-                        base_family(family), cn)
+                        base_family(family), cn, prior)
     if cn is not None:
         check_controlnet_fits(resolved, cn, cn_config)
     return resolved
@@ -122,6 +137,42 @@ def read_config(checkpoint: str, model_root: Path, revision: str | None, filenam
     raise CheckpointNotFound(
         f"{field} '{checkpoint}' is neither a folder under the model root nor a Hub repo id "
         "(namespace/name)", field=field)
+
+
+def resolve_prior(checkpoint: str, index: _Config, class_name: str, family: str, model_root: Path,
+                  fetch: HubFetch) -> ResolvedPrior:
+    """The prior a decoder checkpoint's model card names, as AutoPipeline's connected pipeline: a Hub repo
+    id (as on the Hub) or a folder under the model root; it must be the family's prior pipeline."""
+    if index.source == "local":
+        card = read_model_card(Path(index.location) / MODEL_CARD)
+    else:
+        card, _ = fetch(index.location, MODEL_CARD, index.revision, "checkpoint")
+    names = card.get("prior")
+    names = [names] if isinstance(names, str) else names
+    expected = CONNECTED_PRIORS[family]
+    if not (isinstance(names, list) and names and isinstance(names[0], str)):
+        raise InvalidCheckpoint(
+            f"checkpoint '{checkpoint}' is a {class_name} (a decoder): its model card ({MODEL_CARD}) must name "
+            f"its prior, a {expected} checkpoint, in its YAML header as 'prior: [<Hub repo id or folder>]'",
+            field="checkpoint")
+    prior = read_config(names[0], model_root, None, MODEL_INDEX, "checkpoint", fetch)
+    if prior.data.get("_class_name") != expected:
+        raise InvalidCheckpoint(
+            f"the prior '{names[0]}' named by the model card of '{checkpoint}' is a "
+            f"{prior.data.get('_class_name')}, not a {expected}", field="checkpoint")
+    return ResolvedPrior(names[0], prior.source, prior.location, prior.revision, expected)
+
+
+def read_model_card(path: Path) -> dict[str, Any]:
+    """The YAML header of a model card as a dict (empty when there is no card or no header)."""
+    import yaml
+    from huggingface_hub.repocard import metadata_load  # imported late: keeps the API's start fast
+
+    try:
+        return dict(metadata_load(path) or {}) if path.is_file() else {}
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        raise InvalidCheckpoint(f"{path.name} of '{path.parent.name}' has an unreadable header: {exc}",
+                                field="checkpoint") from exc
 
 
 def resolve_controlnet(controlnet: str, model_root: Path,
@@ -237,4 +288,4 @@ def fetch_hub_file(repo_id: str, filename: str, revision: str | None, field: str
     except (OSError, hub_errors.HfHubHTTPError) as exc:
         raise Unavailable(f"the Hugging Face Hub could not be reached: {exc}") from exc
     commit = path.parent.name if COMMIT_RE.match(path.parent.name) else revision
-    return read_index(path, repo_id, field), commit
+    return (read_model_card(path) if filename == MODEL_CARD else read_index(path, repo_id, field)), commit

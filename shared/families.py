@@ -109,3 +109,22 @@ def base_family(family: str) -> str:
         if base != family and base in FAMILIES:
             return base
     return family
+
+
+#: families whose class for a decoder checkpoint is a combined pipeline that also loads the prior
+#: the decoder's model card names (AutoPipeline's "connected pipelines") -> that prior's class
+CONNECTED_PRIORS: dict[str, str] = {
+    "kandinsky": "KandinskyPriorPipeline",
+    "kandinsky22": "KandinskyV22PriorPipeline",
+    "wuerstchen": "WuerstchenPriorPipeline",
+    "cascade": "StableCascadePriorPipeline",
+}
+
+#: the decoder tables: a checkpoint saved as one of these classes is a decoder with a connected prior
+DECODER_TABLES: tuple[dict[str, str], ...] = (t.TEXT2IMAGE_DECODER, t.IMAGE2IMAGE_DECODER, t.INPAINTING_DECODER)
+
+
+def needs_prior(class_name: str) -> bool:
+    """Whether a checkpoint of ``class_name`` is a decoder whose task pipelines load a connected prior
+    (AutoPipeline's ``_get_connected_pipeline``)."""
+    return any(class_name in table.values() for table in DECODER_TABLES)

@@ -62,13 +62,13 @@ class PipelineCache:
         self.dtype = dtype
         self.stats = CacheStats()
         self._entries: dict[tuple[str, str | None], _Entry] = {}
-        self._controlnets: dict[loading.ControlNetRef, Any] = {}
+        self._extras: dict[loading.ExtraRef, Any] = {}
         self._lock = threading.Lock()
 
     def get(self, location: str, revision: str | None, task: Task, pipeline: str,
-            controlnet: loading.ControlNetRef | None = None) -> Any:
-        """The pipeline of class ``pipeline`` for ``task`` on the checkpoint at ``location``
-        (with the ControlNet model of ``controlnet`` as its ``controlnet`` module, when given)."""
+            extra: loading.ExtraRef | None = None) -> Any:
+        """The pipeline of class ``pipeline`` for ``task`` on the checkpoint at ``location`` (built with
+        ``extra`` — a ControlNet model, or a decoder's connected prior — when given)."""
         with self._lock:
             entry = self._entries.get((location, revision))
             if entry is None:
@@ -76,17 +76,16 @@ class PipelineCache:
                 entry = self._entries[(location, revision)] = _Entry(self._load(location, revision))
             else:
                 self.stats.hits += 1
-            key = pipeline if controlnet is None else f"{pipeline}+{controlnet}"
+            key = pipeline if extra is None else f"{pipeline}+{extra}"
             if key not in entry.by_class:
-                model = None if controlnet is None else self._controlnet(controlnet)
-                entry.by_class[key] = self._switch(entry.base, task, pipeline, model)
+                entry.by_class[key] = self._switch(entry.base, task, pipeline, extra)
             return entry.by_class[key]
 
-    def _controlnet(self, ref: loading.ControlNetRef) -> Any:
-        """One ControlNet model per ControlNet checkpoint, shared by every pipeline that uses it."""
-        if ref not in self._controlnets:
-            self._controlnets[ref] = loading.load_controlnet(ref, self.dtype, self.device)
-        return self._controlnets[ref]
+    def _extra(self, ref: loading.ExtraRef) -> Any:
+        """One ControlNet model / prior per checkpoint, shared by every pipeline that uses it."""
+        if ref not in self._extras:
+            self._extras[ref] = loading.load_extra(ref, self.dtype, self.device)
+        return self._extras[ref]
 
     def _load(self, location: str, revision: str | None) -> Any:
         start = time.perf_counter()
@@ -98,11 +97,14 @@ class PipelineCache:
         log.info("loaded %s (%s) in %.2fs", location, type(pipe).__name__, took)
         return pipe
 
-    def _switch(self, base: Any, task: Task, pipeline: str, controlnet: Any = None) -> Any:
-        if type(base).__name__ == pipeline and controlnet is None:
+    def _switch(self, base: Any, task: Task, pipeline: str, extra: loading.ExtraRef | None = None) -> Any:
+        if type(base).__name__ == pipeline and extra is None:
             return base
-        pipe = self._from_pipe(base, task, pipeline) if controlnet is None else loading.build(
-            base, task, pipeline, self.dtype, controlnet)
+        if extra is None:
+            pipe = self._from_pipe(base, task, pipeline)
+        else:
+            model = self._extra(extra)
+            pipe = loading.build(base, task, pipeline, self.dtype, **{extra.role: model})
         if type(pipe).__name__ != pipeline:
             raise ResolutionMismatch(f"Diffusers resolved {type(pipe).__name__} for {task.value}, "
                                      f"but the job was routed for {pipeline}")

@@ -313,6 +313,113 @@ def build_tiny_flux(out: Path, seed: int) -> None:
     ), out)
 
 
+@_builder("tiny-if")
+def build_tiny_if(out: Path, seed: int) -> None:
+    """A DeepFloyd IF stage-I checkpoint (IFPipeline): T5 encoder + tokenizer built offline, a pixel-space
+    UNet (no VAE) predicting mean and variance, DDPM with dynamic thresholding (shapes from Diffusers' IF
+    fast tests); no safety checker or watermarker."""
+    from diffusers import DDPMScheduler, IFPipeline, UNet2DConditionModel
+    from diffusers.models.attention_processor import AttnAddedKVProcessor
+
+    torch.manual_seed(seed)
+    tokenizer = t5_tokenizer()
+    unet: Any = UNet2DConditionModel(
+        sample_size=32, layers_per_block=1, block_out_channels=[8, 16],
+        down_block_types=["ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D"],
+        mid_block_type="UNetMidBlock2DSimpleCrossAttn",
+        up_block_types=["SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D"], in_channels=3, out_channels=6,
+        cross_attention_dim=T5_WIDTH, encoder_hid_dim=T5_WIDTH, attention_head_dim=4, addition_embed_type="text",
+        addition_embed_type_num_heads=2, cross_attention_norm="group_norm", resnet_time_scale_shift="scale_shift",
+        act_fn="gelu", norm_num_groups=4,
+    )
+    unet.set_attn_processor(AttnAddedKVProcessor())
+    scheduler = DDPMScheduler(
+        num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", beta_start=0.0001, beta_end=0.02,
+        thresholding=True, dynamic_thresholding_ratio=0.95, sample_max_value=1.0, prediction_type="epsilon",
+        variance_type="learned_range",
+    )
+    save(IFPipeline(
+        tokenizer=tokenizer, text_encoder=t5_encoder(len(tokenizer)), unet=unet, scheduler=scheduler,
+        safety_checker=None, feature_extractor=None, watermarker=None, requires_safety_checker=False,
+    ), out)
+
+
+#: the prior's CLIP width: its image embeddings condition the Kandinsky 2.2 decoder
+KANDINSKY_EMBED = 32
+
+
+@_builder("tiny-kandinsky22-prior")
+def build_tiny_kandinsky22_prior(out: Path, seed: int) -> None:
+    """A Kandinsky 2.2 prior (KandinskyV22PriorPipeline): text -> CLIP image embedding (Diffusers' prior
+    fast-test shapes, with a 32-pixel CLIP vision tower)."""
+    from diffusers import KandinskyV22PriorPipeline, PriorTransformer, UnCLIPScheduler
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(seed)
+    image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
+        hidden_size=KANDINSKY_EMBED, image_size=32, projection_dim=KANDINSKY_EMBED, intermediate_size=37,
+        num_attention_heads=4, num_channels=3, num_hidden_layers=2, patch_size=8,
+    ))
+    save(KandinskyV22PriorPipeline(
+        prior=PriorTransformer(num_attention_heads=2, attention_head_dim=12, embedding_dim=KANDINSKY_EMBED,
+                               num_layers=1),
+        image_encoder=image_encoder, text_encoder=clip_text_encoder(with_projection=True),
+        tokenizer=write_clip_tokenizer(out / "tokenizer"),
+        scheduler=UnCLIPScheduler(variance_type="fixed_small_log", prediction_type="sample",
+                                  num_train_timesteps=1000, clip_sample=True, clip_sample_range=10.0),
+        image_processor=CLIPImageProcessor(crop_size=32, size=32, do_center_crop=True, do_normalize=True,
+                                           do_resize=True, resample=3),
+    ), out)
+
+
+@_builder("tiny-kandinsky22-decoder")
+def build_tiny_kandinsky22_decoder(out: Path, seed: int) -> None:
+    """A Kandinsky 2.2 decoder (KandinskyV22Pipeline: UNet conditioned on image embeddings + MoVQ), whose
+    model card names its prior as AutoPipeline's connected pipeline (``prior: [tiny-kandinsky22-prior]``,
+    a folder under the model root here; a Hub repo id on the Hub, like kandinsky-2-2-decoder's card)."""
+    build_kandinsky22_decoder(out, seed, inpaint=False)
+
+
+@_builder("tiny-kandinsky22-decoder-inpaint")
+def build_tiny_kandinsky22_decoder_inpaint(out: Path, seed: int) -> None:
+    """The inpainting decoder (KandinskyV22InpaintPipeline): its UNet also takes the mask and the masked
+    image's latents (9 input channels), like kandinsky-2-2-decoder-inpaint."""
+    build_kandinsky22_decoder(out, seed, inpaint=True)
+
+
+def build_kandinsky22_decoder(out: Path, seed: int, inpaint: bool) -> None:
+    from diffusers import (
+        DDPMScheduler,
+        KandinskyV22InpaintPipeline,
+        KandinskyV22Pipeline,
+        UNet2DConditionModel,
+        VQModel,
+    )
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        in_channels=9 if inpaint else 4, out_channels=8, addition_embed_type="image", block_out_channels=(8, 16),
+        layers_per_block=1,
+        down_block_types=("ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D"),
+        up_block_types=("SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D"),
+        mid_block_type="UNetMidBlock2DSimpleCrossAttn", encoder_hid_dim=KANDINSKY_EMBED,
+        encoder_hid_dim_type="image_proj", cross_attention_dim=KANDINSKY_EMBED, attention_head_dim=4,
+        resnet_time_scale_shift="scale_shift", class_embed_type=None, norm_num_groups=4,
+    )
+    movq = VQModel(  # spatial norm groups by 32, so 32 channels is the least it takes
+        block_out_channels=[32, 32], down_block_types=["DownEncoderBlock2D", "AttnDownEncoderBlock2D"],
+        in_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=8, norm_type="spatial",
+        num_vq_embeddings=12, out_channels=3, up_block_types=["AttnUpDecoderBlock2D", "UpDecoderBlock2D"],
+        vq_embed_dim=4,
+    )
+    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=0.00085, beta_end=0.012,
+                              clip_sample=False, prediction_type="epsilon", thresholding=False)
+    pipeline = KandinskyV22InpaintPipeline if inpaint else KandinskyV22Pipeline
+    save(pipeline(unet=unet, scheduler=scheduler, movq=movq), out)
+    (out / "README.md").write_text("---\nprior:\n- tiny-kandinsky22-prior\n---\n\nA tiny Kandinsky 2.2 decoder.\n",
+                                   encoding="utf-8")
+
+
 def make_checkpoints(root: Path, names: list[str] | None = None, seed: int = 0, force: bool = False) -> list[Path]:
     """Build the named (default: all) tiny checkpoints under ``root``; existing ones are kept."""
     built = []

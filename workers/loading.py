@@ -4,7 +4,9 @@ The producer resolved everything (``shared/checkpoints.py``): the checkpoint, th
 pipeline class, and for a ControlNet job the ControlNet checkpoint.  Here that becomes
 objects: the checkpoint loads once (the hot cache), a ControlNet model loads once per
 ControlNet checkpoint, and the class the job names is built on the checkpoint's modules
-with ``from_pipe`` — plus the ControlNet model as its ``controlnet`` module.  A class
+with ``from_pipe`` — plus the ControlNet model as its ``controlnet`` module.  A decoder
+checkpoint (Kandinsky) runs as the combined pipeline, built from its modules and those of
+the prior its model card names (loaded once, like any checkpoint).  A class
 AutoPipeline reaches from the checkpoint by task alone is built by AutoPipeline (so its
 choice is checked against the producer's); a variant (ControlNet, PAG) or a class from
 hotpipe's own table is built by that class's own ``from_pipe``.
@@ -15,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import diffusers
 import torch
@@ -28,25 +30,41 @@ from hotpipe.shared.variants import split, variants_of
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class ControlNetRef:
-    """Which ControlNet checkpoint a job uses: enough to load it, and hashable as a cache key."""
+#: what an extra checkpoint is to the job's pipeline: its ``controlnet`` module, or the connected
+#: prior pipeline whose modules a combined pipeline takes as ``prior_<name>``
+Role = Literal["controlnet", "prior"]
 
+
+@dataclass(frozen=True)
+class ExtraRef:
+    """A second checkpoint a job's pipeline is built with: enough to load it, hashable as a cache key."""
+
+    role: Role
     location: str
     revision: str | None
     class_name: str
 
     @classmethod
-    def from_spec(cls, resolved: dict[str, Any]) -> ControlNetRef | None:
-        cn = resolved.get("controlnet")
-        return None if cn is None else cls(cn["location"], cn["revision"], cn["class_name"])
+    def from_spec(cls, resolved: dict[str, Any]) -> ExtraRef | None:
+        for role in ("controlnet", "prior"):
+            ref = resolved.get(role)
+            if ref is not None:
+                return cls(role, ref["location"], ref["revision"], ref["class_name"])
+        return None
 
 
 def pipeline_for(cache: Any, spec: dict[str, Any], pipeline: str) -> Any:
     """The pipeline of class ``pipeline`` for the job ``spec``, from the worker's hot cache."""
     resolved = spec["resolved"]
     return cache.get(resolved["location"], resolved["revision"], Task(spec["task"]), pipeline,
-                     controlnet=ControlNetRef.from_spec(resolved))
+                     extra=ExtraRef.from_spec(resolved))
+
+
+def load_extra(ref: ExtraRef, dtype: torch.dtype, device: str) -> Any:
+    """The ControlNet model or the prior pipeline ``ref`` names."""
+    if ref.role == "prior":
+        return load_checkpoint(ref.location, ref.revision, dtype, device)
+    return load_controlnet(ref, dtype, device)
 
 
 def load_checkpoint(location: str, revision: str | None, dtype: torch.dtype, device: str) -> Any:
@@ -57,7 +75,7 @@ def load_checkpoint(location: str, revision: str | None, dtype: torch.dtype, dev
     return pipe
 
 
-def load_controlnet(ref: ControlNetRef, dtype: torch.dtype, device: str) -> Any:
+def load_controlnet(ref: ExtraRef, dtype: torch.dtype, device: str) -> Any:
     """A ControlNet model (``ControlNetModel``, ``ControlNetUnionModel``, ...) from its checkpoint."""
     start = time.perf_counter()
     model = getattr(diffusers, ref.class_name).from_pretrained(ref.location, revision=ref.revision, dtype=dtype)
@@ -66,8 +84,14 @@ def load_controlnet(ref: ControlNetRef, dtype: torch.dtype, device: str) -> Any:
     return model
 
 
-def build(base: Any, task: Task, pipeline: str, dtype: torch.dtype, controlnet: Any = None) -> Any:
-    """``pipeline`` on ``base``'s modules (and ``controlnet``, when given), sharing their weights."""
+def build(base: Any, task: Task, pipeline: str, dtype: torch.dtype, controlnet: Any = None,
+          prior: Any = None) -> Any:
+    """``pipeline`` on ``base``'s modules (and ``controlnet``, or a connected ``prior`` pipeline's modules,
+    when given), sharing their weights."""
+    if prior is not None:
+        # what DiffusionPipeline.from_pretrained does for a connected pipeline: prior modules as prior_<name>
+        components = {**base.components, **{f"prior_{name}": m for name, m in prior.components.items()}}
+        return getattr(diffusers, pipeline)(**components)
     if type(base).__name__ == pipeline and controlnet is None:
         return base
     if controlnet is None and pipeline not in variant_classes(type(base).__name__, task):

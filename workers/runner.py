@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from hotpipe.shared import family_table
+from hotpipe.shared import call_args, family_table
 
 #: request parameter -> pipeline argument, where the names differ
 ARG_NAMES = {"num_images": "num_images_per_prompt"}
@@ -70,8 +70,11 @@ def run(pipe: Any, params: dict[str, Any], inputs: dict[str, Image.Image], on_st
             return cb_kwargs
         kwargs["callback_on_step_end"] = on_step_end
     elif "callback" in accepted:  # older pipelines (DeepFloyd IF) only have the legacy hook
+        total = call_args.denoising_steps(type(pipe).__name__, params.get("num_inference_steps"),
+                                          params.get("strength"))
+
         def legacy(step: int, timestep: Any, latents: Any) -> None:
-            verdict = on_step(step + 1, steps)
+            verdict = on_step(step + 1, total)
             if verdict:
                 raise Stopped(verdict)
         kwargs["callback"], kwargs["callback_steps"] = legacy, 1

@@ -4,8 +4,9 @@ Tiny checkpoints built offline by ``hotpipe dev make-checkpoints`` (the session'
 ``model_root``): SD with its ControlNet, SDXL base with its ControlNet, an SDXL refiner
 (saved as StableDiffusionXLImg2ImgPipeline), SD3 and Flux (CLIP + T5, flow matching),
 PixArt-Σ (T5) and Chroma, whose image2image and inpainting AutoPipeline can't reach
-(hotpipe's own table); ControlNet and PAG variants run on their base family's queue.  A task the checkpoint lacks is refused at submit with a 422 and
-leaves no record and no message behind.
+(hotpipe's own table), DeepFloyd IF (pixel space, T5); ControlNet and PAG variants run on
+their base family's queue.  A task the checkpoint lacks is refused at submit with a 422
+and leaves no record and no message behind.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from hotpipe.shared.status import Status
 from tests.producer.conftest import queue_lists
 
 pytestmark = pytest.mark.e2e
-FAMILIES = ["stable-diffusion", "stable-diffusion-xl", "stable-diffusion-3", "flux", "pixart-sigma", "chroma"]
+FAMILIES = ["stable-diffusion", "stable-diffusion-xl", "stable-diffusion-3", "flux", "pixart-sigma", "chroma", "if",
+            "kandinsky22"]
 WIDTH, HEIGHT = 64, 48  # not square: a swapped width and height shows
 
 
@@ -112,8 +114,9 @@ def test_every_task_the_family_has_runs(client: Client, stack: LocalStack, check
     check_runs(client, stack, body(checkpoint, task), family, pipeline)
 
 
-def check_runs(client: Client, stack: LocalStack, request: dict[str, Any], family: str, pipeline: str) -> None:
-    """Submitted, recorded under ``family`` naming ``pipeline``, run to one image of the expected size."""
+def check_runs(client: Client, stack: LocalStack, request: dict[str, Any], family: str, pipeline: str,
+               size: tuple[int, int] = (WIDTH, HEIGHT)) -> None:
+    """Submitted, recorded under ``family`` naming ``pipeline``, run to one image of ``size``."""
     submitted = client.submit(request)
     assert (submitted.status, submitted.family, submitted.pipeline) == (Status.QUEUED, family, pipeline)
 
@@ -124,7 +127,7 @@ def check_runs(client: Client, stack: LocalStack, request: dict[str, Any], famil
     assert record.result is not None and len(record.result.images) == 1
     image = record.result.images[0]
     stored = Image.open(io.BytesIO(stack.storage().get(image.key)))
-    assert (stored.size, image.width, image.height) == ((WIDTH, HEIGHT), WIDTH, HEIGHT)
+    assert (stored.size, image.width, image.height) == (size, *size)
 
 
 @pytest.mark.parametrize(("checkpoint", "controlnet", "task", "family", "pipeline"), [
@@ -162,6 +165,33 @@ def test_enable_pag_runs_the_familys_pag_pipeline(client: Client, stack: LocalSt
 def test_controlnet_with_pag(client: Client, stack: LocalStack) -> None:
     request = body("tiny-sd", "text2image", "tiny-controlnet-sd", enable_pag=True)
     check_runs(client, stack, request, "stable-diffusion", "StableDiffusionControlNetPAGPipeline")
+
+
+@pytest.mark.parametrize(("task", "pipeline", "size"), [
+    ("text2image", "IFPipeline", (WIDTH, HEIGHT)),
+    # IF's image pipelines resize the input to the UNet's sample size (32) on its short side, in multiples of 8
+    ("image2image", "IFImg2ImgPipeline", (40, 32)),
+    ("inpainting", "IFInpaintingPipeline", (40, 32)),
+])
+def test_deepfloyd_if_runs_every_task(client: Client, stack: LocalStack, task: str, pipeline: str,
+                                      size: tuple[int, int]) -> None:
+    """IF (pixel space, T5 built offline, only the legacy ``callback``): progress still reaches the last step."""
+    check_runs(client, stack, body("tiny-if", task), "if", pipeline, size)
+
+
+@pytest.mark.parametrize(("checkpoint", "task", "pipeline", "size"), [
+    ("tiny-kandinsky22-decoder", "text2image", "KandinskyV22CombinedPipeline", (WIDTH, HEIGHT)),
+    # Diffusers 0.42's KandinskyV22Img2ImgPipeline calls image_processor.preprocess(image, width, height)
+    # against its (image, height, width) signature, so a non-square image2image comes back transposed
+    ("tiny-kandinsky22-decoder", "image2image", "KandinskyV22Img2ImgCombinedPipeline", (HEIGHT, WIDTH)),
+    ("tiny-kandinsky22-decoder-inpaint", "inpainting", "KandinskyV22InpaintCombinedPipeline", (WIDTH, HEIGHT)),
+])
+def test_kandinsky22_decoder_runs_with_the_prior_its_model_card_names(client: Client, stack: LocalStack,
+                                                                     checkpoint: str, task: str, pipeline: str,
+                                                                     size: tuple[int, int]) -> None:
+    """The checkpoint is a decoder; its README names the prior (AutoPipeline's connected pipeline); the
+    job runs the combined pipeline, built from both, on the kandinsky22 queue."""
+    check_runs(client, stack, body(checkpoint, task), "kandinsky22", pipeline, size)
 
 
 def backlog(stack: LocalStack) -> tuple[int, int]:

@@ -31,6 +31,7 @@ def variants_api(make_api: Callable[[Settings], TestClient], settings: Settings,
 
 #: folder -> _class_name
 CHECKPOINTS = {
+    "sd": "StableDiffusionPipeline",
     "sd-pag": "StableDiffusionPAGPipeline",
     "sd-controlnet": "StableDiffusionControlNetPipeline",
     "sdxl-union": "StableDiffusionXLControlNetUnionPipeline",
@@ -60,8 +61,10 @@ def queued_job_ids(client: redis.Redis, family: str) -> list[str]:
 ])
 def test_variant_is_enqueued_on_its_base_family(variants_api: TestClient, redis_client: redis.Redis,
                                                 checkpoint: str, variant: str, base: str, pipeline: str) -> None:
+    # a checkpoint saved as a ControlNet pipeline holds its ControlNet, and conditions on a control image
+    inputs = {"control_image": PIXEL_PNG} if "controlnet" in variant else {}
     response = variants_api.post("/v1/jobs", json={"checkpoint": checkpoint, "task": "text2image",
-                                                   "params": {"prompt": "a lighthouse"}})
+                                                   "params": {"prompt": "a lighthouse"}, "inputs": inputs})
     assert response.status_code == 202, response.text
     record = response.json()
 
@@ -83,3 +86,25 @@ def test_variant_task_switch_keeps_the_exact_class(variants_api: TestClient) -> 
 #: a 1x1 PNG
 PIXEL_PNG = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAA"
              "AElFTkSuQmCC")
+
+
+@pytest.mark.parametrize(("request_fields", "pipeline"), [
+    ({"enable_pag": True}, "StableDiffusionPAGPipeline"),
+    ({"enable_pag": False}, "StableDiffusionPipeline"),
+])
+def test_enable_pag_switches_the_class_and_keeps_the_queue(variants_api: TestClient, redis_client: redis.Redis,
+                                                           request_fields: dict[str, bool], pipeline: str) -> None:
+    checkpoint = "sd-pag" if request_fields["enable_pag"] is False else "sd"
+    response = variants_api.post("/v1/jobs", json={"checkpoint": checkpoint, "task": "text2image",
+                                                   "params": {"prompt": "x"}, **request_fields})
+    assert response.status_code == 202, response.text
+    assert (response.json()["family"], response.json()["pipeline"]) == ("stable-diffusion", pipeline)
+    assert queued_job_ids(redis_client, "stable-diffusion") == [response.json()["id"]]
+
+
+def test_control_image_without_a_controlnet_says_what_to_do(variants_api: TestClient) -> None:
+    response = variants_api.post("/v1/jobs", json={"checkpoint": "sd", "task": "text2image",
+                                                   "params": {"prompt": "x"}, "inputs": {"control_image": PIXEL_PNG}})
+    assert response.status_code == 422
+    assert response.json()["error"]["field"] == "inputs.control_image"
+    assert "set controlnet to a ControlNet checkpoint" in response.json()["error"]["message"]

@@ -185,16 +185,19 @@ HUB_CASES: list[HubCase] = [
     ("org/tiny-sd", "inpainting", None, "org/sd-controlnet"),
     ("org/tiny-sd", "text2image", None, "org/a-unet"),
     ("org/tiny-sd", "text2image", None, "org/not-cached-controlnet"),
+    ("org/k22-decoder", "image2image", None, None),
 ]
+PRIOR_COMMIT = "fedcba9876543210fedcba9876543210fedcba98"
 
 
-def write_hub_repo(cache: Path, repo_id: str, commit: str, filename: str, content: dict[str, Any]) -> None:
+def write_hub_repo(cache: Path, repo_id: str, commit: str, filename: str, content: dict[str, Any] | str) -> None:
     """One file of a repo as huggingface_hub caches it (refs/main -> snapshot; a plain file is enough)."""
     repo = cache / ("models--" + repo_id.replace("/", "--"))
-    (repo / "refs").mkdir(parents=True)
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
     (repo / "refs" / "main").write_text(commit)
-    (repo / "snapshots" / commit).mkdir(parents=True)
-    (repo / "snapshots" / commit / filename).write_text(json.dumps(content))
+    (repo / "snapshots" / commit).mkdir(parents=True, exist_ok=True)
+    text = content if isinstance(content, str) else json.dumps(content)
+    (repo / "snapshots" / commit / filename).write_text(text)
 
 
 @pytest.fixture(scope="module")
@@ -205,6 +208,12 @@ def hub_results(tmp_path_factory: pytest.TempPathFactory) -> dict[HubCase, dict[
                    {"_class_name": "StableDiffusionPipeline"})
     write_hub_repo(base / "cache", "org/sd-controlnet", CN_COMMIT, "config.json", {"_class_name": "ControlNetModel"})
     write_hub_repo(base / "cache", "org/a-unet", CN_COMMIT, "config.json", {"_class_name": "UNet2DConditionModel"})
+    # a Kandinsky 2.2 decoder whose model card names its prior, like kandinsky-community/kandinsky-2-2-decoder
+    write_hub_repo(base / "cache", "org/k22-decoder", COMMIT, "model_index.json",
+                   {"_class_name": "KandinskyV22Pipeline"})
+    write_hub_repo(base / "cache", "org/k22-decoder", COMMIT, "README.md", "---\nprior:\n- org/k22-prior\n---\n")
+    write_hub_repo(base / "cache", "org/k22-prior", PRIOR_COMMIT, "model_index.json",
+                   {"_class_name": "KandinskyV22PriorPipeline"})
     (base / "models").mkdir()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(base / "cache"), "HF_HOME": str(base / "home")}
     done = subprocess.run([sys.executable, "-c", RESOLVE_SCRIPT, str(base / "models"), json.dumps(HUB_CASES)],
@@ -226,6 +235,14 @@ def test_cached_hub_repo_resolves_offline_to_its_commit(
 def test_uncached_hub_repo_offline_is_not_found(hub_results: dict[HubCase, dict[str, Any]]) -> None:
     assert hub_results[HUB_CASES[2]] == {"error": "CheckpointNotFound", "code": "checkpoint_not_found",
                                          "status": 422, "field": "checkpoint"}
+
+
+def test_hub_decoder_and_its_connected_prior_resolve_offline(hub_results: dict[HubCase, dict[str, Any]]) -> None:
+    got = hub_results[HUB_CASES[6]]
+    assert (got["family"], got["pipeline"], got["revision"]) == (
+        "kandinsky22", "KandinskyV22Img2ImgCombinedPipeline", COMMIT)
+    assert got["prior"] == {"checkpoint": "org/k22-prior", "source": "hub", "location": "org/k22-prior",
+                            "revision": PRIOR_COMMIT, "class_name": "KandinskyV22PriorPipeline"}
 
 
 def test_hub_controlnet_resolves_offline_to_its_commit(hub_results: dict[HubCase, dict[str, Any]]) -> None:
@@ -285,3 +302,39 @@ def test_a_controlnet_that_is_not_one_for_this_checkpoint_is_refused(root: Path,
         resolve("sd", Task.TEXT2IMAGE, root, controlnet="cn")
     assert (exc.value.status_code, exc.value.field) == (422, "controlnet")
     assert says in str(exc.value)
+
+
+# -- connected priors (Kandinsky 2.2), local ---------------------------------------------------------------------
+
+def test_local_decoder_names_its_prior_in_the_model_card(root: Path) -> None:
+    write_checkpoint(root / "prior", "KandinskyV22PriorPipeline")
+    write_checkpoint(root / "decoder", "KandinskyV22Pipeline")
+    (root / "decoder" / "README.md").write_text("---\nlicense: apache-2.0\nprior:\n- prior\n---\n# card\n")
+    r = resolve("decoder", Task.TEXT2IMAGE, root)
+    assert (r.family, r.pipeline) == ("kandinsky22", "KandinskyV22CombinedPipeline")
+    assert r.prior is not None and (r.prior.location, r.prior.class_name) == (
+        str((root / "prior").resolve()), "KandinskyV22PriorPipeline")
+
+
+@pytest.mark.parametrize(("card", "says"), [
+    (None, "its model card (README.md) must name its prior, a KandinskyV22PriorPipeline checkpoint"),
+    ("# no header\n", "must name its prior"),
+    ("---\nprior: []\n---\n", "must name its prior"),
+    ("---\nprior:\n- sd\n---\n", "is a StableDiffusionPipeline, not a KandinskyV22PriorPipeline"),
+    ("---\nprior: [\n---\n", "unreadable header"),
+])
+def test_decoder_without_a_usable_prior_is_refused(root: Path, card: str | None, says: str) -> None:
+    write_checkpoint(root / "decoder", "KandinskyV22Pipeline")
+    if card is not None:
+        (root / "decoder" / "README.md").write_text(card)
+    with pytest.raises(InvalidCheckpoint) as exc:
+        resolve("decoder", Task.TEXT2IMAGE, root)
+    assert (exc.value.status_code, exc.value.field) == (422, "checkpoint")
+    assert says in str(exc.value)
+
+
+def test_prior_that_is_missing_is_not_found(root: Path) -> None:
+    write_checkpoint(root / "decoder", "KandinskyV22Pipeline")
+    (root / "decoder" / "README.md").write_text("---\nprior:\n- no-such-prior\n---\n")
+    with pytest.raises(CheckpointNotFound):
+        resolve("decoder", Task.TEXT2IMAGE, root)
