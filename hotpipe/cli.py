@@ -1,4 +1,4 @@
-"""The ``hotpipe`` command: api, worker, submit, status, cancel, and dev tools.
+"""The ``hotpipe`` command: api, worker, submit, status, cancel, jobs, and dev tools.
 
 Each subcommand imports its side lazily, so ``hotpipe api`` never imports torch and
 ``hotpipe submit`` needs neither FastAPI nor Diffusers.
@@ -82,6 +82,12 @@ def _cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def _jobs(args: argparse.Namespace) -> int:
+    from hotpipe.producer.cli_jobs import jobs
+
+    return jobs(args)
+
+
 def _make_checkpoints(args: argparse.Namespace) -> int:
     from hotpipe.workers.dev_checkpoints import make_checkpoints
 
@@ -157,6 +163,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--api", default=api_default)
     c.add_argument("--json", action="store_true")
     c.set_defaults(fn=_cancel)
+
+    j = sub.add_parser("jobs", help="list your jobs, newest first")
+    j.add_argument("--api", default=api_default)
+    j.add_argument("--status", choices=["queued", "running", "succeeded", "failed", "canceled"])
+    j.add_argument("--limit", type=int, default=20)
+    j.add_argument("--cursor", help="next page: the cursor the previous page printed")
+    j.add_argument("--json", action="store_true", help="one record per line")
+    j.set_defaults(fn=_jobs)
 
     dev = sub.add_parser("dev", help="developer tools").add_subparsers(dest="dev_command", required=True)
     mk = dev.add_parser("make-checkpoints", help="build tiny random-weight checkpoints offline")
