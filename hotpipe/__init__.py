@@ -12,12 +12,23 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from hotpipe.producer.async_client import AsyncClient
-    from hotpipe.producer.client import APIError, Client
+    from hotpipe.producer.client import (
+        APIError,
+        AuthError,
+        Client,
+        ConflictError,
+        InvalidRequestError,
+        NotFoundError,
+        RateLimitedError,
+        TooLargeError,
+        UnavailableError,
+    )
 
-__all__ = ["APIError", "AsyncClient", "Client", "__version__"]
+__all__ = ["APIError", "AsyncClient", "AuthError", "Client", "ConflictError", "InvalidRequestError",
+           "NotFoundError", "RateLimitedError", "TooLargeError", "UnavailableError", "__version__"]
 
-_LAZY = {"Client": "hotpipe.producer.client", "APIError": "hotpipe.producer.client",
-         "AsyncClient": "hotpipe.producer.async_client"}
+_LAZY = {name: "hotpipe.producer.client" for name in __all__ if name not in ("AsyncClient", "__version__")}
+_LAZY["AsyncClient"] = "hotpipe.producer.async_client"
 
 
 def __getattr__(name: str) -> Any:

@@ -61,7 +61,9 @@ def _status(args: argparse.Namespace) -> int:
 def _print_record(record: JobRecord) -> None:
     progress = f" {record.progress.step}/{record.progress.total}" if record.progress else ""
     print(f"{record.id} {record.status.value}{progress}  {record.task.value} {record.checkpoint} -> {record.pipeline}")
-    for name in ("created_at", "started_at", "finished_at"):
+    if record.stage:
+        print(f"  stage        {record.stage.value}")
+    for name in ("created_at", "queued_at", "loading_at", "running_at", "uploading_at", "finished_at"):
         if getattr(record, name):
             print(f"  {name:<12} {getattr(record, name).isoformat()}")
     if record.error:

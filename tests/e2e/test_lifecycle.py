@@ -88,13 +88,14 @@ def test_a_job_that_cannot_start_in_time_ends_deadline_exceeded(client: Client) 
     blocker = client.submit(slow(64))
     running(client, blocker.id)
     late = client.submit({**t2i(seed=65), "queue_timeout_s": 0.5})
-    try:
+    try:  # the only worker is busy with the blocker, so the reaper is what ends the late job
         done = wait_for(lambda: (r := client.get(late.id)).status.is_terminal() and r, "the late job ended")
+        assert client.get(blocker.id).status is Status.RUNNING
     finally:
         client.cancel(blocker.id)
     assert (done.status, done.attempts, done.started_at) == (Status.FAILED, 0, None)
     assert done.error is not None and done.error.code == "deadline_exceeded"
-    assert client.get(blocker.id, wait_s=30).status is Status.CANCELED  # the reaper did it, not a worker
+    assert client.get(blocker.id, wait_s=30).status is Status.CANCELED
 
 
 def test_a_job_past_its_timeout_is_stopped_and_fails(client: Client, stack: LocalStack) -> None:
