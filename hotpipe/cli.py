@@ -50,7 +50,13 @@ def _status(args: argparse.Namespace) -> int:
     from hotpipe.producer.client import Client
 
     with Client(args.api) as client:
-        record = client.get(args.job_id, wait_s=args.wait)
+        try:
+            record = client.get(args.job_id, wait_s=args.wait)
+        except KeyboardInterrupt:  # Ctrl-C while waiting: offer to cancel the job
+            if sys.stdin.isatty() and input(f"\ncancel {args.job_id}? [y/N] ").strip().lower().startswith("y"):
+                record = client.cancel(args.job_id)
+            else:
+                return 130
     if args.json:
         print(record.model_dump_json(exclude_none=True))
         return 0
