@@ -96,6 +96,19 @@ def _jobs(args: argparse.Namespace) -> int:
     return jobs(args)
 
 
+def _webhooks(args: argparse.Namespace) -> int:
+    from hotpipe.producer.api import Services, render
+    from hotpipe.producer.webhook_dispatcher import Dispatcher
+    from hotpipe.shared.settings import Settings
+    from hotpipe.shared.webhook_outbox import Outbox
+
+    svc = Services.from_settings(Settings.from_env())
+    if not svc.settings.webhook_secret:
+        raise SystemExit("HOTPIPE_WEBHOOK_SECRET is not set: there is nothing to sign webhooks with")
+    Dispatcher(Outbox(svc.redis), svc.settings, lambda r: render(svc, r)).run_forever()
+    return 0
+
+
 def _make_checkpoints(args: argparse.Namespace) -> int:
     from hotpipe.workers.dev_checkpoints import make_checkpoints
 
@@ -171,6 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--api", default=api_default)
     c.add_argument("--json", action="store_true")
     c.set_defaults(fn=_cancel)
+
+    wh = sub.add_parser("webhooks", help="deliver webhook events (when the API runs with "
+                        "HOTPIPE_WEBHOOK_DISPATCHER=false)")
+    wh.set_defaults(fn=_webhooks)
 
     j = sub.add_parser("jobs", help="list your jobs, newest first")
     j.add_argument("--api", default=api_default)

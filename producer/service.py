@@ -8,6 +8,7 @@ cannot find; if publishing fails, the record is failed at once (never left queue
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import secrets
 from collections.abc import Iterable
@@ -84,6 +85,7 @@ class Submitter:
                                        checkpoint=req.checkpoint, revision=resolved.revision, task=req.task,
                                        spec=spec, options=options)
         except (JobExists, KeyTaken):  # a concurrent request with the same id or key got there first
+            self._discard_inputs(spec["inputs"])
             prior = self._prior(tenant, digest, job_id, fingerprint)
             if prior is None:
                 raise Conflict(f"job {job_id} is being created by another request; retry", field="id") from None
@@ -115,6 +117,12 @@ class Submitter:
                                field="id", code="id_conflict")
             return existing.record
         return None
+
+    def _discard_inputs(self, stored: dict[str, str]) -> None:
+        """Inputs stored for a job that was never created (best effort: they are only orphans)."""
+        for key in stored.values():
+            with contextlib.suppress(Exception):
+                self.storage.delete(key)
 
     def _check_webhook(self, req: JobRequest) -> None:
         if req.webhook_url is None:

@@ -1,7 +1,8 @@
 """Delivers webhook events from the Redis outbox: signed POSTs, retried with backoff.
 
-Runs as a thread in every API process (``HOTPIPE_WEBHOOK_DISPATCHER``), never in a
-worker, so a slow or dead receiver can never hold up generation.  Deliveries go out on a
+Runs as a thread in every API process (``HOTPIPE_WEBHOOK_DISPATCHER``; or on its own:
+``hotpipe webhooks``), never in a worker, so a slow or dead receiver can never hold up
+generation.  Deliveries go out on a
 small pool, so one slow receiver holds up one slot, not the others.  ``start`` and
 ``completed`` events are tried up to ``webhook_max_tries`` times, waiting
 ``webhook_backoff_s`` × 2ⁿ (at most 300 s) between tries; ``progress`` events once.
@@ -94,6 +95,13 @@ class Dispatcher:
             self._thread.join(timeout_s)
         self._pool.shutdown(wait=False, cancel_futures=True)
         self.http.close()
+
+    def run_forever(self) -> None:
+        """Deliver until interrupted (``hotpipe webhooks``: a dispatcher outside the API)."""
+        try:
+            self._loop()
+        finally:
+            self.stop()
 
     def _loop(self) -> None:
         while not self._stop.is_set():

@@ -199,3 +199,20 @@ def test_loopback_webhooks_when_allowed(make_api: Callable[[Settings], TestClien
                                           webhook_dispatcher=False))
     record = submit(hooked, {**text2image(), "webhook_url": "http://127.0.0.1:9/x", "webhook_events": ["completed"]})
     assert "webhook_url" not in record  # never echoed: URLs can carry tokens
+
+
+def test_concurrent_requests_with_one_key_create_one_job(api: TestClient, backlog: Callable[[], Backlog]) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from hotpipe.producer.api import Services
+    from hotpipe.producer.service import Submitter
+    from hotpipe.shared.job import JobRequest
+
+    svc: Services = api.app.state.services  # type: ignore[attr-defined]
+    submitter = Submitter(svc.settings, svc.store, svc.storage, svc.celery)
+    request = JobRequest.model_validate(text2image(seed=5))
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: submitter.submit(request, idempotency_key="race"), range(8)))
+    assert len({r.record.id for r in results}) == 1
+    assert sum(r.created for r in results) == 1
+    assert backlog() == Backlog(queued=1, records=1)

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis
+from fastapi.testclient import TestClient
 
+from hotpipe.devstack import LOCAL_AWS_ENV
 from hotpipe.producer.webhook_dispatcher import Dispatcher, backoff_s
 from hotpipe.shared import keys
 from hotpipe.shared.job import Task, new_job_id
@@ -125,3 +130,23 @@ def test_the_body_is_the_record_as_it_was_when_the_event_happened(store: JobStor
 def test_backoff_doubles_up_to_a_cap() -> None:
     assert [backoff_s(1.0, n) for n in (1, 2, 3)] == [1.0, 2.0, 4.0]
     assert backoff_s(1.0, 30) == 300.0
+
+
+def test_hotpipe_webhooks_delivers_outside_the_api(make_api: Callable[[Settings], TestClient], settings: Settings,
+                                                   hook: Receiver) -> None:
+    quiet = dataclasses.replace(settings, webhook_secret=SECRET, webhook_allow_private=True,
+                                webhook_dispatcher=False)
+    api = make_api(quiet)
+    job = api.post("/v1/jobs", json={"checkpoint": "tiny-sd", "task": "text2image", "params": {"prompt": "x"},
+                                     "webhook_url": hook.url, "webhook_events": ["completed"]}).json()
+    api.post(f"/v1/jobs/{job['id']}/cancel")
+    env = {**os.environ, **LOCAL_AWS_ENV, **quiet.to_env()}
+    proc = subprocess.Popen([sys.executable, "-m", "hotpipe", "webhooks"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        (done,) = wait_for(lambda: hook.of("completed"), "the standalone dispatcher delivered", 60)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert verify(SECRET, done.headers, done.body)
+    assert json.loads(done.body)["status"] == "canceled"
