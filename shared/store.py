@@ -267,11 +267,13 @@ return cur
 """
 
 
-# ARGV: fence attempt, stage, timestamp.  The owning attempt moves to a new stage
-# (loading -> running -> uploading); 0 when it no longer owns the job.
+# KEYS: job, events, leases.  ARGV: fence attempt, stage, timestamp, lease ms.  The owning
+# attempt moves to a new stage (loading -> running -> uploading) and renews its lease, so
+# it doubles as the ownership check before puts; 0 when it no longer owns the job.
 _STAGE = _LIB + """
 if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
 if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then return 0 end
+redis.call('ZADD', KEYS[3], now_ms() + tonumber(ARGV[4]), redis.call('HGET', KEYS[1], 'id'))
 redis.call('HSET', KEYS[1], 'stage', ARGV[2], ARGV[2] .. '_at', ARGV[3])
 announce('stage')
 return 1
@@ -483,8 +485,10 @@ class JobStore:
         self._forget(keys=[keys.idempotency(tenant, key_digest)], args=[job_id + " "])
 
     def set_stage(self, job_id: str, attempt: int, stage: str) -> bool:
-        """The owning attempt enters ``stage`` (``running``, ``uploading``); False if it lost the job."""
-        reply = self._stage(keys=[keys.job(job_id), keys.job_events(job_id)], args=[attempt, stage, repr(time.time())])
+        """The owning attempt enters ``stage`` (``running``, ``uploading``) and renews its lease
+        (as ``renew`` does); False if it no longer owns the job."""
+        reply = self._stage(keys=[keys.job(job_id), keys.job_events(job_id), keys.leases()],
+                            args=[attempt, stage, repr(time.time()), self.lease_ms])
         return bool(reply)
 
     # -- deadlines and index upkeep: the reaper's pass and the listing call these ----------

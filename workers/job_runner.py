@@ -149,9 +149,8 @@ class JobRunner:
         clock.lap("inputs")
         if deadline is not None and time.monotonic() >= deadline:
             raise runner.Stopped(TIMED_OUT)
-        self._enter(rec.id, attempt, "running")
         provenance = self._provenance(job, attempt, type(pipe).__name__)
-        self._check_owner(rec.id, attempt)  # loading may have outlasted the lease
+        self._enter(rec.id, attempt, "running")  # an ownership check: loading may have outlasted the lease
         # The sidecar depends only on the request, so it uploads while the pipeline runs.
         sidecar = self._put_sidecar(job, provenance)
         try:
@@ -160,8 +159,7 @@ class JobRunner:
             encoded = [encode(im, spec["output_format"], {**spec["params"], "index": i, **provenance})
                        for i, im in enumerate(images)]
             clock.lap("encode")
-            self._check_owner(rec.id, attempt)
-            self._enter(rec.id, attempt, "uploading")
+            self._enter(rec.id, attempt, "uploading")  # the ownership check right before the puts
             result = self._upload(rec.id, encoded)
         except BaseException as exc:
             # A lost attempt must not touch the objects: the sidecar key is now the new attempt's.
@@ -173,14 +171,10 @@ class JobRunner:
         result.timings = clock.laps
         return result
 
-    def _check_owner(self, job_id: str, attempt: int) -> None:
-        """Right before a put: still the job's attempt?  (Renews the lease, so the put has a
-        whole lease to land in.)  Raises ``Stopped(LOST)`` otherwise."""
-        if not self.store.renew(job_id, attempt):
-            raise runner.Stopped(LOST)
-
     def _enter(self, job_id: str, attempt: int, stage: str) -> None:
-        """Record the attempt's new stage; raises ``Stopped(LOST)`` when it no longer owns the job."""
+        """Right before a put, or entering a stage: still the job's attempt?  Records the new stage
+        and renews the lease (so a put has a whole lease to land in), in one round trip;
+        raises ``Stopped(LOST)`` when it no longer owns the job."""
         if not self.store.set_stage(job_id, attempt, stage):
             raise runner.Stopped(LOST)
 
