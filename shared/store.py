@@ -73,8 +73,9 @@ end
 
 local function webhook(event)
   local kind = HOOK_OF[event]
+  if not kind then return end
   local url = redis.call('HGET', KEYS[1], 'webhook_url')
-  if not kind or not url then return end
+  if not url then return end
   if not string.find(redis.call('HGET', KEYS[1], 'webhook_events') or '', ',' .. kind .. ',', 1, true) then return end
   local now = now_ms()
   if kind == 'progress' then
