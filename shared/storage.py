@@ -54,8 +54,9 @@ class Storage:
         return f"{self.job_prefix(job_id)}/inputs/{name}.{ext}"
 
     def upload_key(self, tenant: str, name: str, ext: str) -> str:
-        """Where ``POST /v1/uploads`` puts an input image: ``{prefix}/uploads/{tenant}/{name}.{ext}``."""
-        return f"{self.prefix + '/' if self.prefix else ''}uploads/{tenant}/{name}.{ext}"
+        """Where ``POST /v1/uploads`` puts an input image: ``{prefix}/_uploads/{tenant}/{name}.{ext}``
+        (job ids never start with ``_``, so no job's folder can be this one)."""
+        return f"{self.prefix + '/' if self.prefix else ''}_uploads/{tenant}/{name}.{ext}"
 
     def uri(self, key: str) -> str:
         """The ``s3://bucket/key`` reference of one of our objects."""

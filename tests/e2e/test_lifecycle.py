@@ -132,7 +132,7 @@ def test_upload_then_use_it_as_an_input(client: Client) -> None:
     buf = io.BytesIO()
     Image.new("RGB", (64, 64), "teal").save(buf, format="PNG")
     upload = client.upload(buf.getvalue(), "image/png")
-    assert upload.uri.startswith("s3://hotpipe/jobs/uploads/")
+    assert upload.uri.startswith("s3://hotpipe/jobs/_uploads/")
     record = client.submit({"checkpoint": "tiny-sd", "task": "image2image", "inputs": {"image": upload.uri},
                             "params": {"prompt": "x", "num_inference_steps": 4, "strength": 0.5, "seed": 1}})
     done = client.wait(record.id, timeout_s=120)

@@ -119,7 +119,7 @@ def test_upload_returns_a_reference_inputs_accept(api: TestClient, storage: Stor
     assert response.status_code == 201, response.text
     up = response.json()
     assert up["uri"] == f"s3://{settings.s3_bucket}/{up['key']}"
-    assert up["key"].startswith(f"{settings.s3_prefix}/uploads/{keys.DEFAULT_TENANT}/")
+    assert up["key"].startswith(f"{settings.s3_prefix}/_uploads/{keys.DEFAULT_TENANT}/")
     assert (up["width"], up["height"], up["content_type"], up["size"]) == (64, 48, "image/png", len(image))
     assert storage.get(up["key"]) == image
     record = submit(api, {"checkpoint": "tiny-sd", "task": "image2image", "params": {"prompt": "x"},
@@ -130,7 +130,7 @@ def test_upload_returns_a_reference_inputs_accept(api: TestClient, storage: Stor
 def test_upload_that_is_not_an_image_is_422_and_stores_nothing(api: TestClient, storage: Storage,
                                                                settings: Settings) -> None:
     def uploads() -> int:
-        listed = storage.client.list_objects_v2(Bucket=settings.s3_bucket, Prefix=f"{settings.s3_prefix}/uploads/")
+        listed = storage.client.list_objects_v2(Bucket=settings.s3_bucket, Prefix=f"{settings.s3_prefix}/_uploads/")
         return int(listed.get("KeyCount", 0))
 
     before = uploads()
