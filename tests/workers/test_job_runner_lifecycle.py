@@ -66,3 +66,24 @@ def test_a_job_past_its_timeout_mid_run_stops_at_the_next_step(job_runner: JobRu
     assert rec.progress is not None and rec.progress.step == 3
     assert not storage.exists(storage.image_key(job_id, 0, "png"))
     assert not storage.exists(storage.sidecar_key(job_id))
+
+
+def test_progress_writes_are_throttled_but_the_last_step_always_lands(store: JobStore, storage: Storage,
+                                                                      settings: Settings) -> None:
+    import torch
+
+    from hotpipe.workers.cache import PipelineCache
+
+    runner = JobRunner(store, storage, PipelineCache("cpu", torch.float32), progress_interval_s=3600)
+    job_id = submit(store, settings, num_inference_steps=20)
+    written: list[int] = []
+    progress = store.progress
+
+    def count(jid: str, attempt: int, step: int, total: int) -> int:
+        written.append(step)
+        return progress(jid, attempt, step, total)
+
+    store.progress = count  # type: ignore[method-assign,assignment]
+    assert runner.run(job_id) == "succeeded"
+    assert written == [20]  # one write for a 20-step job with a long interval
+    assert store.get(job_id).record.progress.step == 20  # type: ignore[union-attr]
