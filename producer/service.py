@@ -84,8 +84,9 @@ class Submitter:
             record = self.store.create(job_id, family=resolved.base_family, pipeline=resolved.pipeline,
                                        checkpoint=req.checkpoint, revision=resolved.revision, task=req.task,
                                        spec=spec, options=options)
-        except (JobExists, KeyTaken):  # a concurrent request with the same id or key got there first
-            self._discard_inputs(spec["inputs"])
+        except (JobExists, KeyTaken) as lost:  # a concurrent request with the same id or key got there first
+            if isinstance(lost, KeyTaken):  # (a taken id's input keys are the winner's own: keep them)
+                self._discard_inputs(spec["inputs"])
             prior = self._prior(tenant, digest, job_id, fingerprint)
             if prior is None:
                 raise Conflict(f"job {job_id} is being created by another request; retry", field="id") from None
