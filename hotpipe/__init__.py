@@ -1,3 +1,39 @@
-"""hotpipe: run Hugging Face Diffusers checkpoints as a fleet service."""
+"""hotpipe: run Hugging Face Diffusers checkpoints as a fleet service.
+
+``from hotpipe import Client, AsyncClient`` gives the Python SDK (imported on first use,
+so ``import hotpipe`` stays cheap for the API and the workers).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from hotpipe.producer.async_client import AsyncClient
+    from hotpipe.producer.client import (
+        APIError,
+        AuthError,
+        Client,
+        ConflictError,
+        InvalidRequestError,
+        NotFoundError,
+        RateLimitedError,
+        TooLargeError,
+        UnavailableError,
+    )
+
+__all__ = ["APIError", "AsyncClient", "AuthError", "Client", "ConflictError", "InvalidRequestError",
+           "NotFoundError", "RateLimitedError", "TooLargeError", "UnavailableError", "__version__"]
+
+_LAZY = {name: "hotpipe.producer.client" for name in __all__ if name not in ("AsyncClient", "__version__")}
+_LAZY["AsyncClient"] = "hotpipe.producer.async_client"
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'hotpipe' has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""The ``hotpipe`` command: api, worker, submit, status, cancel, and dev tools.
+"""The ``hotpipe`` command: api, worker, submit, status, cancel, jobs, and dev tools.
 
 Each subcommand imports its side lazily, so ``hotpipe api`` never imports torch and
 ``hotpipe submit`` needs neither FastAPI nor Diffusers.
@@ -50,7 +50,13 @@ def _status(args: argparse.Namespace) -> int:
     from hotpipe.producer.client import Client
 
     with Client(args.api) as client:
-        record = client.get(args.job_id, wait_s=args.wait)
+        try:
+            record = client.get(args.job_id, wait_s=args.wait)
+        except KeyboardInterrupt:  # Ctrl-C while waiting: offer to cancel the job
+            if sys.stdin.isatty() and input(f"\ncancel {args.job_id}? [y/N] ").strip().lower().startswith("y"):
+                record = client.cancel(args.job_id)
+            else:
+                return 130
     if args.json:
         print(record.model_dump_json(exclude_none=True))
         return 0
@@ -61,7 +67,9 @@ def _status(args: argparse.Namespace) -> int:
 def _print_record(record: JobRecord) -> None:
     progress = f" {record.progress.step}/{record.progress.total}" if record.progress else ""
     print(f"{record.id} {record.status.value}{progress}  {record.task.value} {record.checkpoint} -> {record.pipeline}")
-    for name in ("created_at", "started_at", "finished_at"):
+    if record.stage:
+        print(f"  stage        {record.stage.value}")
+    for name in ("created_at", "queued_at", "loading_at", "running_at", "uploading_at", "finished_at"):
         if getattr(record, name):
             print(f"  {name:<12} {getattr(record, name).isoformat()}")
     if record.error:
@@ -79,6 +87,25 @@ def _cancel(args: argparse.Namespace) -> int:
         print(record.model_dump_json(exclude_none=True))
     else:
         _print_record(record)
+    return 0
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    from hotpipe.producer.cli_jobs import jobs
+
+    return jobs(args)
+
+
+def _webhooks(args: argparse.Namespace) -> int:
+    from hotpipe.producer.api import Services, render
+    from hotpipe.producer.webhook_dispatcher import Dispatcher
+    from hotpipe.shared.settings import Settings
+    from hotpipe.shared.webhook_outbox import Outbox
+
+    svc = Services.from_settings(Settings.from_env())
+    if not svc.settings.webhook_secret:
+        raise SystemExit("HOTPIPE_WEBHOOK_SECRET is not set: there is nothing to sign webhooks with")
+    Dispatcher(Outbox(svc.redis), svc.settings, lambda r: render(svc, r)).run_forever()
     return 0
 
 
@@ -157,6 +184,18 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--api", default=api_default)
     c.add_argument("--json", action="store_true")
     c.set_defaults(fn=_cancel)
+
+    wh = sub.add_parser("webhooks", help="deliver webhook events (when the API runs with "
+                        "HOTPIPE_WEBHOOK_DISPATCHER=false)")
+    wh.set_defaults(fn=_webhooks)
+
+    j = sub.add_parser("jobs", help="list your jobs, newest first")
+    j.add_argument("--api", default=api_default)
+    j.add_argument("--status", choices=["queued", "running", "succeeded", "failed", "canceled"])
+    j.add_argument("--limit", type=int, default=20)
+    j.add_argument("--cursor", help="next page: the cursor the previous page printed")
+    j.add_argument("--json", action="store_true", help="one record per line")
+    j.set_defaults(fn=_jobs)
 
     dev = sub.add_parser("dev", help="developer tools").add_subparsers(dest="dev_command", required=True)
     mk = dev.add_parser("make-checkpoints", help="build tiny random-weight checkpoints offline")

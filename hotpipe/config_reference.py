@@ -1,12 +1,14 @@
 """The configuration reference, generated from the settings model so it can't drift from it.
 
 ``python -m hotpipe.config_reference [PATH]`` writes it (default ``docs/configuration.md``, ``-``
-prints it); a test fails when the committed file differs from what this renders.
+prints it) and brings the Helm chart's list of settings (``values.schema.json``) into the
+model's order; tests fail when either committed file differs from what this renders.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ from typing import Any
 from hotpipe.shared.settings import Settings, reference_table
 
 DEFAULT_PATH = Path("docs/configuration.md")
+CHART_SCHEMA = Path(__file__).resolve().parent.parent / "helm" / "hotpipe" / "values.schema.json"
 HEADER = """\
 # Configuration
 
@@ -48,6 +51,17 @@ def render() -> str:
     return HEADER + "\n" + "\n".join(rows) + "\n"
 
 
+def sync_chart_schema(path: Path = CHART_SCHEMA) -> bool:
+    """Set the chart's ``settings`` names to the settings model's fields, in order; True if it changed."""
+    text = path.read_text()
+    schema = json.loads(text)
+    schema["properties"]["settings"]["propertyNames"]["enum"] = [f.name for f in dataclasses.fields(Settings)]
+    rendered = json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
+    if rendered != text:
+        path.write_text(rendered)
+    return rendered != text
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     target = args[0] if args else str(DEFAULT_PATH)
@@ -58,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render())
     print(path)
+    if CHART_SCHEMA.exists() and sync_chart_schema():
+        print(CHART_SCHEMA)
     return 0
 
 

@@ -25,15 +25,24 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hotpipe import __version__
 from hotpipe.producer.events import job_events
+from hotpipe.producer.lifecycle_routes import (
+    IdempotencyKey,
+    add_lifecycle_routes,
+    check_idempotency_key,
+    submitted_response,
+)
 from hotpipe.producer.service import Submitter
+from hotpipe.producer.webhook_dispatcher import Dispatcher
 from hotpipe.shared.celery_app import make_celery
 from hotpipe.shared.errors import Conflict, HotpipeError, InvalidRequest, NotFound, Unavailable
 from hotpipe.shared.hub_cache import hub_fetch
 from hotpipe.shared.job import JOB_ID_RE, JobRecord, JobRequest
+from hotpipe.shared.keys import DEFAULT_TENANT
 from hotpipe.shared.settings import Settings
 from hotpipe.shared.status import Status
 from hotpipe.shared.storage import Storage
 from hotpipe.shared.store import AsyncJobReader, JobStore
+from hotpipe.shared.webhook_outbox import Outbox
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_S = "2"
@@ -73,7 +82,10 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         readers.append(svc.async_reader())
+        dispatcher = start_dispatcher(svc)
         yield
+        if dispatcher is not None:
+            dispatcher.stop()
         await readers.pop().redis.aclose()
 
     app = FastAPI(title="hotpipe", version=__version__, lifespan=lifespan,
@@ -84,6 +96,15 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     _add_job_routes(app, svc, readers)
     _add_health_routes(app, svc)
     return app
+
+
+def start_dispatcher(svc: Services) -> Dispatcher | None:
+    """The webhook dispatcher thread of this API process, when configured to run one."""
+    if not (svc.settings.webhook_dispatcher and svc.settings.webhook_secret):
+        return None
+    dispatcher = Dispatcher(Outbox(svc.redis), svc.settings, lambda r: render(svc, r))
+    dispatcher.start()
+    return dispatcher
 
 
 def render(svc: Services, record: JobRecord) -> str:
@@ -109,15 +130,26 @@ def load(svc: Services, job_id: str) -> JobRecord:
     return found(job_id, job.record if job else None)
 
 
+def tenant_of(request: Request) -> str:
+    """The tenant a request acts for (one tenant until API keys name them)."""
+    return DEFAULT_TENANT
+
+
 def _add_job_routes(app: FastAPI, svc: Services, readers: list[AsyncJobReader]) -> None:
     submitter = Submitter(svc.settings, svc.store, svc.storage, svc.celery,
                           hub_fetch(svc.redis, svc.settings.hub_cache_ttl_s))
     wait_max_s = svc.settings.wait_max_s
 
-    @app.post("/v1/jobs", status_code=202, response_model=JobRecord, response_model_exclude_none=True)
-    def submit_job(body: JobRequest) -> Response:
-        """Validate and enqueue a generation job; 202 with its record."""
-        return record_response(svc, submitter.submit(body), status_code=202)
+    @app.post("/v1/jobs", status_code=202, response_model=JobRecord, response_model_exclude_none=True,
+              responses={200: {"description": "the job this Idempotency-Key already names (same body)"},
+                         409: {"description": "the Idempotency-Key was used with a different body"}})
+    def submit_job(body: JobRequest, request: Request, idempotency_key: IdempotencyKey = None) -> Response:
+        """Validate and enqueue a generation job; 202 with its record (200 for a replayed Idempotency-Key)."""
+        submitted = submitter.submit(body, tenant=tenant_of(request),
+                                     idempotency_key=check_idempotency_key(idempotency_key))
+        return submitted_response(lambda r: render(svc, r), submitted)
+
+    add_lifecycle_routes(app, svc, submitter, tenant_of, lambda r: render(svc, r))
 
     @app.get("/v1/jobs/{job_id}", response_model=JobRecord, response_model_exclude_none=True)
     async def get_job(job_id: str, wait: Annotated[float, Query(ge=0)] = 0.0) -> Response:

@@ -1,7 +1,8 @@
 """Server-Sent Events for one job: the current state first, then every change, until terminal.
 
 Each event's ``data`` is the job record as ``GET /v1/jobs/{id}`` returns it.  Event names:
-``status`` (the first event, and every status change or cancel request) and ``progress``.
+``status`` (the first event, and every status change or cancel request), ``stage`` (the
+running job moved on: loading -> running -> uploading) and ``progress``.
 The stream ends after the event that carries a terminal status.  A comment line is sent
 every ``keepalive_s`` so proxies keep the connection open while a job waits in a queue.
 """
@@ -18,7 +19,7 @@ from hotpipe.shared.status import TERMINAL
 from hotpipe.shared.store import parse_event
 
 #: published event name -> SSE event name
-SSE_NAMES = {"progress": "progress"}
+SSE_NAMES = {"progress": "progress", "stage": "stage"}
 DEFAULT_NAME = "status"
 
 

@@ -8,6 +8,8 @@ cannot find; if publishing fails, the record is failed at once (never left queue
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -18,13 +20,23 @@ from celery import Celery
 from hotpipe.shared import call_args
 from hotpipe.shared.celery_app import enqueue
 from hotpipe.shared.checkpoints import HubFetch, Resolved, resolve
-from hotpipe.shared.errors import InvalidRequest, Unavailable
+from hotpipe.shared.errors import Conflict, InvalidRequest, Unavailable
 from hotpipe.shared.images import InputImage, check_image, decode_data_uri
 from hotpipe.shared.job import TASK_INPUTS, JobError, JobRecord, JobRequest, Params, Task, new_job_id
+from hotpipe.shared.keys import DEFAULT_TENANT
 from hotpipe.shared.settings import Settings
 from hotpipe.shared.storage import Storage
-from hotpipe.shared.store import JobStore
+from hotpipe.shared.store import JobExists, JobOptions, JobStore, KeyTaken
 from hotpipe.shared.variants import split
+from hotpipe.shared.webhooks import check_webhook_url
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """The job a submit names, and whether this call created it (False: a replay)."""
+
+    record: JobRecord
+    created: bool = True
 
 
 @dataclass
@@ -38,24 +50,87 @@ class Submitter:
     #: fetches Hub config files at submit (default: straight from the Hub cache, uncached)
     hub: HubFetch | None = None
 
-    def submit(self, req: JobRequest) -> JobRecord:
+    def submit(self, req: JobRequest, *, tenant: str = DEFAULT_TENANT, idempotency_key: str | None = None,
+               job_id: str | None = None) -> Submitted:
+        """Submit ``req`` for ``tenant``.
+
+        With an ``idempotency_key`` (or a client-chosen ``job_id``), a request that comes
+        back with the same body gets the job the first one created (``created=False``);
+        with a different body it is a 409.  Nothing is checked twice: a replay is
+        answered before validation.
+        """
+        fingerprint = request_fingerprint(req)
+        digest = key_digest(idempotency_key) if idempotency_key is not None else None
+        prior = self._prior(tenant, digest, job_id, fingerprint)
+        if prior is not None:
+            return Submitted(prior, created=False)
         check_limits(req.params, self.settings)
         check_task_inputs(req)
+        self._check_webhook(req)
         resolved = resolve(req.checkpoint, req.task, self.settings.model_root, req.revision,
                            controlnet=req.controlnet, enable_pag=req.enable_pag, hub=self.hub)
         check_call_args(req.params, resolved.pipeline, req.inputs.given(), req.task,
                         split(resolved.family).controlnet is not None)
         images = self._check_inputs(req)
-        job_id = new_job_id()
+        job_id = job_id or new_job_id()
         spec = self._spec(req, resolved, self._store_inputs(job_id, images))
-        record = self.store.create(job_id, family=resolved.base_family, pipeline=resolved.pipeline,
-                          checkpoint=req.checkpoint, revision=resolved.revision, task=req.task, spec=spec)
+        options = JobOptions(tenant=tenant, fingerprint=fingerprint, idempotency_key=digest,
+                             idempotency_ttl_s=self.settings.idempotency_ttl_s, queue_timeout_s=req.queue_timeout_s,
+                             timeout_s=req.timeout_s, webhook_url=req.webhook_url,
+                             webhook_events=tuple(req.webhook_events),
+                             webhook_progress_s=self.settings.webhook_progress_interval_s)
+        try:
+            record = self.store.create(job_id, family=resolved.base_family, pipeline=resolved.pipeline,
+                                       checkpoint=req.checkpoint, revision=resolved.revision, task=req.task,
+                                       spec=spec, options=options)
+        except (JobExists, KeyTaken) as lost:  # a concurrent request with the same id or key got there first
+            if isinstance(lost, KeyTaken):  # (a taken id's input keys are the winner's own: keep them)
+                self._discard_inputs(spec["inputs"])
+            prior = self._prior(tenant, digest, job_id, fingerprint)
+            if prior is None:
+                raise Conflict(f"job {job_id} is being created by another request; retry", field="id") from None
+            return Submitted(prior, created=False)
         try:
             enqueue(self.celery, job_id, resolved.base_family, req.priority)
         except Exception as exc:
             self.store.fail(job_id, None, JobError(code="enqueue_failed", message=f"could not enqueue: {exc}"))
+            if digest is not None:  # a retry with the same key should try again, not get this failure
+                self.store.forget_idempotency(tenant, digest, job_id)
             raise Unavailable("the job queue is unavailable; retry shortly") from exc
-        return record
+        return Submitted(record)
+
+    def _prior(self, tenant: str, digest: str | None, job_id: str | None, fingerprint: str) -> JobRecord | None:
+        """The job an earlier request with this key or id created, if the body matches; 409 if not."""
+        if digest is not None and (named := self.store.idempotent_job(tenant, digest)) is not None:
+            prior_id, prior_fingerprint = named
+            if prior_fingerprint != fingerprint:
+                raise Conflict(f"Idempotency-Key was already used with a different request (job {prior_id}); "
+                               "use a new key for a new request", field="Idempotency-Key",
+                               code="idempotency_conflict")
+            job = self.store.get(prior_id)
+            if job is not None:
+                return job.record
+            self.store.forget_idempotency(tenant, digest, prior_id)  # its record expired: start afresh
+        if job_id is not None and (existing := self.store.get(job_id)) is not None:
+            if (existing.fingerprint, existing.tenant) != (fingerprint, tenant):
+                raise Conflict(f"job {job_id} already exists with a different request; choose another id",
+                               field="id", code="id_conflict")
+            return existing.record
+        return None
+
+    def _discard_inputs(self, stored: dict[str, str]) -> None:
+        """Inputs stored for a job that was never created (best effort: they are only orphans)."""
+        for key in stored.values():
+            with contextlib.suppress(Exception):
+                self.storage.delete(key)
+
+    def _check_webhook(self, req: JobRequest) -> None:
+        if req.webhook_url is None:
+            return
+        if not self.settings.webhook_secret:
+            raise InvalidRequest("this server has no webhook secret (HOTPIPE_WEBHOOK_SECRET), so it sends no "
+                                 "webhooks; remove webhook_url", field="webhook_url")
+        check_webhook_url(req.webhook_url, self.settings.webhook_allow_private)
 
     def _check_inputs(self, req: JobRequest) -> dict[str, InputImage]:
         s = self.settings
@@ -85,7 +160,18 @@ class Submitter:
         params = req.params.model_dump(exclude_none=True)
         params.setdefault("seed", secrets.randbelow(2**32))
         return {"resolved": resolved.to_json(), "task": req.task.value, "params": params,
-                "inputs": inputs, "output_format": req.output_format, "priority": req.priority}
+                "inputs": inputs, "output_format": req.output_format, "priority": req.priority,
+                "timeout_s": req.timeout_s}
+
+
+def request_fingerprint(req: JobRequest) -> str:
+    """Digest of the request as parsed: equal for bodies that mean the same, whatever their key order."""
+    return hashlib.sha256(req.model_dump_json().encode()).hexdigest()
+
+
+def key_digest(idempotency_key: str) -> str:
+    """The Redis-safe name of a caller's Idempotency-Key."""
+    return hashlib.sha256(idempotency_key.encode()).hexdigest()
 
 
 def check_limits(params: Params, s: Settings) -> None:

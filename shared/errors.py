@@ -45,3 +45,10 @@ class Unavailable(HotpipeError):
 
     status_code = 503
     code = "unavailable"
+
+
+class TooLarge(HotpipeError):
+    """The body is over a size limit (413)."""
+
+    status_code = 413
+    code = "body_too_large"

@@ -18,7 +18,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, Stri
 
 from hotpipe.shared.status import Status
 
-JOB_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+#: generated ids are 32 hex digits; ``PUT /v1/jobs/{id}`` lets the caller choose one of these
+JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
 class Task(StrEnum):
@@ -37,6 +38,8 @@ TASK_INPUTS: dict[Task, tuple[frozenset[str], frozenset[str]]] = {
 }
 
 OutputFormat = Literal["png", "webp", "jpeg"]
+WebhookEvent = Literal["start", "progress", "completed"]
+WEBHOOK_EVENTS: tuple[WebhookEvent, ...] = ("start", "progress", "completed")
 ImageRef = Annotated[str, Strict(), StringConstraints(pattern=r"^(data:|s3://)", max_length=64 * 1024 * 1024)]
 Side = Annotated[int, Strict(), Field(ge=8, le=16384, multiple_of=8)]
 
@@ -104,6 +107,25 @@ class JobRequest(_Strict):
     output_format: OutputFormat = "png"
     #: 0 (least urgent) to 9 (most urgent); a queued job with a higher priority runs first
     priority: Annotated[Int, Field(ge=0, le=9)] = 5
+    #: seconds the job may run (loading included) before it ends failed with code ``timeout``
+    timeout_s: Annotated[Number, Field(gt=0, le=7 * 24 * 3600, allow_inf_nan=False)] | None = None
+    #: seconds the job may wait to start; after that it ends failed with code ``deadline_exceeded``
+    queue_timeout_s: Annotated[Number, Field(gt=0, le=7 * 24 * 3600, allow_inf_nan=False)] | None = None
+    #: http(s) URL told about the job's events (signed; see the README's webhooks section)
+    webhook_url: Annotated[Text, StringConstraints(min_length=1, max_length=2048)] | None = None
+    #: which events go to ``webhook_url``: ``start``, ``progress`` (throttled), ``completed``
+    webhook_events: Annotated[list[WebhookEvent], Field(min_length=1, max_length=3)] = Field(
+        default_factory=lambda: list(WEBHOOK_EVENTS))
+
+
+class Stage(StrEnum):
+    """Where a job is inside its status: the worker's stages while running, then finished."""
+
+    QUEUED = "queued"
+    LOADING = "loading"
+    RUNNING = "running"
+    UPLOADING = "uploading"
+    FINISHED = "finished"
 
 
 class Progress(BaseModel):
@@ -151,6 +173,37 @@ class JobRecord(BaseModel):
     result: JobResult | None = None
     error: JobError | None = None
     cancel_requested: bool = False
+    #: the current stage, and when the current attempt entered each one (queue wait is
+    #: loading_at - queued_at, load time running_at - loading_at)
+    stage: Stage | None = None
+    queued_at: datetime | None = None
+    loading_at: datetime | None = None
+    running_at: datetime | None = None
+    uploading_at: datetime | None = None
+    timeout_s: float | None = None
+    queue_timeout_s: float | None = None
+    #: when a job that has not started ends failed (``deadline_exceeded``)
+    queue_deadline: datetime | None = None
+
+
+class JobList(BaseModel):
+    """What ``GET /v1/jobs`` returns: a page of records, newest first."""
+
+    jobs: list[JobRecord]
+    #: pass as ``cursor`` for the next page; absent on the last page
+    next_cursor: str | None = None
+
+
+class Upload(BaseModel):
+    """What ``POST /v1/uploads`` returns: an ``s3://`` reference to use in ``inputs``."""
+
+    uri: str
+    key: str
+    width: int
+    height: int
+    content_type: str
+    size: int
+    sha256: str
 
 
 def new_job_id() -> str:

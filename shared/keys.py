@@ -37,3 +37,46 @@ def hub_file(repo_id: str, revision: str | None, filename: str) -> str:
     """A cached Hub resolution: one config file of a repo at a revision (``None``: the default branch),
     with the commit hash it resolved to.  Expires after ``hub_cache_ttl_s``."""
     return f"{NAMESPACE}:hub-file:{repo_id}@{revision or ''}:{filename}"
+
+
+#: the tenant of jobs submitted without one (until API keys name tenants)
+DEFAULT_TENANT = "default"
+
+
+def jobs_index(tenant: str, status: str | None = None) -> str:
+    """Sorted set of one tenant's job ids scored by creation time (µs): all jobs, or one status.
+
+    The store's Lua keeps the per-status sets by appending ``:{status}`` to the base key
+    it finds in the record (field ``index``), which is this function's format.
+    """
+    base = f"{NAMESPACE}:tenant:{tenant}:jobs"
+    return f"{base}:{status}" if status else base
+
+
+def index_expiry() -> str:
+    """Sorted set of ``"{job id} {index base}"`` scored by when the finished record expires (ms).
+
+    Pruning removes those jobs from their tenant's indexes, so listings drop a job when its
+    record expires.
+    """
+    return f"{NAMESPACE}:index-expiry"
+
+
+def idempotency(tenant: str, key_digest: str) -> str:
+    """``"{job id} {request fingerprint}"`` of the job an ``Idempotency-Key`` created (expires)."""
+    return f"{NAMESPACE}:tenant:{tenant}:idempotency:{key_digest}"
+
+
+def queue_deadlines() -> str:
+    """Sorted set of queued job ids scored by their queue deadline (Redis server time, ms)."""
+    return f"{NAMESPACE}:queue-deadlines"
+
+
+def webhook_due() -> str:
+    """Sorted set of webhook event ids scored by when the next delivery try is due (server ms)."""
+    return f"{NAMESPACE}:webhooks:due"
+
+
+def webhook_events() -> str:
+    """Hash of webhook event id -> the event (JSON: job id, event, url, tries, record)."""
+    return f"{NAMESPACE}:webhooks:events"

@@ -33,6 +33,7 @@ _SAYS = {
     "failed": "its worker was lost on the last allowed attempt; failed (worker_lost)",
     "canceled": "its worker was lost with a cancel pending; canceled",
     "republished": "its requeue was never published (reaper died); published again",
+    "deadline_exceeded": "it did not start before its queue deadline; failed (deadline_exceeded)",
 }
 
 
@@ -52,6 +53,7 @@ class ReapReport:
     canceled: list[str] = field(default_factory=list)
     republished: list[str] = field(default_factory=list)
     unpublished: list[str] = field(default_factory=list)  # left in the outbox for a later pass
+    deadline_exceeded: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -65,7 +67,7 @@ class Reaper:
     batch: int = 100
 
     def run_once(self) -> ReapReport:
-        """One pass over expired leases, then over orphaned outbox entries."""
+        """One pass over expired leases, orphaned outbox entries, queue deadlines, expired index entries."""
         report = ReapReport()
         while ids := self.store.expired_leases(self.batch):
             for job_id in ids:
@@ -80,7 +82,15 @@ class Reaper:
             adopted = self.store.adopt_requeue(job_id, self.silence_s)
             if adopted is not None and self._hand_over(adopted, report):
                 report.republished.append(job_id)
+        self._expire_queued(report)
+        self.store.prune_index()
         return report
+
+    def _expire_queued(self, report: ReapReport) -> None:
+        """End queued jobs past their queue deadline, so they end even if no worker ever claims them."""
+        for job_id in self.store.expired_queue_deadlines(self.batch):
+            if self.store.expire_queued(job_id):
+                report.deadline_exceeded.append(job_id)
 
     def tick(self) -> None:
         """``run_once`` for a timer: logs what it did, and never raises on a Redis outage."""

@@ -59,6 +59,19 @@ class Settings:
     shutdown_grace_s: float = _setting(25.0, "On SIGTERM, how long a worker lets its running job go on before it "
                                              "gives the job back to the queue; keep the pod's "
                                              "terminationGracePeriodSeconds above it.")
+    idempotency_ttl_s: int = _setting(24 * 3600, "How long an Idempotency-Key keeps naming the job it created.")
+    max_list_limit: int = _setting(100, "Upper bound on GET /v1/jobs?limit=N.")
+    webhook_secret: str | None = _setting(None, "Key of the HMAC-SHA256 signature on webhook deliveries; unset, "
+                                                "jobs with a webhook_url are refused.")
+    webhook_allow_private: bool = _setting(False, "Allow webhook URLs on loopback, link-local and private "
+                                                  "addresses (local stacks and tests).")
+    webhook_timeout_s: float = _setting(10.0, "Timeout of one webhook delivery try.")
+    webhook_max_tries: int = _setting(8, "Tries of a start or completed event before it is dropped; "
+                                         "progress events are tried once.")
+    webhook_backoff_s: float = _setting(1.0, "Pause before the second try of a webhook event; doubles after "
+                                             "each failed try, up to 300 s.")
+    webhook_progress_interval_s: float = _setting(1.0, "Minimum seconds between two progress webhooks of a job.")
+    webhook_dispatcher: bool = _setting(True, "Run the webhook dispatcher thread in the API process.")
 
     def __post_init__(self) -> None:
         positive = {"lease_s": self.lease_s, "reaper_interval_s": self.reaper_interval_s,
@@ -101,6 +114,8 @@ def _parse(f: dataclasses.Field[Any], raw: str) -> Any:
             return raw
         raise ValueError(f"{ENV_PREFIX}{f.name.upper()} is empty; unset it to use the default {f.default!r}")
     try:
+        if kind == "bool":
+            return _bool(f, raw)
         if kind.startswith("int"):
             return int(raw)
         if kind.startswith("float"):
@@ -110,6 +125,13 @@ def _parse(f: dataclasses.Field[Any], raw: str) -> Any:
     except ValueError as exc:
         raise ValueError(f"{ENV_PREFIX}{f.name.upper()}={raw!r} is not a valid {kind}") from exc
     return raw
+
+
+def _bool(f: dataclasses.Field[Any], raw: str) -> bool:
+    value = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}.get(raw.lower())
+    if value is None:
+        raise ValueError(f"{ENV_PREFIX}{f.name.upper()}={raw!r}; use true or false")
+    return value
 
 
 def reference_table() -> list[tuple[str, str, str]]:

@@ -53,6 +53,15 @@ class Storage:
     def input_key(self, job_id: str, name: str, ext: str) -> str:
         return f"{self.job_prefix(job_id)}/inputs/{name}.{ext}"
 
+    def upload_key(self, tenant: str, name: str, ext: str) -> str:
+        """Where ``POST /v1/uploads`` puts an input image: ``{prefix}/_uploads/{tenant}/{name}.{ext}``
+        (job ids never start with ``_``, so no job's folder can be this one)."""
+        return f"{self.prefix + '/' if self.prefix else ''}_uploads/{tenant}/{name}.{ext}"
+
+    def uri(self, key: str) -> str:
+        """The ``s3://bucket/key`` reference of one of our objects."""
+        return f"s3://{self.bucket}/{key}"
+
     def key_from_uri(self, uri: str, field: str) -> str:
         """The key of an ``s3://bucket/key`` reference, refused unless it is in our bucket+prefix."""
         bucket, _, key = uri.removeprefix("s3://").partition("/")

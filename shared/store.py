@@ -26,18 +26,13 @@ import redis
 import redis.asyncio as aioredis
 
 from hotpipe.shared import keys
-from hotpipe.shared.job import JobError, JobRecord, JobResult, Progress, Task
+from hotpipe.shared.job import JobError, JobRecord, JobResult, Progress, Stage, Task
 from hotpipe.shared.status import ALLOWED_FROM, TERMINAL, Status, TransitionError
 
 #: error code of a job whose worker was lost on its last allowed attempt
 WORKER_LOST = "worker_lost"
-
-# Publish an event with the record as it now stands (HGETALL's flat list).
-_ANNOUNCE = """
-local function announce(event)
-  redis.call('PUBLISH', KEYS[2], cjson.encode({event = event, record = redis.call('HGETALL', KEYS[1])}))
-end
-"""
+#: error code of a job that did not start before its queue deadline
+DEADLINE_EXCEEDED = "deadline_exceeded"
 
 # Redis's clock in ms: lease deadlines and outbox stamps never depend on a host's clock.
 _NOW = """
@@ -47,10 +42,87 @@ local function now_ms()
 end
 """
 
-_CREATE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV))
-return 1
+# Shared by every script whose KEYS[1] is a job and KEYS[2] its channel.  A record keeps the
+# key of its tenant's index (field ``index``); the per-status sets append ``:{status}``
+# (``keys.jobs_index``).  A finished record's index entries are pruned when it expires.
+# Events a record's webhook asks for go to the webhook outbox in the same script, so a
+# state change and its webhook event are one atomic write: none is lost, none is invented.
+_LIB = _NOW + f"""
+local EXPIRING, HOOK_DUE, HOOK_EVENTS = '{keys.index_expiry()}', '{keys.webhook_due()}', '{keys.webhook_events()}'
+local HOOK_OF = {{running = 'start', progress = 'progress', succeeded = 'completed', failed = 'completed',
+                 canceled = 'completed'}}
+""" + """
+local function reindex(from, to)
+  local base = redis.call('HGET', KEYS[1], 'index')
+  if not base or from == to then return end
+  local id = redis.call('HGET', KEYS[1], 'id')
+  local score = redis.call('ZSCORE', base, id)
+  if not score then return end
+  redis.call('ZREM', base .. ':' .. from, id)
+  redis.call('ZADD', base .. ':' .. to, score, id)
+end
+
+local function expire(ttl)
+  redis.call('EXPIRE', KEYS[1], ttl)
+  redis.call('HSET', KEYS[1], 'stage', 'finished')
+  local base = redis.call('HGET', KEYS[1], 'index')
+  if base then
+    redis.call('ZADD', EXPIRING, now_ms() + tonumber(ttl) * 1000, redis.call('HGET', KEYS[1], 'id') .. ' ' .. base)
+  end
+end
+
+local function webhook(event)
+  local kind = HOOK_OF[event]
+  if not kind then return end
+  local url = redis.call('HGET', KEYS[1], 'webhook_url')
+  if not url then return end
+  if not string.find(redis.call('HGET', KEYS[1], 'webhook_events') or '', ',' .. kind .. ',', 1, true) then return end
+  local now = now_ms()
+  if kind == 'progress' then
+    local last = tonumber(redis.call('HGET', KEYS[1], 'webhook_progress_at') or '0')
+    if now - last < tonumber(redis.call('HGET', KEYS[1], 'webhook_progress_ms') or '0') then return end
+    redis.call('HSET', KEYS[1], 'webhook_progress_at', now)
+  end
+  local job_id = redis.call('HGET', KEYS[1], 'id')
+  local id = job_id .. '.' .. redis.call('HINCRBY', KEYS[1], 'webhook_seq', 1)
+  redis.call('HSET', HOOK_EVENTS, id, cjson.encode({id = id, job_id = job_id, event = kind, url = url, tries = 0,
+                                                    record = redis.call('HGETALL', KEYS[1])}))
+  redis.call('ZADD', HOOK_DUE, now, id)
+end
+
+-- Publish an event with the record as it now stands (HGETALL's flat list).
+local function announce(event)
+  redis.call('PUBLISH', KEYS[2], cjson.encode({event = event, record = redis.call('HGETALL', KEYS[1])}))
+  webhook(event)
+end
+"""
+
+# KEYS: job, idempotency key (the job key again when none), queue deadlines.
+# ARGV: idempotency value ('' = none), its ttl, index score (µs), queue timeout ms ('' = none),
+#       then field/value pairs (``index`` among them).
+# Returns {'created'}, {'exists', fingerprint, tenant} when the id is taken, or
+# {'taken', "job fingerprint"} when the idempotency key already names a job.
+_CREATE = _NOW + """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return {'exists', redis.call('HGET', KEYS[1], 'fingerprint') or '', redis.call('HGET', KEYS[1], 'tenant') or ''}
+end
+if ARGV[1] ~= '' then
+  local prior = redis.call('GET', KEYS[2])
+  if prior then return {'taken', prior} end
+  redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+local base, id = redis.call('HGET', KEYS[1], 'index'), redis.call('HGET', KEYS[1], 'id')
+if base then
+  redis.call('ZADD', base, ARGV[3], id)
+  redis.call('ZADD', base .. ':queued', ARGV[3], id)
+end
+if ARGV[4] ~= '' then
+  local deadline = now_ms() + tonumber(ARGV[4])
+  redis.call('HSET', KEYS[1], 'queue_deadline', deadline)
+  redis.call('ZADD', KEYS[3], deadline, id)
+end
+return {'created'}
 """
 
 # KEYS: job, events, leases.
@@ -58,17 +130,24 @@ return 1
 #       ttl seconds ('' = none), lease ms, then field/value pairs.
 # Returns {ok, status, attempt, record}.  Entering running takes a lease; any other
 # target drops it, so "running" and "holds a lease" never disagree.
-_TRANSITION = _ANNOUNCE + _NOW + """
+# A job that never started and is past its queue deadline is not claimed: it is failed
+# (``expire_queued``) instead, so the reply is {0, 'queued', attempt, 'deadline'}.
+_TRANSITION = _LIB + """
 local cur = redis.call('HGET', KEYS[1], 'status')
 if not cur then return {0, '', '0'} end
 local attempt = redis.call('HGET', KEYS[1], 'attempt') or '0'
 local ok = false
 for s in string.gmatch(ARGV[2], '[^,]+') do if s == cur then ok = true end end
 if not ok or (ARGV[3] ~= '' and ARGV[3] ~= attempt) then return {0, cur, attempt} end
+local queue_deadline = redis.call('HGET', KEYS[1], 'queue_deadline')
+if ARGV[1] == 'running' and attempt == '0' and queue_deadline and tonumber(queue_deadline) <= now_ms() then
+  return {0, cur, attempt, 'deadline'}
+end
 if ARGV[4] == '1' then attempt = tostring(tonumber(attempt) + 1) end
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'attempt', attempt)
 if #ARGV > 6 then redis.call('HSET', KEYS[1], unpack(ARGV, 7)) end
-if ARGV[5] ~= '' then redis.call('EXPIRE', KEYS[1], ARGV[5]) end
+reindex(cur, ARGV[1])
+if ARGV[5] ~= '' then expire(ARGV[5]) end
 local id = redis.call('HGET', KEYS[1], 'id')
 if ARGV[1] == 'running' then
   redis.call('ZADD', KEYS[3], now_ms() + tonumber(ARGV[6]), id)
@@ -95,7 +174,7 @@ return 1
 # its last attempt ends failed; otherwise it is queued again, attempt count kept, and
 # enters the outbox until its message is published.  Returns {outcome, family, stamp, spec}
 # with outcome '' when there was nothing to take back (renewed, finished, not the owner).
-_REQUEUE = _ANNOUNCE + _NOW + """
+_REQUEUE = _LIB + """
 local id, now = ARGV[1], now_ms()
 if redis.call('HGET', KEYS[1], 'status') ~= 'running' then
   redis.call('ZREM', KEYS[3], id)  -- a lease left by a deleted record
@@ -116,14 +195,15 @@ elseif ARGV[3] ~= '' and tonumber(attempt) >= tonumber(ARGV[3]) then
   outcome = 'failed'
 end
 if outcome == 'queued' then
-  redis.call('HSET', KEYS[1], 'status', 'queued')
-  redis.call('HDEL', KEYS[1], 'progress', 'worker')
+  redis.call('HSET', KEYS[1], 'status', 'queued', 'stage', 'queued', 'queued_at', ARGV[5])
+  redis.call('HDEL', KEYS[1], 'progress', 'worker', 'loading_at', 'running_at', 'uploading_at')
   redis.call('ZADD', KEYS[4], now, id)
 else
   redis.call('HSET', KEYS[1], 'status', outcome, 'finished_at', ARGV[5])
   if outcome == 'failed' then redis.call('HSET', KEYS[1], 'error', ARGV[6]) end
-  redis.call('EXPIRE', KEYS[1], ARGV[4])
+  expire(ARGV[4])
 end
+reindex('running', outcome)
 announce(outcome)
 return {outcome, redis.call('HGET', KEYS[1], 'family'), now, redis.call('HGET', KEYS[1], 'spec') or ''}
 """
@@ -160,7 +240,7 @@ return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms() - tonumber(ARGV[1])
 
 # ARGV: fence attempt, progress JSON.  Returns -1 when the attempt no longer owns the
 # job (stop working), else 1 when a cancel was requested, 0 otherwise.
-_PROGRESS = _ANNOUNCE + """
+_PROGRESS = _LIB + """
 if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return -1 end
 if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then return -1 end
 redis.call('HSET', KEYS[1], 'progress', ARGV[2])
@@ -170,12 +250,13 @@ return 0
 """
 
 # A queued job is canceled at once; a running one is asked to stop at its next step.
-_CANCEL = _ANNOUNCE + """
+_CANCEL = _LIB + """
 local cur = redis.call('HGET', KEYS[1], 'status')
 if not cur then return '' end
 if cur == 'queued' then
   redis.call('HSET', KEYS[1], 'status', 'canceled', 'finished_at', ARGV[1])
-  redis.call('EXPIRE', KEYS[1], ARGV[2])
+  reindex('queued', 'canceled')
+  expire(ARGV[2])
   announce('canceled')
   return 'canceled'
 end
@@ -187,6 +268,117 @@ return cur
 """
 
 
+# KEYS: job, events, leases.  ARGV: fence attempt, stage, timestamp, lease ms.  The owning
+# attempt moves to a new stage (loading -> running -> uploading) and renews its lease, so
+# it doubles as the ownership check before puts; 0 when it no longer owns the job.
+_STAGE = _LIB + """
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
+if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then return 0 end
+redis.call('ZADD', KEYS[3], now_ms() + tonumber(ARGV[4]), redis.call('HGET', KEYS[1], 'id'))
+redis.call('HSET', KEYS[1], 'stage', ARGV[2], ARGV[2] .. '_at', ARGV[3])
+announce('stage')
+return 1
+"""
+
+# KEYS: job, events, queue deadlines.  ARGV: job id, finished_at, ttl, error JSON.
+# A job that never started and is past its queue deadline ends failed (deadline_exceeded);
+# 1 when this call ended it.  The deadline entry is dropped once it can no longer apply.
+_EXPIRE_QUEUED = _LIB + """
+local deadline = redis.call('HGET', KEYS[1], 'queue_deadline')
+local pending = redis.call('HGET', KEYS[1], 'status') == 'queued' and redis.call('HGET', KEYS[1], 'attempt') == '0'
+if not (pending and deadline) then
+  redis.call('ZREM', KEYS[3], ARGV[1])
+  return 0
+end
+if tonumber(deadline) > now_ms() then return 0 end
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('HSET', KEYS[1], 'status', 'failed', 'finished_at', ARGV[2], 'error', ARGV[4])
+reindex('queued', 'failed')
+expire(ARGV[3])
+announce('failed')
+return 1
+"""
+
+# KEYS: index expiry.  ARGV: limit, every status (comma list), the job key prefix.
+# Drops expired records' entries from their tenant's indexes (a record re-created under the
+# same id since keeps its entries).  Returns how many entries were due.
+_PRUNE = _NOW + """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms(), 'LIMIT', 0, tonumber(ARGV[1]))
+for _, member in ipairs(due) do
+  local sp = string.find(member, ' ', 1, true)
+  local id, base = string.sub(member, 1, sp - 1), string.sub(member, sp + 1)
+  if redis.call('EXISTS', ARGV[3] .. id) == 0 then
+    redis.call('ZREM', base, id)
+    for s in string.gmatch(ARGV[2], '[^,]+') do redis.call('ZREM', base .. ':' .. s, id) end
+  end
+  redis.call('ZREM', KEYS[1], member)
+end
+return #due
+"""
+
+# KEYS: an idempotency key.  ARGV: "{job id} " — drop the key only while it names that job.
+_FORGET = """
+local value = redis.call('GET', KEYS[1])
+if value and string.sub(value, 1, #ARGV[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+"""
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """What a submit asks of the store beyond the record: tenant, idempotency, deadline, webhook."""
+
+    tenant: str = keys.DEFAULT_TENANT
+    #: digest of the request, compared when a key or client-chosen id comes back
+    fingerprint: str = ""
+    #: digest of the caller's ``Idempotency-Key``, and how long it names the job
+    idempotency_key: str | None = None
+    idempotency_ttl_s: int = 24 * 3600
+    queue_timeout_s: float | None = None
+    timeout_s: float | None = None
+    webhook_url: str | None = None
+    webhook_events: tuple[str, ...] = ()
+    webhook_progress_s: float = 1.0
+
+    def record_fields(self) -> dict[str, str]:
+        fields: dict[str, str] = {}
+        if self.queue_timeout_s is not None:
+            fields["queue_timeout_s"] = repr(self.queue_timeout_s)
+        if self.timeout_s is not None:
+            fields["timeout_s"] = repr(self.timeout_s)
+        if self.webhook_url:
+            fields.update(webhook_url=self.webhook_url, webhook_events="," + ",".join(self.webhook_events) + ",",
+                          webhook_progress_ms=str(round(self.webhook_progress_s * 1000)))
+        return fields
+
+
+class JobExists(TransitionError):
+    """The job id is taken; ``fingerprint`` and ``tenant`` say by what request and whom."""
+
+    def __init__(self, job_id: str, fingerprint: str, tenant: str):
+        super().__init__(job_id, None, Status.QUEUED, frozenset(), detail=f"job {job_id} already exists")
+        self.fingerprint, self.tenant = fingerprint, tenant
+
+
+class KeyTaken(TransitionError):
+    """The idempotency key already names job ``job_id``, created from a request with ``fingerprint``."""
+
+    def __init__(self, job_id: str, fingerprint: str):
+        super().__init__(job_id, None, Status.QUEUED, frozenset(),
+                         detail=f"the idempotency key already names job {job_id}")
+        self.fingerprint = fingerprint
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where a listing page ended: the last entry's score (creation time, µs) and job id."""
+
+    score: int
+    job_id: str
+
+    def encode(self) -> str:
+        return f"{self.score}:{self.job_id}"
+
+
 @dataclass(frozen=True)
 class StoredJob:
     """A job as the worker needs it: the public record plus the private run spec."""
@@ -195,6 +387,8 @@ class StoredJob:
     spec: dict[str, Any]
     cancel_requested: bool
     worker: str | None = None  # who runs the current attempt (set at claim)
+    tenant: str = keys.DEFAULT_TENANT
+    fingerprint: str = ""  # of the request that created it (idempotent replays compare it)
 
 
 @dataclass(frozen=True)
@@ -217,6 +411,14 @@ def _ts(value: str | None) -> datetime | None:
     return datetime.fromtimestamp(float(value), UTC) if value else None
 
 
+def _ts_ms(value: str | None) -> datetime | None:
+    return datetime.fromtimestamp(int(value) / 1000, UTC) if value else None
+
+
+def _float(value: str | None) -> float | None:
+    return float(value) if value else None
+
+
 def _json(value: str | None) -> Any:
     return json.loads(value) if value else None
 
@@ -237,20 +439,100 @@ class JobStore:
         self._published = client.register_script(_PUBLISHED)
         self._orphan = client.register_script(_ORPHAN)
         self._due = client.register_script(_DUE)
+        self._stage = client.register_script(_STAGE)
+        self._expire_queued = client.register_script(_EXPIRE_QUEUED)
+        self._prune = client.register_script(_PRUNE)
+        self._forget = client.register_script(_FORGET)
 
     # -- producer side ----------------------------------------------------------------
     def create(self, job_id: str, *, family: str, pipeline: str, checkpoint: str, revision: str | None,
-               task: Task, spec: dict[str, Any]) -> JobRecord:
-        """Write a new ``queued`` record and return it; refuses to overwrite an existing job."""
+               task: Task, spec: dict[str, Any], options: JobOptions | None = None) -> JobRecord:
+        """Write a new ``queued`` record, indexed for its tenant, and return it.
+
+        Refuses to overwrite an existing job (``JobExists``) and, with an idempotency key,
+        to create a second job for it (``KeyTaken``); either way nothing is written.
+        """
+        opts = options or JobOptions()
+        now = time.time()
         fields = {
             "id": job_id, "status": Status.QUEUED.value, "attempt": "0", "family": family,
             "pipeline": pipeline, "checkpoint": checkpoint, "revision": revision or "",
-            "task": task.value, "created_at": repr(time.time()), "spec": json.dumps(spec),
+            "task": task.value, "created_at": repr(now), "spec": json.dumps(spec),
+            "tenant": opts.tenant, "index": keys.jobs_index(opts.tenant), "fingerprint": opts.fingerprint,
+            "stage": "queued", "queued_at": repr(now), **opts.record_fields(),
         }
-        argv = [x for pair in fields.items() for x in pair]
-        if not self._create(keys=[keys.job(job_id)], args=argv):
-            raise TransitionError(job_id, None, Status.QUEUED, frozenset(), detail=f"job {job_id} already exists")
+        idem_key = keys.idempotency(opts.tenant, opts.idempotency_key) if opts.idempotency_key else keys.job(job_id)
+        queue_ms = "" if opts.queue_timeout_s is None else str(round(opts.queue_timeout_s * 1000))
+        argv: list[str | int] = [f"{job_id} {opts.fingerprint}" if opts.idempotency_key else "", opts.idempotency_ttl_s,
+                round(now * 1e6), queue_ms, *(x for pair in fields.items() for x in pair)]
+        reply = self._create(keys=[keys.job(job_id), idem_key, keys.queue_deadlines()], args=argv)
+        if reply[0] == "exists":
+            raise JobExists(job_id, reply[1], reply[2])
+        if reply[0] == "taken":
+            prior, _, fingerprint = reply[1].partition(" ")
+            raise KeyTaken(prior, fingerprint)
         return _record(fields)
+
+    def idempotent_job(self, tenant: str, key_digest: str) -> tuple[str, str] | None:
+        """(job id, request fingerprint) an idempotency key already names, if any."""
+        value: str | None = self.redis.get(keys.idempotency(tenant, key_digest))  # type: ignore[assignment]
+        if not value:
+            return None
+        job_id, _, fingerprint = value.partition(" ")
+        return job_id, fingerprint
+
+    def forget_idempotency(self, tenant: str, key_digest: str, job_id: str) -> None:
+        """Drop an idempotency key if it still names ``job_id`` (its job failed to enqueue or expired)."""
+        self._forget(keys=[keys.idempotency(tenant, key_digest)], args=[job_id + " "])
+
+    def set_stage(self, job_id: str, attempt: int, stage: str) -> bool:
+        """The owning attempt enters ``stage`` (``running``, ``uploading``) and renews its lease
+        (as ``renew`` does); False if it no longer owns the job."""
+        reply = self._stage(keys=[keys.job(job_id), keys.job_events(job_id), keys.leases()],
+                            args=[attempt, stage, repr(time.time()), self.lease_ms])
+        return bool(reply)
+
+    # -- deadlines and index upkeep: the reaper's pass and the listing call these ----------
+    def expired_queue_deadlines(self, limit: int = 100) -> list[str]:
+        """Ids of jobs whose queue deadline has passed (some may have started meanwhile)."""
+        return list(self._due(keys=[keys.queue_deadlines()], args=[0, limit]))
+
+    def expire_queued(self, job_id: str) -> bool:
+        """End a never-started job past its queue deadline ``failed`` / ``deadline_exceeded``."""
+        error = JobError(code=DEADLINE_EXCEEDED, message="the job did not start before its queue deadline "
+                         "(queue_timeout_s); it was not run").model_dump_json()
+        return bool(self._expire_queued(keys=[keys.job(job_id), keys.job_events(job_id), keys.queue_deadlines()],
+                                        args=[job_id, repr(time.time()), self.record_ttl_s, error]))
+
+    def prune_index(self, limit: int = 1000) -> int:
+        """Drop the index entries of records that have expired; returns how many were due."""
+        statuses = ",".join(s.value for s in Status)
+        return int(self._prune(keys=[keys.index_expiry()], args=[limit, statuses, keys.job("")]))
+
+    def list_jobs(self, tenant: str = keys.DEFAULT_TENANT, status: Status | None = None, limit: int = 20,
+                  cursor: Cursor | None = None) -> tuple[list[JobRecord], Cursor | None]:
+        """A tenant's jobs newest first (optionally one status), and the cursor of the next page.
+
+        Reads the tenant's sorted sets only, never the keyspace.  ``cursor`` is the last
+        (score, id) of the previous page; entries whose record is gone or has moved on to
+        another status since are skipped.
+        """
+        self.prune_index()
+        key = keys.jobs_index(tenant, status.value if status else None)
+        top: float | str = "+inf" if cursor is None else cursor.score
+        ties = 0 if cursor is None else int(self.redis.zcount(key, cursor.score, cursor.score))
+        rows: list[tuple[str, float]] = self.redis.zrange(  # type: ignore[assignment]
+            key, top, "-inf", desc=True, byscore=True, offset=0, num=limit + ties, withscores=True)
+        if cursor is not None:
+            rows = [(m, sc) for m, sc in rows if not (int(sc) == cursor.score and m >= cursor.job_id)]
+        rows = rows[:limit]
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id, _ in rows:
+            pipe.hgetall(keys.job(job_id))
+        records = [_record(raw) for raw in pipe.execute() if raw and raw.get("tenant") == tenant
+                   and (status is None or raw["status"] == status.value)]
+        more = Cursor(int(rows[-1][1]), rows[-1][0]) if len(rows) == limit else None
+        return records, more
 
     def cancel(self, job_id: str) -> str | None:
         """Cancel a queued job or flag a running one; returns the status found (None: unknown)."""
@@ -275,8 +557,11 @@ class JobStore:
         ``worker`` names who runs this attempt (kept in the record for operators); None
         when the job is not claimable.
         """
+        now = repr(time.time())
         ok, _, _, raw = self._move(job_id, Status.RUNNING, fence=None, bump=True,
-                                   fields={"started_at": repr(time.time()), "worker": worker})
+                                   fields={"started_at": now, "worker": worker, "stage": "loading", "loading_at": now})
+        if not ok and raw == ["deadline"]:
+            self.expire_queued(job_id)
         return _stored(_pairs(raw)) if ok else None
 
     def renew(self, job_id: str, attempt: int) -> bool:
@@ -366,7 +651,7 @@ class JobStore:
         argv += [x for pair in fields.items() for x in pair]
         reply = self._transition(keys=[keys.job(job_id), keys.job_events(job_id), keys.leases()], args=argv)
         ok, current, attempt = reply[:3]
-        return bool(ok), current, attempt, reply[3] if ok else []
+        return bool(ok), current, attempt, reply[3] if ok else reply[3:]
 
 
 class AsyncJobReader:
@@ -411,7 +696,8 @@ def _pairs(flat: list[str]) -> dict[str, str]:
 
 def _stored(raw: dict[str, str]) -> StoredJob:
     return StoredJob(record=_record(raw), spec=_json(raw.get("spec")) or {},
-                     cancel_requested=raw.get("cancel_requested") == "1", worker=raw.get("worker") or None)
+                     cancel_requested=raw.get("cancel_requested") == "1", worker=raw.get("worker") or None,
+                     tenant=raw.get("tenant") or keys.DEFAULT_TENANT, fingerprint=raw.get("fingerprint", ""))
 
 
 def _record(raw: dict[str, str]) -> JobRecord:
@@ -425,5 +711,14 @@ def _record(raw: dict[str, str]) -> JobRecord:
         created_at=datetime.fromtimestamp(float(raw["created_at"]), UTC), started_at=_ts(raw.get("started_at")),
         finished_at=_ts(raw.get("finished_at")),
         result=JobResult(**result) if result else None, error=JobError(**error) if error else None,
-        cancel_requested=raw.get("cancel_requested") == "1",
+        cancel_requested=raw.get("cancel_requested") == "1", stage=Stage(raw["stage"]) if raw.get("stage") else None,
+        queued_at=_ts(raw.get("queued_at")), loading_at=_ts(raw.get("loading_at")),
+        running_at=_ts(raw.get("running_at")), uploading_at=_ts(raw.get("uploading_at")),
+        timeout_s=_float(raw.get("timeout_s")), queue_timeout_s=_float(raw.get("queue_timeout_s")),
+        queue_deadline=_ts_ms(raw.get("queue_deadline")),
     )
+
+
+def record_from_fields(raw: dict[str, str]) -> JobRecord:
+    """The public record from a job hash's fields (as HGETALL returns them)."""
+    return _record(raw)

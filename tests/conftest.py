@@ -59,11 +59,18 @@ def settings(redis_server: str, s3_server: str, model_root: Path) -> Settings:
                              s3_bucket="hotpipe-test", s3_prefix="jobs")
 
 
+#: the stack's webhook key; its webhooks may go to loopback, where the tests' receivers listen
+STACK_WEBHOOK_SECRET = "stack-webhook-secret"
+STACK_ENV = {"HOTPIPE_PROGRESS_INTERVAL_S": "0", "HOTPIPE_WEBHOOK_SECRET": STACK_WEBHOOK_SECRET,
+             "HOTPIPE_WEBHOOK_ALLOW_PRIVATE": "true", "HOTPIPE_WEBHOOK_BACKOFF_S": "0.2",
+             "HOTPIPE_WEBHOOK_PROGRESS_INTERVAL_S": "0", "HOTPIPE_REAPER_INTERVAL_S": "1"}
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory, model_root: Path) -> Iterator[LocalStack]:
     """The whole local stack as separate processes: redis, S3, API and one Celery worker."""
     with LocalStack(tmp_path_factory.mktemp("stack"), model_root, redis_binary=find_redis_server("system"),
-                    extra_env={"HOTPIPE_PROGRESS_INTERVAL_S": "0"}) as s:
+                    extra_env=STACK_ENV) as s:
         yield s
 
 

@@ -43,8 +43,11 @@ from hotpipe.workers.heartbeat import Heartbeat
 
 log = logging.getLogger(__name__)
 
-#: step-callback verdicts: canceled by the user, lost to a newer attempt, give back (shutdown)
-CANCELED, LOST, RELEASE = 1, -1, 2
+#: step-callback verdicts: canceled by the user, lost to a newer attempt, give back (shutdown),
+#: past the job's own ``timeout_s``
+CANCELED, LOST, RELEASE, TIMED_OUT = 1, -1, 2, 3
+#: error code of a job that ran past its ``timeout_s``
+TIMEOUT = "timeout"
 #: pauses between tries of a job's terminal write while Redis is unreachable (~30 s in all)
 FINAL_WRITE_BACKOFF_S = (0.1, 0.3, 1.0, 3.0, 8.0, 16.0)
 
@@ -124,8 +127,10 @@ class JobRunner:
 
     def _attempt(self, job: StoredJob, attempt: int) -> str:
         job_id = job.record.id
+        timeout_s = job.spec.get("timeout_s")
+        deadline = time.monotonic() + float(timeout_s) if timeout_s else None
         try:
-            result = self._generate(job, attempt)
+            result = self._generate(job, attempt, deadline)
         except runner.Stopped as stop:
             return self._stopped(job_id, attempt, stop.verdict)
         except Exception as exc:
@@ -134,24 +139,26 @@ class JobRunner:
             return self._finish(lambda: self.store.fail(job_id, attempt, error), "failed")
         return self._finish(lambda: self.store.succeed(job_id, attempt, result), "succeeded")
 
-    def _generate(self, job: StoredJob, attempt: int) -> JobResult:
+    def _generate(self, job: StoredJob, attempt: int, deadline: float | None = None) -> JobResult:
         spec, rec = job.spec, job.record
         clock = Stopwatch()
         pipe = loading.pipeline_for(self.cache, spec, rec.pipeline)
         clock.lap("load")
         inputs = {name: runner.decode_input(name, self.storage.get(key)) for name, key in spec["inputs"].items()}
         clock.lap("inputs")
+        if deadline is not None and time.monotonic() >= deadline:
+            raise runner.Stopped(TIMED_OUT)
         provenance = self._provenance(job, attempt, type(pipe).__name__)
-        self._check_owner(rec.id, attempt)  # loading may have outlasted the lease
+        self._enter(rec.id, attempt, "running")  # an ownership check: loading may have outlasted the lease
         # The sidecar depends only on the request, so it uploads while the pipeline runs.
         sidecar = self._put_sidecar(job, provenance)
         try:
-            images = runner.run(pipe, spec["params"], inputs, self._progress_hook(rec.id, attempt))
+            images = runner.run(pipe, spec["params"], inputs, self._progress_hook(rec.id, attempt, deadline))
             clock.lap("run")
             encoded = [encode(im, spec["output_format"], {**spec["params"], "index": i, **provenance})
                        for i, im in enumerate(images)]
             clock.lap("encode")
-            self._check_owner(rec.id, attempt)
+            self._enter(rec.id, attempt, "uploading")  # the ownership check right before the puts
             result = self._upload(rec.id, encoded)
         except BaseException as exc:
             # A lost attempt must not touch the objects: the sidecar key is now the new attempt's.
@@ -163,10 +170,11 @@ class JobRunner:
         result.timings = clock.laps
         return result
 
-    def _check_owner(self, job_id: str, attempt: int) -> None:
-        """Right before a put: still the job's attempt?  (Renews the lease, so the put has a
-        whole lease to land in.)  Raises ``Stopped(LOST)`` otherwise."""
-        if not self.store.renew(job_id, attempt):
+    def _enter(self, job_id: str, attempt: int, stage: str) -> None:
+        """Right before a put, or entering a stage: still the job's attempt?  Records the new stage
+        and renews the lease (so a put has a whole lease to land in), in one round trip;
+        raises ``Stopped(LOST)`` when it no longer owns the job."""
+        if not self.store.set_stage(job_id, attempt, stage):
             raise runner.Stopped(LOST)
 
     def _put_sidecar(self, job: StoredJob, provenance: dict[str, Any]) -> Future[None]:
@@ -204,7 +212,7 @@ class JobRunner:
             "worker": socket.gethostname(), "attempt": attempt, "versions": library_versions(),
         }
 
-    def _progress_hook(self, job_id: str, attempt: int) -> runner.StepHook:
+    def _progress_hook(self, job_id: str, attempt: int, deadline: float | None = None) -> runner.StepHook:
         last = time.monotonic()  # the running transition already said "started"
 
         def on_step(step: int, total: int) -> int:
@@ -212,6 +220,8 @@ class JobRunner:
             now = time.monotonic()
             if self._drain_deadline is not None and now >= self._drain_deadline and step < total:
                 return RELEASE
+            if deadline is not None and now >= deadline and step < total:
+                return TIMED_OUT
             if step < total and now - last < self.progress_interval_s:
                 return 0
             last = now
@@ -224,6 +234,10 @@ class JobRunner:
             return self._finish(lambda: self.store.mark_canceled(job_id, attempt), "canceled")
         if verdict == RELEASE:
             return self._release(job_id, attempt)
+        if verdict == TIMED_OUT:
+            error = JobError(code=TIMEOUT, message="the job ran past its timeout_s and was stopped; its output "
+                             "was discarded")
+            return self._finish(lambda: self.store.fail(job_id, attempt, error), "failed")
         log.warning("job %s: attempt %s no longer owns the job; standing down", job_id, attempt)
         return "lost"
 

@@ -39,6 +39,7 @@ SCENARIOS: dict[str, dict[str, Any] | None] = {
         "fullnameOverride": "diffusion",
         "s3": {"existingSecret": "hotpipe-s3"},
         "huggingface": {"existingSecret": "hf"},
+        "webhooks": {"existingSecret": "hooks"},
         "settings": {"s3_bucket": "images", "max_input_pixels": 16777216, "wait_max_s": 30.5, "s3_prefix": ""},
         "models": {"volume": {"persistentVolumeClaim": {"claimName": "checkpoints", "readOnly": True}}},
         "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},

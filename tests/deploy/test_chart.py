@@ -211,7 +211,7 @@ def test_credentials_come_from_secrets(scenario: tuple[Any, list[Manifest]]) -> 
     values, docs = scenario
     redis_secret = ((values or {}).get("redis") or {}).get("existingSecret", "hotpipe-redis")
     secret_vars = {"HOTPIPE_REDIS_URL", "HOTPIPE_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                   "HF_TOKEN"}
+                   "HF_TOKEN", "HOTPIPE_WEBHOOK_SECRET"}
     for deployment in of_kind(docs, "Deployment"):
         env = env_values(only_container(deployment))
         assert env["HOTPIPE_REDIS_URL"]["secretKeyRef"]["name"] == redis_secret
@@ -219,3 +219,14 @@ def test_credentials_come_from_secrets(scenario: tuple[Any, list[Manifest]]) -> 
             assert isinstance(env[name], dict) and "secretKeyRef" in env[name], name
     for cm in of_kind(docs, "ConfigMap"):
         assert not secret_vars & set(cm.get("data", {}))
+
+
+def test_the_webhook_key_reaches_the_api_only() -> None:
+    docs = render({"webhooks": {"existingSecret": "hooks", "secretKey": "signing-key"}})
+    by_role = {d["metadata"]["name"].rsplit("-", 1)[-1]: env_values(only_container(d))
+               for d in of_kind(docs, "Deployment")}
+    api = next(env for name, env in by_role.items() if name == "api")
+    assert api["HOTPIPE_WEBHOOK_SECRET"]["secretKeyRef"] == {"name": "hooks", "key": "signing-key"}
+    assert sum("HOTPIPE_WEBHOOK_SECRET" in env for env in by_role.values()) == 1
+    assert "HOTPIPE_WEBHOOK_SECRET" not in env_values(only_container(
+        next(d for d in of_kind(render(), "Deployment") if d["metadata"]["name"].endswith("-api"))))

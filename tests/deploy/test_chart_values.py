@@ -69,7 +69,8 @@ def test_the_schema_offers_exactly_the_settings_of_the_code() -> None:
     schema = json.loads((CHART / "values.schema.json").read_text())
     offered = schema["properties"]["settings"]["propertyNames"]["enum"]
     assert offered == [f.name for f in dataclasses.fields(Settings)], (
-        "helm/hotpipe/values.schema.json settings enum must list every field of Settings, in order")
+        "helm/hotpipe/values.schema.json settings enum must list every field of Settings, in order: "
+        "run `make docs` (python -m hotpipe.config_reference)")
 
 
 def test_hotpipe_names_written_in_the_chart_and_images_are_settings() -> None:

@@ -647,6 +647,13 @@ class LifecycleMachine(RuleBasedStateMachine):
         assert (None if stamp is None else int(stamp)) == self.owed
 
     @invariant()
+    def listed_under_its_status_only(self) -> None:
+        for status in Status:
+            member = self.store.redis.zscore(keys.jobs_index(keys.DEFAULT_TENANT, status.value), self.job_id)
+            assert (member is not None) == (status == self.status), status
+        assert self.store.redis.zscore(keys.jobs_index(keys.DEFAULT_TENANT), self.job_id) is not None
+
+    @invariant()
     def terminal_record_never_changes(self) -> None:
         if self.status not in TERMINAL:
             return
