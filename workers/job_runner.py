@@ -208,6 +208,7 @@ class JobRunner:
             "checkpoint": resolved["checkpoint"], "source": resolved["source"],
             "revision": resolved["revision"], "class_name": resolved["class_name"],
             "family": resolved["family"], "pipeline": pipeline, "seed": job.spec["params"]["seed"],
+            "controlnet": resolved.get("controlnet"), "prior": resolved.get("prior"),
             "dtype": str(self.cache.dtype).removeprefix("torch."), "device": self.cache.device,
             "worker": socket.gethostname(), "attempt": attempt, "versions": library_versions(),
         }

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from PIL import Image, ImageDraw
 from hotpipe.devstack import LocalStack, find_redis_server
 from hotpipe.producer.client import APIError, Client
 from hotpipe.shared import keys
+from hotpipe.shared.job import JobRecord
 from hotpipe.shared.status import Status
 from tests.producer.conftest import queue_lists
 
@@ -115,7 +117,7 @@ def test_every_task_the_family_has_runs(client: Client, stack: LocalStack, check
 
 
 def check_runs(client: Client, stack: LocalStack, request: dict[str, Any], family: str, pipeline: str,
-               size: tuple[int, int] = (WIDTH, HEIGHT)) -> None:
+               size: tuple[int, int] = (WIDTH, HEIGHT)) -> JobRecord:
     """Submitted, recorded under ``family`` naming ``pipeline``, run to one image of ``size``."""
     submitted = client.submit(request)
     assert (submitted.status, submitted.family, submitted.pipeline) == (Status.QUEUED, family, pipeline)
@@ -128,6 +130,7 @@ def check_runs(client: Client, stack: LocalStack, request: dict[str, Any], famil
     image = record.result.images[0]
     stored = Image.open(io.BytesIO(stack.storage().get(image.key)))
     assert (stored.size, image.width, image.height) == (size, *size)
+    return record
 
 
 @pytest.mark.parametrize(("checkpoint", "controlnet", "task", "family", "pipeline"), [
@@ -146,7 +149,11 @@ def test_controlnet_runs_every_task_on_its_base_familys_workers(client: Client, 
     """``controlnet`` names a ControlNet checkpoint; the job runs on the base family's queue with the ControlNet
     class, conditioned on ``inputs.control_image`` (a pass-through ``controlnet_conditioning_scale`` too)."""
     request = body(checkpoint, task, controlnet, params={"controlnet_conditioning_scale": 0.7})
-    check_runs(client, stack, request, family, pipeline)
+    record = check_runs(client, stack, request, family, pipeline)
+    assert record.result is not None and record.result.sidecar_key is not None
+    provenance = json.loads(stack.storage().get(record.result.sidecar_key))["provenance"]
+    assert (provenance["pipeline"], provenance["controlnet"]["checkpoint"]) == (pipeline, controlnet)
+    assert provenance["controlnet"]["class_name"] == "ControlNetModel"
 
 
 @pytest.mark.parametrize(("checkpoint", "task", "family", "pipeline"), [
