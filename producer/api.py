@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hotpipe import __version__
 from hotpipe.producer.events import job_events
+from hotpipe.producer.metrics import ApiMetrics, install_metrics
 from hotpipe.producer.service import Submitter
 from hotpipe.shared.celery_app import make_celery
 from hotpipe.shared.errors import Conflict, HotpipeError, InvalidRequest, NotFound, Unavailable
@@ -79,8 +80,9 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
                   description="Run Hugging Face Diffusers checkpoints as a fleet service.")
     app.state.services = svc
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    metrics = install_metrics(app, svc.redis)  # outside BodyLimit: its 413s are counted too
     _install_error_handlers(app)
-    _add_job_routes(app, svc, readers)
+    _add_job_routes(app, svc, readers, metrics)
     _add_health_routes(app, svc)
     return app
 
@@ -108,14 +110,16 @@ def load(svc: Services, job_id: str) -> JobRecord:
     return found(job_id, job.record if job else None)
 
 
-def _add_job_routes(app: FastAPI, svc: Services, readers: list[AsyncJobReader]) -> None:
+def _add_job_routes(app: FastAPI, svc: Services, readers: list[AsyncJobReader], metrics: ApiMetrics) -> None:
     submitter = Submitter(svc.settings, svc.store, svc.storage, svc.celery)
     wait_max_s = svc.settings.wait_max_s
 
     @app.post("/v1/jobs", status_code=202, response_model=JobRecord, response_model_exclude_none=True)
     def submit_job(body: JobRequest) -> Response:
         """Validate and enqueue a generation job; 202 with its record."""
-        return record_response(svc, submitter.submit(body), status_code=202)
+        record = submitter.submit(body)
+        metrics.job_submitted(record.family, body.priority)
+        return record_response(svc, record, status_code=202)
 
     @app.get("/v1/jobs/{job_id}", response_model=JobRecord, response_model_exclude_none=True)
     async def get_job(job_id: str, wait: Annotated[float, Query(ge=0)] = 0.0) -> Response:

@@ -31,3 +31,12 @@ def requeues() -> str:
     once the message is out, so an entry that grows old means that reaper died in between.
     """
     return f"{NAMESPACE}:requeues"
+
+
+#: Kombu's separator between a queue's name and its priority step (kombu.transport.redis)
+PRIORITY_SEP = "\x06\x16"
+
+
+def priority_list(queue: str, step: int) -> str:
+    """The Redis list Kombu keeps for one priority step of a Celery queue (step 0: the queue itself)."""
+    return f"{queue}{PRIORITY_SEP}{step}" if step else queue
