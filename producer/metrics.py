@@ -78,10 +78,10 @@ class QueueCollector(Collector):
         self.families = tuple(families)
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
-        yield from self._families()
+        yield from self.empty_families()
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        depth, running, up = self._families()
+        depth, running, up = self.empty_families()
         try:
             queued, busy = self._read()
         except redis.RedisError:
@@ -97,7 +97,8 @@ class QueueCollector(Collector):
         yield from (depth, running, up)
 
     @staticmethod
-    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+    def empty_families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+        """The three metric families, without samples."""
         return (GaugeMetricFamily("hotpipe_queue_depth", "Jobs waiting in the family's queue, all priority lists.",
                                   labels=["family"]),
                 GaugeMetricFamily("hotpipe_jobs_running", "Jobs running (holding a lease), by family.",
