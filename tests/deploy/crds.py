@@ -1,7 +1,7 @@
 """JSON schemas for the custom resources the chart renders (kubernetes-validate has only built-ins).
 
-Written from the KEDA 2.12+ and Prometheus Operator (ServiceMonitor, PodMonitor) CRDs, covering the fields the chart uses
-and every top-level spec field they accept; KEDA's trigger metadata is map[string]string, so a
+Written from the KEDA 2.12+ and Prometheus Operator (ServiceMonitor, PodMonitor) CRDs, covering the
+fields the chart uses and every top-level spec field they accept; KEDA's trigger metadata is map[string]string, so a
 number there is an error the cluster would report too.
 """
 
