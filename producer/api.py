@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from hotpipe import __version__
 from hotpipe.producer.events import job_events
 from hotpipe.producer.metrics import ApiMetrics, install_metrics
+from hotpipe.producer.queues import add_queue_routes
 from hotpipe.producer.service import Submitter
 from hotpipe.shared.celery_app import make_celery
 from hotpipe.shared.errors import Conflict, HotpipeError, InvalidRequest, NotFound, Unavailable
@@ -83,6 +84,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     metrics = install_metrics(app, svc.redis)  # outside BodyLimit: its 413s are counted too
     _install_error_handlers(app)
     _add_job_routes(app, svc, readers, metrics)
+    add_queue_routes(app, svc.redis)
     _add_health_routes(app, svc)
     return app
 

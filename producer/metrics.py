@@ -12,7 +12,6 @@ Each app has its own registry, so several apps in one process (tests) don't coll
 from __future__ import annotations
 
 import time
-from collections import Counter as Tally
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -26,14 +25,10 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hotpipe.shared import keys
-from hotpipe.shared.celery_app import queue_lists
-from hotpipe.shared.families import FAMILIES, base_family
+from hotpipe.producer.queues import QUEUED_FAMILIES, read_backlog
 from hotpipe.shared.job import JOB_ID_RE
 from hotpipe.shared.logs import JOB_ID
 
-#: families that have a queue: variants run on their base family's workers
-QUEUED_FAMILIES: tuple[str, ...] = tuple(sorted({base_family(f) for f in FAMILIES}))
 #: seconds; the API answers in milliseconds, except long-polls and event streams (time to first byte)
 HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 #: the route label of requests no route matched (keeps the label set bounded)
@@ -68,8 +63,7 @@ class ApiMetrics:
 class QueueCollector(Collector):
     """Queue depth and running jobs per family, read from Redis when Prometheus scrapes.
 
-    One pipelined round trip of LLENs (every priority list of every family's queue), then
-    one of HGETs for the family of each running job.  A Redis outage yields
+    Two pipelined round trips (``queues.read_backlog``).  A Redis outage yields
     ``hotpipe_redis_up 0`` and no queue figures, never a failed scrape.
     """
 
@@ -83,16 +77,16 @@ class QueueCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         depth, running, up = self.empty_families()
         try:
-            queued, busy = self._read()
+            backlog = read_backlog(self.client, self.families)
         except redis.RedisError:
             up.add_metric([], 0)
             yield up
             return
         for family in self.families:
-            depth.add_metric([family], queued[family])
-            running.add_metric([family], busy[family])
-        for family in sorted(set(busy) - set(self.families)):
-            running.add_metric([family], busy[family])
+            depth.add_metric([family], backlog.queued[family])
+            running.add_metric([family], backlog.running[family])
+        for family in sorted(set(backlog.running) - set(self.families)):
+            running.add_metric([family], backlog.running[family])
         up.add_metric([], 1)
         yield from (depth, running, up)
 
@@ -104,21 +98,6 @@ class QueueCollector(Collector):
                 GaugeMetricFamily("hotpipe_jobs_running", "Jobs running (holding a lease), by family.",
                                   labels=["family"]),
                 GaugeMetricFamily("hotpipe_redis_up", "1 if the API's last read of the queues from Redis worked."))
-
-    def _read(self) -> tuple[dict[str, int], Tally[str]]:
-        pipe = self.client.pipeline(transaction=False)
-        lists = {family: queue_lists(family) for family in self.families}
-        for names in lists.values():
-            for name in names:
-                pipe.llen(name)
-        lengths = iter(pipe.execute())
-        queued = {family: sum(next(lengths) for _ in names) for family, names in lists.items()}
-        running = self.client.zrange(keys.leases(), 0, -1)
-        pipe = self.client.pipeline(transaction=False)
-        for job_id in running:
-            pipe.hget(keys.job(str(job_id)), "family")
-        busy = Tally(str(family) for family in pipe.execute() if family)
-        return queued, busy
 
 
 class MetricsMiddleware:

@@ -83,9 +83,10 @@ def test_a_running_job_shows_on_the_api_and_the_worker(stack: LocalStack) -> Non
 
     def running_seen() -> bool:
         api, worker = scrape(stack.api_url + "/metrics"), scrape(stack.metrics_url("worker0"))
+        state = httpx.get(f"{stack.api_url}/v1/queues/{FAMILY}", timeout=10).json()
         seen.update(running=value(api, "hotpipe_jobs_running", family=FAMILY),
-                    busy=value(worker, "hotpipe_worker_busy"))
-        return seen == {"running": 1, "busy": 1}
+                    busy=value(worker, "hotpipe_worker_busy"), autoscaler=state["running"])
+        return seen == {"running": 1, "busy": 1, "autoscaler": 1}
 
     with Client(stack.api_url) as client:
         job = client.submit({"checkpoint": "tiny-sd", "task": "text2image",
@@ -93,7 +94,7 @@ def test_a_running_job_shows_on_the_api_and_the_worker(stack: LocalStack) -> Non
         # until the job is seen running, or ends first (then the assertion below fails)
         while not running_seen() and not client.get(job.id).status.is_terminal():
             continue
-        assert seen == {"running": 1, "busy": 1}
+        assert seen == {"running": 1, "busy": 1, "autoscaler": 1}
         client.cancel(job.id)
         assert client.wait(job.id, timeout_s=120).status is Status.CANCELED
     worker = scrape(stack.metrics_url("worker0"))

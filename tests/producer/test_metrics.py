@@ -114,3 +114,23 @@ def test_job_ids_are_read_from_job_paths_only() -> None:
     job = "0123456789abcdef0123456789abcdef"
     assert job_id_of(f"/v1/jobs/{job}") == job_id_of(f"/v1/jobs/{job}/events") == job
     assert job_id_of("/v1/jobs") is None and job_id_of("/v1/jobs/../etc") is None and job_id_of("/metrics") is None
+
+
+def test_queue_state_is_what_the_autoscaler_reads(api: TestClient, redis_client: redis.Redis) -> None:
+    for name in queue_lists("stable-diffusion")[3:6]:
+        redis_client.rpush(name, "message")
+    running_job(JobStore(redis_client, record_ttl_s=60), "stable-diffusion")
+    state = api.get("/v1/queues/stable-diffusion")
+    assert state.status_code == 200
+    assert state.json() == {"family": "stable-diffusion", "queued": 3, "running": 1}
+    assert api.get("/v1/queues/flux").json() == {"family": "flux", "queued": 0, "running": 0}
+
+
+def test_queue_state_of_a_family_without_a_queue_says_where_its_jobs_go(api: TestClient) -> None:
+    variant = api.get("/v1/queues/stable-diffusion-xl-controlnet")
+    assert variant.status_code == 404
+    assert variant.json()["error"]["message"] == (
+        "family 'stable-diffusion-xl-controlnet' has no queue of its own; its jobs run on 'stable-diffusion-xl''s")
+    unknown = api.get("/v1/queues/nope")
+    assert unknown.status_code == 404 and unknown.json()["error"]["field"] == "family"
+    assert "families with a queue: " in unknown.json()["error"]["message"]
