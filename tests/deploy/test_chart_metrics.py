@@ -15,7 +15,7 @@ from hotpipe.producer.metrics import ApiMetrics, QueueCollector
 from hotpipe.shared.settings import Settings
 from hotpipe.workers.exporter import InfoCollector
 from hotpipe.workers.metrics import WorkerMetrics
-from tests.deploy.chart import CHART, Manifest, component, env_values, of_kind, only_container, render
+from tests.deploy.chart import CHART, ROOT, Manifest, component, env_values, of_kind, only_container, render
 from tests.deploy.scenarios import SCENARIOS
 
 DASHBOARD = CHART / "dashboards" / "hotpipe.json"
@@ -124,3 +124,21 @@ def test_the_service_monitor_scrapes_the_api_where_it_serves_metrics() -> None:
     assert port["targetPort"] in [p["name"] for p in api["ports"]]
     app = create_app(Settings())  # builds clients without connecting
     assert endpoint["path"] in [getattr(route, "path", None) for route in app.routes]
+
+
+def documented_metrics() -> set[str]:
+    table = (ROOT / "docs" / "metrics.md").read_text().split("## Metrics", 1)[1].split("\n## ", 1)[0]
+    return set(re.findall(r"^\| `(hotpipe_[a-z_]+)` \|", table, flags=re.MULTILINE))
+
+
+def test_the_metrics_reference_lists_exactly_the_metrics_the_code_exports() -> None:
+    registries = CollectorRegistry(), CollectorRegistry()
+    ApiMetrics(registries[0])
+    registries[0].register(_QueueFigures())
+    WorkerMetrics(registries[1])
+    registries[1].register(InfoCollector(["stable-diffusion"], "cpu"))
+    families = set()
+    for registry in registries:
+        for family in registry.collect():
+            families.add(family.name + ("_total" if family.type == "counter" else ""))
+    assert families == documented_metrics(), "docs/metrics.md and the code disagree"
