@@ -15,11 +15,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from hotpipe.shared.job import JobRecord
+if TYPE_CHECKING:
+    from hotpipe.shared.job import JobRecord
 
 log = logging.getLogger(__name__)
 
@@ -164,9 +165,13 @@ class WorkerMetrics:
 
 
 def _cuda(device: str) -> Any:
-    """``torch.cuda`` when ``device`` is a CUDA device that exists, else None."""
+    """``torch.cuda`` when ``device`` is a CUDA device in use in this process, else None.
+
+    Before the first allocation there is nothing to report, and torch refuses to reset the
+    peak of a device it has not initialized ("Invalid device argument", checked on an H100).
+    """
     if not device.startswith("cuda"):
         return None
     import torch
 
-    return torch.cuda if torch.cuda.is_available() else None
+    return torch.cuda if torch.cuda.is_available() and torch.cuda.is_initialized() else None
