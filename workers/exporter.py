@@ -138,9 +138,9 @@ class MetricsExporter:
         except OSError:  # a client that went away or stalled is its own problem
             log.debug("metrics request failed", exc_info=True)
 
-    def child_exiting(self) -> None:
-        """In the pool child, on a clean exit: its gauges stop counting at once."""
-        multiprocess.mark_process_dead(os.getpid(), str(self.path))
+    def child_exiting(self, pid: int | None = None) -> None:
+        """A pool child exits cleanly (Celery tells it, in the child): its gauges stop counting at once."""
+        multiprocess.mark_process_dead(pid or os.getpid(), str(self.path))
 
     def close(self) -> None:
         self.server.server_close()

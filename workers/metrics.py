@@ -12,10 +12,11 @@ registry given.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Final, Literal, ParamSpec, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -31,6 +32,22 @@ STAGE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 LIVE: Final[Literal["livesum"]] = "livesum"
 #: the cache's cumulative counters, published as Prometheus counters
 CACHE_COUNTERS = ("hits", "misses", "evictions", "load_seconds")
+
+
+P = ParamSpec("P")
+
+
+def never_raises(method: Callable[P, None]) -> Callable[P, None]:
+    """A metric is never worth a job: a failure to record one is logged and forgotten."""
+
+    @functools.wraps(method)
+    def guarded(*args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            method(*args, **kwargs)
+        except Exception:
+            log.warning("could not record %s", method.__name__, exc_info=True)
+
+    return guarded
 
 
 class CacheStatsView(Protocol):
@@ -108,18 +125,18 @@ class WorkerMetrics:
         self.gpu_total = Gauge("hotpipe_gpu_memory_total_bytes", "The GPU's memory.", ["device"], registry=r,
                                multiprocess_mode=LIVE)
 
+    @never_raises
     def job_started(self) -> None:
         self.busy.set(1)
-        try:
-            cuda = _cuda(self.device)
-            if cuda is not None:
-                cuda.reset_peak_memory_stats(self.device)
-        except Exception:  # a metric is never worth a job
-            log.warning("could not reset the GPU's peak memory", exc_info=True)
+        cuda = _cuda(self.device)
+        if cuda is not None:
+            cuda.reset_peak_memory_stats(self.device)
 
+    @never_raises
     def job_failed(self, family: str, code: str) -> None:
         self.failures.labels(family, code).inc()
 
+    @never_raises
     def job_succeeded(self, record: JobRecord, timings: dict[str, float]) -> None:
         """Stage latencies of a succeeded job; queue wait only for a first attempt (retries waited twice)."""
         if record.attempts == 1 and record.started_at is not None:
@@ -128,18 +145,16 @@ class WorkerMetrics:
         for stage, seconds in timings.items():
             self.stages.labels(record.family, stage).observe(seconds)
 
+    @never_raises
     def job_finished(self, family: str, status: str, seconds: float | None) -> None:
         """The attempt is over (``seconds`` since its claim; None when there was no claim)."""
         self.finished.labels(family, status).inc()
         if seconds is not None:
             self.duration.labels(family, status).observe(seconds)
         self.busy.set(0)
-        try:
-            if self.cache_stats is not None:
-                self.publish_cache(self.cache_stats())
-            self.publish_gpu()
-        except Exception:  # a metric is never worth a job
-            log.warning("could not publish cache or GPU metrics", exc_info=True)
+        if self.cache_stats is not None:
+            self.publish_cache(self.cache_stats())
+        self.publish_gpu()
 
     def publish_cache(self, stats: CacheStatsView) -> None:
         """The cache's cumulative counts as counters (by difference), its residency as gauges."""

@@ -127,7 +127,7 @@ def create_worker_app(settings: Settings, exporter: MetricsExporter | None = Non
         signal.signal(DRAIN_SIGNAL, lambda *_: runtime["runner"].drain(settings.shutdown_grace_s))
 
     if exporter is not None:
-        signals.worker_process_shutdown.connect(lambda **_: exporter.child_exiting(), weak=False)
+        signals.worker_process_shutdown.connect(lambda pid=None, **_: exporter.child_exiting(pid), weak=False)
 
     signals.worker_shutting_down.connect(_drain_children, weak=False)
 

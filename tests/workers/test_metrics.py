@@ -101,6 +101,20 @@ def test_a_job_run_records_its_outcome_stages_and_the_cache(store: JobStore, sto
     assert sample(registry, "hotpipe_gpu_memory_bytes", device="cpu", kind="allocated") is None  # no GPU here
 
 
+def test_a_metric_that_cannot_be_recorded_never_fails_the_job(store: JobStore, storage: Storage, settings: Settings,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    registry = CollectorRegistry()
+
+    def broken() -> CacheStatsView:
+        raise AttributeError("'function' object has no attribute 'hits'")
+
+    runner = JobRunner(store, storage, PipelineCache("cpu", torch.float32), progress_interval_s=0,
+                       metrics=WorkerMetrics(registry, cache_stats=broken))
+    assert runner.run(submit(store, settings)) == "succeeded"
+    assert sample(registry, "hotpipe_worker_jobs_finished_total", family="stable-diffusion", status="succeeded") == 1
+    assert "could not record job_finished" in caplog.text
+
+
 def test_busy_is_set_while_a_job_runs(store: JobStore, storage: Storage, settings: Settings) -> None:
     registry = CollectorRegistry()
     seen: list[float | None] = []
