@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 if TYPE_CHECKING:
     from hotpipe.shared.job import JobRecord
+    from hotpipe.shared.reaper import ReapReport
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +178,33 @@ class WorkerMetrics:
         for kind, value in figures.items():
             self.gpu_memory.labels(self.device, kind).set(value)
         self.gpu_total.labels(self.device).set(cuda.get_device_properties(self.device).total_memory)
+
+
+#: what a reaper pass can do with a job (the lists of ``ReapReport``)
+REAP_OUTCOMES = ("queued", "failed", "canceled", "republished", "unpublished")
+
+
+@dataclass
+class ReaperMetrics:
+    """The reaper's passes, recorded in the worker's parent (where the reaper runs)."""
+
+    registry: CollectorRegistry | None
+
+    def __post_init__(self) -> None:
+        self.jobs = Counter("hotpipe_reaper_jobs", "Jobs a reaper took back from a lost worker, by outcome: "
+                            "queued again, failed (last attempt), canceled, republished (outbox), unpublished "
+                            "(broker down; retried).", ["outcome"], registry=self.registry)
+        self.unavailable = Counter("hotpipe_reaper_redis_unavailable", "Reaper passes skipped: Redis unreachable.",
+                                   registry=self.registry)
+
+    @never_raises
+    def record(self, report: ReapReport | None) -> None:
+        if report is None:
+            self.unavailable.inc()
+            return
+        for outcome in REAP_OUTCOMES:
+            if found := len(getattr(report, outcome)):
+                self.jobs.labels(outcome).inc(found)
 
 
 def _cuda(device: str) -> Any:

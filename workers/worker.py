@@ -37,7 +37,7 @@ from hotpipe.shared.store import JobStore
 from hotpipe.workers.cache import PipelineCache
 from hotpipe.workers.exporter import MetricsExporter
 from hotpipe.workers.job_runner import JobRunner
-from hotpipe.workers.metrics import WorkerMetrics, legacy_cache_stats
+from hotpipe.workers.metrics import ReaperMetrics, WorkerMetrics, legacy_cache_stats
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +92,9 @@ def reaper_step(settings: Settings) -> type[bootsteps.StartStopStep]:
             self.entry: Entry | None = None
 
         def start(self, parent: Any) -> None:
-            reaper = build_reaper(settings)
-            self.entry = parent.timer.call_repeatedly(settings.reaper_interval_s, reaper.tick, priority=10)
+            reaper, metrics = build_reaper(settings), ReaperMetrics(None)
+            self.entry = parent.timer.call_repeatedly(settings.reaper_interval_s,
+                                                      lambda: metrics.record(reaper.tick()), priority=10)
 
         def stop(self, parent: Any) -> None:
             if self.entry is not None:

@@ -14,7 +14,7 @@ from hotpipe.producer.api import create_app
 from hotpipe.producer.metrics import ApiMetrics, QueueCollector
 from hotpipe.shared.settings import Settings
 from hotpipe.workers.exporter import InfoCollector
-from hotpipe.workers.metrics import WorkerMetrics
+from hotpipe.workers.metrics import ReaperMetrics, WorkerMetrics
 from tests.deploy.chart import CHART, ROOT, Manifest, component, env_values, of_kind, only_container, render
 from tests.deploy.scenarios import SCENARIOS
 
@@ -39,6 +39,7 @@ def exported() -> dict[str, set[str]]:
     ApiMetrics(api)
     api.register(_QueueFigures())
     WorkerMetrics(worker)
+    ReaperMetrics(worker)
     worker.register(InfoCollector(["stable-diffusion"], "cpu"))
     return {"api": series_names(api), "worker": series_names(worker)}
 
@@ -136,6 +137,7 @@ def test_the_metrics_reference_lists_exactly_the_metrics_the_code_exports() -> N
     ApiMetrics(registries[0])
     registries[0].register(_QueueFigures())
     WorkerMetrics(registries[1])
+    ReaperMetrics(registries[1])
     registries[1].register(InfoCollector(["stable-diffusion"], "cpu"))
     families = set()
     for registry in registries:

@@ -4,17 +4,22 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from hotpipe.devstack import LocalStack, find_redis_server
 from hotpipe.producer.client import Client
 from hotpipe.shared.status import Status
+from hotpipe.shared.store import JobStore
+from tests.e2e.polling import wait_for
 
 pytestmark = pytest.mark.e2e
 FAMILY = "stable-diffusion"
@@ -23,9 +28,11 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, model_root: Path) -> Iterator[LocalStack]:
-    """A stack of its own (so counts start at zero) whose processes log JSON."""
+    """A stack of its own (so counts start at zero) whose processes log JSON; short leases, so a
+    lost job is taken back within seconds."""
+    env = {"HOTPIPE_LOG_FORMAT": "json", "HOTPIPE_LEASE_S": "3", "HOTPIPE_REAPER_INTERVAL_S": "1"}
     with LocalStack(tmp_path_factory.mktemp("metrics"), model_root, redis_binary=find_redis_server("system"),
-                    extra_env={"HOTPIPE_LOG_FORMAT": "json"}) as s:
+                    extra_env=env) as s:
         yield s
 
 
@@ -114,3 +121,31 @@ def test_log_lines_are_json_and_carry_the_id_of_the_job_they_are_about(stack: Lo
     assert any("canceled during attempt" in doc["message"] for doc, _ in named)
     assert all(doc.get("job_id") == job_id for doc, job_id in named), named
     assert any(doc.get("job_id") and doc["logger"] == "hotpipe.workers.cache" for doc in worker), "the load"
+
+
+def test_a_child_killed_mid_job_leaves_counters_and_drops_its_gauges(stack: LocalStack) -> None:
+    before = scrape(stack.metrics_url("worker0"))
+    store = JobStore(redis.Redis.from_url(stack.settings.redis_url, decode_responses=True), record_ttl_s=60)
+    with Client(stack.api_url) as client:
+        job = client.submit({"checkpoint": "tiny-sd", "task": "text2image",
+                             "params": {"prompt": "slow", "num_inference_steps": 40, "height": 64, "width": 64}})
+        child = wait_for(lambda: child_running(store, job.id), f"job {job.id} running")
+        busy = scrape(stack.metrics_url("worker0"))
+        os.kill(child, signal.SIGKILL)
+        record = client.wait(job.id, timeout_s=300)  # the reaper requeues it, the new child runs it
+    assert record.status is Status.SUCCEEDED and record.attempts == 2, record
+    after = scrape(stack.metrics_url("worker0"))
+    assert value(busy, "hotpipe_worker_busy") == 1
+    assert value(after, "hotpipe_worker_busy") == 0, "the killed child's gauge is dropped"
+    assert value(after, "hotpipe_reaper_jobs_total", outcome="queued") == 1
+    succeeded = ("hotpipe_worker_jobs_finished_total", {"family": FAMILY, "status": "succeeded"})
+    assert value(after, succeeded[0], **succeeded[1]) == value(before, succeeded[0], **succeeded[1]) + 1, (
+        "what the killed child counted before still counts")
+
+
+def child_running(store: JobStore, job_id: str) -> int | None:
+    """The pool child's pid once the job is running mid-denoise."""
+    found = store.get(job_id)
+    if found is None or found.record.status is not Status.RUNNING or not found.worker or not found.record.progress:
+        return None
+    return int(found.worker.partition(" pid=")[2]) if found.record.progress.step >= 2 else None
