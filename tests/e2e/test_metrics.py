@@ -149,3 +149,14 @@ def child_running(store: JobStore, job_id: str) -> int | None:
     if found is None or found.record.status is not Status.RUNNING or not found.worker or not found.record.progress:
         return None
     return int(found.worker.partition(" pid=")[2]) if found.record.progress.step >= 2 else None
+
+
+def test_a_worker_with_metrics_off_serves_none_and_still_runs_jobs(stack: LocalStack) -> None:
+    stack.procs["worker0"].stop()  # the job below must go to the worker under test
+    quiet = stack.start_worker("quiet", {"HOTPIPE_WORKER_METRICS_PORT": "0"})
+    run_job(stack, seed=4)
+    lines = [json.loads(line) for line in quiet.log_path.read_text().splitlines() if line.startswith("{")]
+    assert lines and not any("worker metrics on" in doc["message"] for doc in lines)
+    assert any(doc["message"].startswith("worker metrics on") for doc in
+               (json.loads(line) for line in stack.procs["worker0"].log_path.read_text().splitlines()
+                if line.startswith("{")))
