@@ -7,13 +7,14 @@ from collections.abc import Callable
 
 import redis
 from fastapi.testclient import TestClient
+from kombu.transport.redis import Channel
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from hotpipe.devstack import free_port
 from hotpipe.producer.metrics import QueueCollector, job_id_of
 from hotpipe.shared import keys
-from hotpipe.shared.celery_app import queue_lists
+from hotpipe.shared.celery_app import make_celery, queue_lists
 from hotpipe.shared.job import Task, new_job_id
 from hotpipe.shared.settings import Settings
 from hotpipe.shared.store import JobStore
@@ -134,3 +135,9 @@ def test_queue_state_of_a_family_without_a_queue_says_where_its_jobs_go(api: Tes
     unknown = api.get("/v1/queues/nope")
     assert unknown.status_code == 404 and unknown.json()["error"]["field"] == "family"
     assert "families with a queue: " in unknown.json()["error"]["message"]
+
+
+def test_the_lists_counted_are_the_lists_kombu_fills() -> None:
+    steps = make_celery(Settings()).conf.broker_transport_options["priority_steps"]
+    kombus = [f"stable-diffusion{Channel.sep}{step}" if step else "stable-diffusion" for step in steps]
+    assert queue_lists("stable-diffusion") == kombus and len(kombus) == 10
