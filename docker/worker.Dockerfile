@@ -54,5 +54,7 @@ VOLUME ["/cache/huggingface"]
 # layer (not a volume), so a restarted container starts unready.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=120s --retries=3 \
     CMD ["sh", "-c", "test -f \"$HOTPIPE_WORKER_READY_FILE\""]
+# Prometheus /metrics, served by the worker's parent process (HOTPIPE_WORKER_METRICS_PORT's default).
+EXPOSE 9464
 ENTRYPOINT ["hotpipe"]
 CMD ["worker", "--family", "stable-diffusion"]

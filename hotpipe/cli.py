@@ -24,19 +24,28 @@ def _api(args: argparse.Namespace) -> int:
     import uvicorn
 
     from hotpipe.producer.api import create_app
+    from hotpipe.shared.logs import configure_logging
     from hotpipe.shared.settings import Settings
 
-    uvicorn.run(create_app(Settings.from_env()), host=args.host, port=args.port, log_level=args.log_level,
-                access_log=False)
+    settings = Settings.from_env()
+    configure_logging(settings.log_format, args.log_level.upper())
+    # log_config=None: uvicorn's own lines go through the handler above (text or JSON)
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level,
+                access_log=False, log_config=None)
     return 0
 
 
 def _worker(args: argparse.Namespace) -> int:
+    from hotpipe.shared.logs import configure_logging, route_library_logs
     from hotpipe.shared.settings import Settings
-    from hotpipe.workers.worker import run_worker
 
     overrides = {"device": args.device} if args.device else {}
-    run_worker(Settings.from_env(**overrides), args.family, args.hostname, args.loglevel)
+    settings = Settings.from_env(**overrides)
+    configure_logging(settings.log_format, args.loglevel.upper())
+    route_library_logs()
+    from hotpipe.workers.worker import run_worker  # torch and diffusers: after logging is set up
+
+    run_worker(settings, args.family, args.hostname, args.loglevel)
     return 0
 
 

@@ -186,6 +186,8 @@ class LocalStack:
     settings: Settings = field(init=False)
     api_url: str = field(init=False)
     procs: dict[str, Proc] = field(init=False, default_factory=dict)
+    #: worker name -> the port of its /metrics (each worker gets a free one)
+    metrics_ports: dict[str, int] = field(init=False, default_factory=dict)
     _exit: ExitStack = field(init=False, default_factory=ExitStack)
 
     def __post_init__(self) -> None:
@@ -216,12 +218,18 @@ class LocalStack:
 
     def start_workers(self, workers: dict[str, dict[str, str]]) -> dict[str, Proc]:
         """Start workers (name -> extra environment) side by side; returns once all are ready."""
-        started = {name: self._keep(start_worker(self.workdir, self.env(), self.families, name=name,
-                                                 extra_env=extra_env, wait_ready=False))
+        for name, extra_env in workers.items():
+            self.metrics_ports[name] = int(extra_env.get("HOTPIPE_WORKER_METRICS_PORT") or free_port())
+        started = {name: self._keep(start_worker(self.workdir, self.env(), self.families, name=name, extra_env={
+                       "HOTPIPE_WORKER_METRICS_PORT": str(self.metrics_ports[name]), **extra_env}, wait_ready=False))
                    for name, extra_env in workers.items()}
         for name, proc in started.items():
             wait_until((self.workdir / f"{name}.ready").exists, proc, 120)
         return started
+
+    def metrics_url(self, worker: str) -> str:
+        """Where worker ``worker`` serves its Prometheus metrics."""
+        return f"http://127.0.0.1:{self.metrics_ports[worker]}/metrics"
 
     def _keep(self, proc: Proc) -> Proc:
         self.procs[proc.name] = proc

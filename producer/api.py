@@ -31,6 +31,8 @@ from hotpipe.producer.lifecycle_routes import (
     check_idempotency_key,
     submitted_response,
 )
+from hotpipe.producer.metrics import ApiMetrics, install_metrics
+from hotpipe.producer.queues import add_queue_routes
 from hotpipe.producer.service import Submitter
 from hotpipe.producer.webhook_dispatcher import Dispatcher
 from hotpipe.shared.celery_app import make_celery
@@ -92,8 +94,10 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
                   description="Run Hugging Face Diffusers checkpoints as a fleet service.")
     app.state.services = svc
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    metrics = install_metrics(app, svc.redis)  # outside BodyLimit: its 413s are counted too
     _install_error_handlers(app)
-    _add_job_routes(app, svc, readers)
+    _add_job_routes(app, svc, readers, metrics)
+    add_queue_routes(app, svc.redis)
     _add_health_routes(app, svc)
     return app
 
@@ -135,7 +139,7 @@ def tenant_of(request: Request) -> str:
     return DEFAULT_TENANT
 
 
-def _add_job_routes(app: FastAPI, svc: Services, readers: list[AsyncJobReader]) -> None:
+def _add_job_routes(app: FastAPI, svc: Services, readers: list[AsyncJobReader], metrics: ApiMetrics) -> None:
     submitter = Submitter(svc.settings, svc.store, svc.storage, svc.celery,
                           hub_fetch(svc.redis, svc.settings.hub_cache_ttl_s))
     wait_max_s = svc.settings.wait_max_s
@@ -147,9 +151,12 @@ def _add_job_routes(app: FastAPI, svc: Services, readers: list[AsyncJobReader]) 
         """Validate and enqueue a generation job; 202 with its record (200 for a replayed Idempotency-Key)."""
         submitted = submitter.submit(body, tenant=tenant_of(request),
                                      idempotency_key=check_idempotency_key(idempotency_key))
+        if submitted.created:
+            metrics.job_submitted(submitted.record.family, body.priority)
         return submitted_response(lambda r: render(svc, r), submitted)
 
-    add_lifecycle_routes(app, svc, submitter, tenant_of, lambda r: render(svc, r))
+    add_lifecycle_routes(app, svc, submitter, tenant_of, lambda r: render(svc, r),
+                         lambda record, body: metrics.job_submitted(record.family, body.priority))
 
     @app.get("/v1/jobs/{job_id}", response_model=JobRecord, response_model_exclude_none=True)
     async def get_job(job_id: str, wait: Annotated[float, Query(ge=0)] = 0.0) -> Response:

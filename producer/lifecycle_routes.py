@@ -63,7 +63,8 @@ def parse_cursor(cursor: str | None) -> Cursor | None:
 
 
 def add_lifecycle_routes(app: FastAPI, svc: Services, submitter: Submitter, tenant_of: Tenant,
-                         render: Callable[[JobRecord], str]) -> None:
+                         render: Callable[[JobRecord], str],
+                         on_created: Callable[[JobRecord, JobRequest], None] = lambda record, body: None) -> None:
     max_limit = svc.settings.max_list_limit
 
     @app.put("/v1/jobs/{job_id}", status_code=202, response_model=JobRecord, response_model_exclude_none=True,
@@ -77,6 +78,8 @@ def add_lifecycle_routes(app: FastAPI, svc: Services, submitter: Submitter, tena
                                  "or digit", field="id")
         submitted = submitter.submit(body, tenant=tenant_of(request), job_id=job_id,
                                      idempotency_key=check_idempotency_key(idempotency_key))
+        if submitted.created:
+            on_created(submitted.record, body)
         return submitted_response(render, submitted)
 
     @app.get("/v1/jobs", response_model=JobList, response_model_exclude_none=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from celery import Celery
 
+from hotpipe.shared import keys
 from hotpipe.shared.settings import Settings
 
 TASK_NAME = "hotpipe.run_job"
@@ -21,6 +22,11 @@ DEFAULT_PRIORITY = 5
 def queue_name(family: str) -> str:
     """The Celery queue of a model family (the family key itself)."""
     return family
+
+
+def queue_lists(family: str) -> list[str]:
+    """Every Redis list holding ``family``'s queued messages, one per priority step (Kombu reads them in order)."""
+    return [keys.priority_list(queue_name(family), step) for step in PRIORITIES]
 
 
 def make_celery(settings: Settings) -> Celery:

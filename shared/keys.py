@@ -80,3 +80,12 @@ def webhook_due() -> str:
 def webhook_events() -> str:
     """Hash of webhook event id -> the event (JSON: job id, event, url, tries, record)."""
     return f"{NAMESPACE}:webhooks:events"
+
+
+#: Kombu's separator between a queue's name and its priority step (kombu.transport.redis)
+PRIORITY_SEP = "\x06\x16"
+
+
+def priority_list(queue: str, step: int) -> str:
+    """The Redis list Kombu keeps for one priority step of a Celery queue (step 0: the queue itself)."""
+    return f"{queue}{PRIORITY_SEP}{step}" if step else queue

@@ -92,16 +92,17 @@ class Reaper:
             if self.store.expire_queued(job_id):
                 report.deadline_exceeded.append(job_id)
 
-    def tick(self) -> None:
-        """``run_once`` for a timer: logs what it did, and never raises on a Redis outage."""
+    def tick(self) -> ReapReport | None:
+        """``run_once`` for a timer: logs what it did, and never raises on a Redis outage (None then)."""
         try:
             report = self.run_once()
         except redis.RedisError as exc:
             log.warning("reaper: Redis unavailable (%s); trying again next pass", exc)
-            return
+            return None
         for outcome, says in _SAYS.items():
             for job_id in getattr(report, outcome):
                 log.warning("reaper: job %s: %s", job_id, says)
+        return report
 
     def _hand_over(self, requeue: Requeue, report: ReapReport) -> bool:
         try:

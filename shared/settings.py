@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "HOTPIPE_"
+#: values of HOTPIPE_LOG_FORMAT
+LOG_FORMATS = ("text", "json")
 
 
 def _setting(default: Any, help: str) -> Any:
@@ -72,6 +74,10 @@ class Settings:
                                              "each failed try, up to 300 s.")
     webhook_progress_interval_s: float = _setting(1.0, "Minimum seconds between two progress webhooks of a job.")
     webhook_dispatcher: bool = _setting(True, "Run the webhook dispatcher thread in the API process.")
+    log_format: str = _setting("text", "Log lines as text or json (one JSON object a line, with job_id where "
+                                       "there is one); API and workers.")
+    worker_metrics_port: int = _setting(9464, "Port of a worker's Prometheus /metrics (served by the worker's "
+                                              "parent process for it and its pool child); 0 turns it off.")
 
     def __post_init__(self) -> None:
         positive = {"lease_s": self.lease_s, "reaper_interval_s": self.reaper_interval_s,
@@ -79,6 +85,11 @@ class Settings:
         for name, value in positive.items():
             if not (value > 0 and math.isfinite(value)):
                 raise ValueError(f"{ENV_PREFIX}{name.upper()} is {value!r}; it must be a finite number above 0")
+        if self.log_format not in LOG_FORMATS:
+            raise ValueError(f"{ENV_PREFIX}LOG_FORMAT is {self.log_format!r}; use one of {', '.join(LOG_FORMATS)}")
+        if not 0 <= self.worker_metrics_port <= 65535:
+            raise ValueError(f"{ENV_PREFIX}WORKER_METRICS_PORT is {self.worker_metrics_port}; use a TCP port "
+                             "(1-65535), or 0 to turn worker metrics off")
         if not (self.shutdown_grace_s >= 0 and math.isfinite(self.shutdown_grace_s)):
             raise ValueError(f"{ENV_PREFIX}SHUTDOWN_GRACE_S is {self.shutdown_grace_s!r}; it must be a finite "
                              "number of seconds, 0 or more")

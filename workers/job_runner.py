@@ -32,6 +32,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from hotpipe import __version__
 from hotpipe.shared.job import ImageResult, JobError, JobResult
+from hotpipe.shared.logs import job_context
 from hotpipe.shared.reaper import Publish, hand_over
 from hotpipe.shared.status import TransitionError
 from hotpipe.shared.storage import Storage, json_bytes
@@ -40,6 +41,7 @@ from hotpipe.workers import loading, runner
 from hotpipe.workers.cache import PipelineCache, ResolutionMismatch
 from hotpipe.workers.encode import Encoded, encode
 from hotpipe.workers.heartbeat import Heartbeat
+from hotpipe.workers.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +105,7 @@ class JobRunner:
     progress_interval_s: float
     #: publishes a given-back job's message; None leaves it to the reaper's outbox pass
     publish: Publish | None = None
+    metrics: WorkerMetrics = field(default_factory=lambda: WorkerMetrics(None))
     _drain_deadline: float | None = field(default=None, init=False)
 
     def drain(self, grace_s: float) -> None:
@@ -115,15 +118,26 @@ class JobRunner:
 
     def run(self, job_id: str, worker: str = "") -> str:
         """Run ``job_id``; returns the final status this attempt wrote (or why it did nothing)."""
+        with job_context(job_id):
+            return self._run(job_id, worker)
+
+    def _run(self, job_id: str, worker: str) -> str:
         job = self.store.claim_job(job_id, worker)
         if job is None:
             found = self.store.get(job_id)
             log.info("job %s not claimable (%s); standing down", job_id,
                      found.record.status.value if found else "missing")
+            self.metrics.job_finished(found.record.family if found else "", "skipped", None)
             return "skipped"
-        attempt = job.record.attempts
-        with Heartbeat(self.store, job_id, attempt, self.store.lease_ms / 3000):
-            return self._attempt(job, attempt)
+        attempt, claimed = job.record.attempts, time.monotonic()
+        status = "error"  # an exception escaped: the lease lapses and a reaper takes the job back
+        self.metrics.job_started()
+        try:
+            with Heartbeat(self.store, job_id, attempt, self.store.lease_ms / 3000):
+                status = self._attempt(job, attempt)
+        finally:
+            self.metrics.job_finished(job.record.family, status, time.monotonic() - claimed)
+        return status
 
     def _attempt(self, job: StoredJob, attempt: int) -> str:
         job_id = job.record.id
@@ -136,7 +150,9 @@ class JobRunner:
         except Exception as exc:
             log.exception("job %s attempt %s failed", job_id, attempt)
             error = JobError(code=error_code(exc), message=f"{type(exc).__name__}: {exc}"[:2000])
+            self.metrics.job_failed(job.record.family, error.code)
             return self._finish(lambda: self.store.fail(job_id, attempt, error), "failed")
+        self.metrics.job_succeeded(job.record, result.timings)
         return self._finish(lambda: self.store.succeed(job_id, attempt, result), "succeeded")
 
     def _generate(self, job: StoredJob, attempt: int, deadline: float | None = None) -> JobResult:

@@ -35,7 +35,9 @@ from hotpipe.shared.settings import Settings
 from hotpipe.shared.storage import Storage
 from hotpipe.shared.store import JobStore
 from hotpipe.workers.cache import PipelineCache
+from hotpipe.workers.exporter import MetricsExporter
 from hotpipe.workers.job_runner import JobRunner
+from hotpipe.workers.metrics import ReaperMetrics, WorkerMetrics, legacy_cache_stats
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +58,16 @@ def pick_dtype(setting: str, device: str) -> torch.dtype:
 
 
 def build_runner(settings: Settings) -> JobRunner:
-    """The per-process runtime: Redis, S3 and an empty pipeline cache on the settings' device."""
+    """The per-process runtime: Redis, S3, an empty pipeline cache on the settings' device, and job
+    metrics (registered nowhere: in a worker with an exporter, its parent collects their files)."""
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     client = redis.Redis.from_url(settings.redis_url, decode_responses=True, health_check_interval=30)
     cache = PipelineCache(settings.device, pick_dtype(settings.dtype, settings.device))
     store = JobStore(client, settings.record_ttl_s, lease_s=settings.lease_s)
+    metrics = WorkerMetrics(None, settings.device, cache_stats=functools.partial(legacy_cache_stats, cache))
     return JobRunner(store, Storage(settings), cache, settings.progress_interval_s,
-                     publish=functools.partial(enqueue, make_celery(settings)))
+                     publish=functools.partial(enqueue, make_celery(settings)), metrics=metrics)
 
 
 def build_reaper(settings: Settings) -> Reaper:
@@ -88,8 +92,9 @@ def reaper_step(settings: Settings) -> type[bootsteps.StartStopStep]:
             self.entry: Entry | None = None
 
         def start(self, parent: Any) -> None:
-            reaper = build_reaper(settings)
-            self.entry = parent.timer.call_repeatedly(settings.reaper_interval_s, reaper.tick, priority=10)
+            reaper, metrics = build_reaper(settings), ReaperMetrics(None)
+            self.entry = parent.timer.call_repeatedly(settings.reaper_interval_s,
+                                                      lambda: metrics.record(reaper.tick()), priority=10)
 
         def stop(self, parent: Any) -> None:
             if self.entry is not None:
@@ -108,16 +113,22 @@ def _drain_children(**_: Any) -> None:
                 continue
 
 
-def create_worker_app(settings: Settings) -> Celery:
-    """The Celery app with the job task registered and the child's runtime wired in."""
+def create_worker_app(settings: Settings, exporter: MetricsExporter | None = None) -> Celery:
+    """The Celery app with the job task registered and the child's runtime wired in; with an
+    ``exporter``, the child's metrics go to its directory and the parent serves them."""
     app = make_celery(settings)
     app.steps["worker"].add(reaper_step(settings))
+    if exporter is not None:
+        app.steps["worker"].add(exporter.step())
     runtime: dict[str, JobRunner] = {}
 
     @signals.worker_process_init.connect(weak=False)
     def _init_child(**_: Any) -> None:
         runtime["runner"] = build_runner(settings)
         signal.signal(DRAIN_SIGNAL, lambda *_: runtime["runner"].drain(settings.shutdown_grace_s))
+
+    if exporter is not None:
+        signals.worker_process_shutdown.connect(lambda pid=None, **_: exporter.child_exiting(pid), weak=False)
 
     signals.worker_shutting_down.connect(_drain_children, weak=False)
 
@@ -142,13 +153,20 @@ def create_worker_app(settings: Settings) -> Celery:
     return app
 
 
-def worker_argv(families: list[str], hostname: str, loglevel: str) -> list[str]:
+def worker_argv(families: list[str], hostname: str, loglevel: str, quiet: bool = False) -> list[str]:
+    """Celery's command line; ``quiet`` leaves out the start-up banner (not a log line: JSON logs)."""
     queues = ",".join(queue_name(f) for f in families)
-    return ["worker", "-P", "prefork", "-c", "1", "-Q", queues, "-n", hostname, "-l", loglevel,
-            "--without-gossip", "--without-mingle", "--without-heartbeat", "-O", "fair"]
+    return [*(["--quiet"] if quiet else []), "worker", "-P", "prefork", "-c", "1", "-Q", queues, "-n", hostname,
+            "-l", loglevel, "--without-gossip", "--without-mingle", "--without-heartbeat", "-O", "fair"]
 
 
 def run_worker(settings: Settings, families: list[str], hostname: str, loglevel: str = "INFO") -> None:
     """Start consuming ``families``' queues; returns when the worker shuts down."""
-    app = create_worker_app(settings)
-    app.worker_main(worker_argv(families, hostname, loglevel))
+    exporter = MetricsExporter(settings.worker_metrics_port, families, settings.device) \
+        if settings.worker_metrics_port else None
+    try:
+        app = create_worker_app(settings, exporter)
+        app.worker_main(worker_argv(families, hostname, loglevel, quiet=settings.log_format == "json"))
+    finally:
+        if exporter is not None:
+            exporter.close()

@@ -1,7 +1,7 @@
 """JSON schemas for the custom resources the chart renders (kubernetes-validate has only built-ins).
 
-Written from the KEDA 2.12+ and Prometheus Operator CRDs, covering the fields the chart uses
-and every top-level spec field they accept; KEDA's trigger metadata is map[string]string, so a
+Written from the KEDA 2.12+ and Prometheus Operator (ServiceMonitor, PodMonitor) CRDs, covering the
+fields the chart uses and every top-level spec field they accept; KEDA's trigger metadata is map[string]string, so a
 number there is an error the cluster would report too.
 """
 
@@ -61,6 +61,23 @@ SERVICE_MONITOR_SPEC = {
     },
 }
 
+RELABELING = {"type": "object", "additionalProperties": False, "properties": {
+    "sourceLabels": {"type": "array", "items": {"type": "string", "pattern": "^[a-zA-Z_][a-zA-Z0-9_]*$"}},
+    "separator": STRING, "targetLabel": STRING, "regex": STRING, "modulus": INT, "replacement": STRING,
+    "action": STRING}}
+
+POD_MONITOR_SPEC = {
+    "type": "object",
+    "required": ["selector", "podMetricsEndpoints"],
+    "properties": {
+        "selector": {"type": "object", "properties": {"matchLabels": STRING_MAP}},
+        "podMetricsEndpoints": {"type": "array", "items": {"type": "object", "additionalProperties": False,
+                                                           "properties": {
+            "port": STRING, "path": STRING, "interval": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
+            "relabelings": {"type": "array", "items": RELABELING}}}},
+    },
+}
+
 
 def _resource(api_version: str, kind: str, spec: dict[str, Any]) -> dict[str, Any]:
     return {
@@ -76,4 +93,5 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "ScaledObject": _resource("keda.sh/v1alpha1", "ScaledObject", SCALED_OBJECT_SPEC),
     "TriggerAuthentication": _resource("keda.sh/v1alpha1", "TriggerAuthentication", TRIGGER_AUTHENTICATION_SPEC),
     "ServiceMonitor": _resource("monitoring.coreos.com/v1", "ServiceMonitor", SERVICE_MONITOR_SPEC),
+    "PodMonitor": _resource("monitoring.coreos.com/v1", "PodMonitor", POD_MONITOR_SPEC),
 }

@@ -42,7 +42,9 @@ SCENARIOS: dict[str, dict[str, Any] | None] = {
         "webhooks": {"existingSecret": "hooks"},
         "settings": {"s3_bucket": "images", "max_input_pixels": 16777216, "wait_max_s": 30.5, "s3_prefix": ""},
         "models": {"volume": {"persistentVolumeClaim": {"claimName": "checkpoints", "readOnly": True}}},
-        "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
+        "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+                    "podMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+                    "dashboard": {"enabled": True, "annotations": {"grafana_folder": "ML"}}},
         "api": {"env": [{"name": "LOG_FORMAT", "value": "json"}], "podAnnotations": {"team": "ml"}},
         "workers": {"pools": {"stable-diffusion": {
             "env": [{"name": "PYTORCH_CUDA_ALLOC_CONF", "value": "expandable_segments:True"}],

@@ -4,7 +4,9 @@ lint-clean, one Deployment per pool, queues and settings that match the code, se
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
+from urllib.parse import urlsplit
 
 import jsonschema
 import kubernetes_validate
@@ -12,11 +14,13 @@ import pytest
 from kombu.transport.redis import PRIORITY_STEPS, Channel
 
 from hotpipe.cli import build_parser
+from hotpipe.producer.api import create_app
 from hotpipe.shared.celery_app import make_celery, queue_name
 from hotpipe.shared.families import LOOKUP_ORDER
 from hotpipe.shared.settings import ENV_PREFIX, Settings
 from tests.deploy.chart import (
     KUBE_VERSIONS,
+    NAMESPACE,
     SHUTDOWN_MARGIN_S,
     Manifest,
     arg_after,
@@ -45,6 +49,25 @@ def priority_lists(queue: str) -> list[str]:
     """The Redis lists Kombu keeps for ``queue`` under hotpipe's Celery configuration."""
     options = make_celery(Settings()).conf.broker_transport_options
     return [f"{queue}{Channel.sep}{step}" if step else queue for step in options.get("priority_steps", PRIORITY_STEPS)]
+
+
+def evaluate(formula: str, values: dict[str, int]) -> int:
+    """A KEDA formula made of ``+`` and ``N * name`` terms, over trigger values."""
+    total = 0
+    for term in formula.split(" + "):
+        factor, _, name = term.rpartition(" * ")
+        total += int(factor or 1) * values[name]
+    return total
+
+
+def running_url_is_the_apis(url: str, docs: list[Manifest], queue: str) -> bool:
+    """``url`` is the API Service's, on the route that counts ``queue``'s running jobs."""
+    (service,) = component(docs, "Service", "api")
+    parts = urlsplit(url)
+    host = f"{service['metadata']['name']}.{NAMESPACE}.svc"
+    routes = [getattr(r, "path", None) for r in create_app(Settings()).routes]
+    return (parts.hostname, parts.port, parts.path) == (host, service["spec"]["ports"][0]["port"],
+                                                        f"/v1/queues/{queue}") and "/v1/queues/{family}" in routes
 
 
 def labels_match(selector: dict[str, str], labels: dict[str, str]) -> bool:
@@ -110,19 +133,30 @@ def test_keda_counts_every_priority_list_of_the_family_queue(scenario: tuple[Any
         target = deployments[obj["spec"]["scaleTargetRef"]["name"]]
         assert "replicas" not in target["spec"], "KEDA owns the replica count"
         triggers = obj["spec"]["triggers"]
-        counted = [t["metadata"]["listName"] for t in triggers]
+        lists = [t for t in triggers if t["type"] == "redis"]
+        counted = [t["metadata"]["listName"] for t in lists]
         queue = queue_name(pool["family"])
         assert set(counted) >= set(priority_lists(queue)), "a priority list the code fills is not counted"
         assert len(set(counted)) == len(counted) and all(name.startswith(queue) for name in counted)
+        (running,) = [t for t in triggers if t["type"] == "metrics-api"]
+        assert running_url_is_the_apis(running["metadata"]["url"], docs, queue)
+        assert running["metadata"]["valueLocation"] == "running"
         modifiers = obj["spec"]["advanced"]["scalingModifiers"]
-        assert sorted(modifiers["formula"].split(" + ")) == sorted(t["name"] for t in triggers)
-        assert modifiers["target"] == str(pool["autoscaling"]["queuedJobsPerReplica"])
+        per_replica = pool["autoscaling"]["queuedJobsPerReplica"]
+        assert modifiers["target"] == str(per_replica)
+        # replicas = ceil(formula / target) = one per running job + ceil(queued / per_replica)
+        for queued_by_list, busy in (([0] * 10, 3), ([5, 0, 1, 0, 0, 0, 0, 0, 0, 2], 0), ([1] * 10, 2)):
+            values = {f"p{i}": n for i, n in enumerate(queued_by_list)} | {"running": busy}
+            assert set(values) == {t["name"] for t in triggers}
+            replicas = math.ceil(evaluate(modifiers["formula"], values) / per_replica)
+            assert replicas == busy + math.ceil(sum(queued_by_list) / per_replica)
         assert (obj["spec"]["minReplicaCount"], obj["spec"]["maxReplicaCount"]) == (
             pool["autoscaling"]["minReplicas"], pool["autoscaling"]["maxReplicas"])
     auth = of_kind(docs, "TriggerAuthentication")
     assert len(auth) == (1 if autoscaled else 0)
     for obj in scaled:
-        assert {t["authenticationRef"]["name"] for t in obj["spec"]["triggers"]} == {auth[0]["metadata"]["name"]}
+        lists = [t for t in obj["spec"]["triggers"] if t["type"] == "redis"]
+        assert {t["authenticationRef"]["name"] for t in lists} == {auth[0]["metadata"]["name"]}
 
 
 def test_gpu_pools_request_one_gpu_and_run_on_it(scenario: tuple[Any, list[Manifest]]) -> None:

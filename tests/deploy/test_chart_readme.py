@@ -47,7 +47,13 @@ def test_every_value_has_a_row_and_every_row_a_value() -> None:
 def test_the_walkthrough_in_the_project_readme_installs() -> None:
     readme = (ROOT / "README.md").read_text()
     fleet = yaml.safe_load(readme.split("<<'YAML'\n", 1)[1].split("\nYAML\n", 1)[0])
-    docs = render(fleet)
+    docs = render(fleet, release="hotpipe")  # helm install hotpipe ...
     workers = component(docs, "Deployment", "worker")
     assert sorted(d["metadata"]["labels"]["hotpipe.io/pool"] for d in workers) == ["sdxl", "stable-diffusion"]
     assert len(of_kind(docs, "ScaledObject")) == 2 and len(of_kind(docs, "Ingress")) == 1
+    assert len(of_kind(docs, "ServiceMonitor")) == len(of_kind(docs, "PodMonitor")) == 1
+    assert [d for d in of_kind(docs, "ConfigMap") if "hotpipe.json" in d["data"]]
+    # the names the walkthrough uses after the install
+    release = {d["metadata"]["name"] for d in docs}
+    assert {"hotpipe-api", "hotpipe-worker-sdxl"} <= release
+    assert f"svc/hotpipe-api 8000:{fleet.get('api', {}).get('service', {}).get('port', 80)}" in readme

@@ -15,6 +15,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from hotpipe.cli import build_parser
+from hotpipe.shared.settings import Settings
 from tests.deploy.chart import ROOT
 from tests.deploy.dockerfile import DOCKER, args_of, exec_form, instructions
 
@@ -121,3 +122,7 @@ def test_worker_image_keeps_the_hub_cache_on_a_volume_and_checks_the_ready_file(
     ready = re.search(r"HOTPIPE_WORKER_READY_FILE=(\S+)", env)
     assert ready and not ready.group(1).startswith("/cache"), "the ready file must not outlive the container"
     assert exec_form(args_of(WORKER, "HEALTHCHECK")[0]) == ["sh", "-c", 'test -f "$HOTPIPE_WORKER_READY_FILE"']
+
+
+def test_worker_image_exposes_the_metrics_port_of_the_settings() -> None:
+    assert args_of(WORKER, "EXPOSE") == [str(Settings().worker_metrics_port)]

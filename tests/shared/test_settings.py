@@ -106,3 +106,20 @@ def test_recovery_settings_parse() -> None:
     s = Settings.from_env({"HOTPIPE_LEASE_S": "3", "HOTPIPE_REAPER_INTERVAL_S": "0.5", "HOTPIPE_MAX_ATTEMPTS": "2",
                            "HOTPIPE_SHUTDOWN_GRACE_S": "0"})
     assert (s.lease_s, s.reaper_interval_s, s.max_attempts, s.shutdown_grace_s) == (3.0, 0.5, 2, 0.0)
+
+
+@pytest.mark.parametrize(("var", "raw", "says"), [
+    ("HOTPIPE_LOG_FORMAT", "yaml", "use one of text, json"),
+    ("HOTPIPE_LOG_FORMAT", "JSON", "use one of text, json"),
+    ("HOTPIPE_WORKER_METRICS_PORT", "70000", r"use a TCP port \(1-65535\), or 0 to turn worker metrics off"),
+    ("HOTPIPE_WORKER_METRICS_PORT", "-1", r"use a TCP port \(1-65535\), or 0 to turn worker metrics off"),
+])
+def test_observability_settings_out_of_range_name_the_variable(var: str, raw: str, says: str) -> None:
+    with pytest.raises(ValueError, match=f"{var} is .*; {says}"):
+        Settings.from_env({var: raw})
+
+
+def test_observability_settings_parse() -> None:
+    s = Settings.from_env({"HOTPIPE_LOG_FORMAT": "json", "HOTPIPE_WORKER_METRICS_PORT": "0"})
+    assert (s.log_format, s.worker_metrics_port) == ("json", 0)
+    assert (Settings().log_format, Settings().worker_metrics_port) == ("text", 9464)

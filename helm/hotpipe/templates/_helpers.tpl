@@ -46,6 +46,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- include "hotpipe.suffixed" (list . "api") }}
 {{- end }}
 
+{{/* The API's address inside the cluster, through its Service. */}}
+{{- define "hotpipe.api.url" -}}
+{{- printf "http://%s.%s.svc:%v" (include "hotpipe.api.fullname" .) .Release.Namespace .Values.api.service.port }}
+{{- end }}
+
 {{- define "hotpipe.api.selectorLabels" -}}
 {{ include "hotpipe.selectorLabels" . }}
 app.kubernetes.io/component: api

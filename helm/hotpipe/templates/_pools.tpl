@@ -84,6 +84,9 @@ margin for giving the job back and exiting.
 {{- add (.gracefulShutdownSeconds | int) 30 }}
 {{- end }}
 
+{{/* The port of a worker's /metrics (HOTPIPE_WORKER_METRICS_PORT; the setting's default, checked by tests/deploy). */}}
+{{- define "hotpipe.workerMetricsPort" -}}9464{{- end }}
+
 {{/* The file a worker touches once it consumes; in the container's own layer, so a restart starts unready. */}}
 {{- define "hotpipe.readyFile" -}}/tmp/hotpipe-worker-ready{{- end }}
 

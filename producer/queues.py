@@ -1,0 +1,75 @@
+"""How much work each family has: jobs queued (every priority list) and jobs running.
+
+Read from Redis on demand, for ``/metrics`` and for ``GET /v1/queues/{family}``, which the
+chart's KEDA ScaledObjects poll: a pool needs one worker per running job plus enough for its
+queue, and running jobs are in no Redis list (Kombu holds their messages in its unacked hash),
+so a scaler that counts lists alone would scale busy workers away.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import redis
+from fastapi import FastAPI
+from pydantic import BaseModel
+
+from hotpipe.shared import keys
+from hotpipe.shared.celery_app import queue_lists
+from hotpipe.shared.errors import NotFound
+from hotpipe.shared.families import FAMILIES, base_family
+
+#: families that have a queue: variants run on their base family's workers
+QUEUED_FAMILIES: tuple[str, ...] = tuple(sorted({base_family(f) for f in FAMILIES}))
+
+
+class QueueState(BaseModel):
+    """``GET /v1/queues/{family}``."""
+
+    family: str
+    queued: int
+    running: int
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """Jobs queued per family (those asked about) and running per family (every family seen)."""
+
+    queued: dict[str, int]
+    running: Counter[str]
+
+
+def read_backlog(client: redis.Redis, families: Iterable[str]) -> Backlog:
+    """Two pipelined round trips: LLEN of every priority list, then the family of every running job."""
+    lists = {family: queue_lists(family) for family in families}
+    pipe = client.pipeline(transaction=False)
+    for names in lists.values():
+        for name in names:
+            pipe.llen(name)
+    lengths = iter(pipe.execute())
+    queued = {family: sum(next(lengths) for _ in names) for family, names in lists.items()}
+    pipe = client.pipeline(transaction=False)
+    for job_id in client.zrange(keys.leases(), 0, -1):  # the lease set holds exactly the running jobs
+        pipe.hget(keys.job(str(job_id)), "family")
+    running = Counter(str(family) for family in pipe.execute() if family)
+    return Backlog(queued, running)
+
+
+def queued_family(family: str) -> str:
+    """``family`` if it has a queue; a 404 saying which queue its jobs go to otherwise."""
+    if family in QUEUED_FAMILIES:
+        return family
+    if family in FAMILIES:
+        raise NotFound(f"family {family!r} has no queue of its own; its jobs run on {base_family(family)!r}'s",
+                       field="family")
+    raise NotFound(f"no family {family!r}; families with a queue: {', '.join(QUEUED_FAMILIES)}", field="family")
+
+
+def add_queue_routes(app: FastAPI, client: redis.Redis) -> None:
+    @app.get("/v1/queues/{family}", response_model=QueueState)
+    def queue_state(family: str) -> QueueState:
+        """Jobs queued (all priorities) and running for one family; what the autoscaler reads."""
+        backlog = read_backlog(client, [queued_family(family)])
+        return QueueState(family=family, queued=backlog.queued[family], running=backlog.running[family])
