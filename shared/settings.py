@@ -32,6 +32,8 @@ class Settings:
     s3_bucket: str = _setting("hotpipe", "Bucket for inputs, images and sidecars.")
     s3_prefix: str = _setting("jobs", "Key prefix inside the bucket: {prefix}/{job_id}/{index}.{ext}.")
     s3_region: str = _setting("us-east-1", "Region used to sign S3 requests.")
+    s3_max_attempts: int = _setting(8, "Tries of one S3 request (botocore standard retries: exponential backoff "
+                                       "with jitter, at most 20 s apart) before a put fails the job.")
     model_root: Path = _setting(Path("models"), "Folder holding local checkpoints (one folder each).")
     record_ttl_s: int = _setting(7 * 24 * 3600, "Seconds a finished job record is kept in Redis.")
     presign_expiry_s: int = _setting(3600, "Lifetime of presigned image URLs, regenerated on each read.")

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 import torch
@@ -42,6 +42,7 @@ from hotpipe.workers.encode import Encoded, encode
 from hotpipe.workers.heartbeat import Heartbeat
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: step-callback verdicts: canceled by the user, lost to a newer attempt, give back (shutdown)
 CANCELED, LOST, RELEASE = 1, -1, 2
@@ -75,6 +76,19 @@ class Stopwatch:
         now = time.perf_counter()
         self.laps[name] = round(now - self._last, 6)
         self._last = now
+
+
+def retry_redis(call: Callable[[], T], what: str) -> T:
+    """``call()``, retried with ``FINAL_WRITE_BACKOFF_S`` pauses while Redis is unreachable."""
+    for delay in (*FINAL_WRITE_BACKOFF_S, None):
+        try:
+            return call()
+        except (redis.ConnectionError, redis.TimeoutError):
+            if delay is None:
+                raise
+            log.warning("%s: Redis unreachable; retrying in %.1fs", what, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
 
 
 @functools.cache
@@ -166,8 +180,8 @@ class JobRunner:
 
     def _check_owner(self, job_id: str, attempt: int) -> None:
         """Right before a put: still the job's attempt?  (Renews the lease, so the put has a
-        whole lease to land in.)  Raises ``Stopped(LOST)`` otherwise."""
-        if not self.store.renew(job_id, attempt):
+        whole lease to land in.)  Raises ``Stopped(LOST)`` otherwise; waits out a Redis restart."""
+        if not retry_redis(lambda: self.store.renew(job_id, attempt), f"job {job_id}: ownership check"):
             raise runner.Stopped(LOST)
 
     def _put_sidecar(self, job: StoredJob, provenance: dict[str, Any]) -> Future[None]:
@@ -216,7 +230,13 @@ class JobRunner:
             if step < total and now - last < self.progress_interval_s:
                 return 0
             last = now
-            return self.store.progress(job_id, attempt, step, total)
+            try:
+                return self.store.progress(job_id, attempt, step, total)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                # Progress is advisory: a Redis restart must not fail the job.  Ownership and
+                # the terminal write are checked again (and waited for) before anything is put.
+                log.warning("job %s: progress not written (%s); going on", job_id, exc)
+                return 0
         return on_step
 
     def _stopped(self, job_id: str, attempt: int, verdict: int) -> str:
