@@ -15,6 +15,8 @@ from typing import Any
 
 from celery import Celery
 
+from hotpipe.producer.admission import Admission
+from hotpipe.producer.auth import DEFAULT_TENANT
 from hotpipe.shared import family_table
 from hotpipe.shared.celery_app import enqueue
 from hotpipe.shared.checkpoints import Resolved, resolve
@@ -37,8 +39,10 @@ class Submitter:
     store: JobStore
     storage: Storage
     celery: Celery
+    #: rate limits and queue bounds, checked before anything is written (None: no limits)
+    admission: Admission | None = None
 
-    def submit(self, req: JobRequest) -> JobRecord:
+    def submit(self, req: JobRequest, tenant: str = DEFAULT_TENANT) -> JobRecord:
         check_limits(req.params, self.settings)
         check_task_inputs(req)
         if req.controlnet is not None:
@@ -47,10 +51,13 @@ class Submitter:
         resolved = resolve(req.checkpoint, req.task, self.settings.model_root, req.revision)
         check_call_args(req.params, resolved.pipeline, req.inputs.given())
         images = self._check_inputs(req)
+        if self.admission is not None:
+            self.admission.check_queue(resolved.base_family)
         job_id = new_job_id()
         spec = self._spec(req, resolved, self._store_inputs(job_id, images))
         record = self.store.create(job_id, family=resolved.base_family, pipeline=resolved.pipeline,
-                          checkpoint=req.checkpoint, revision=resolved.revision, task=req.task, spec=spec)
+                          checkpoint=req.checkpoint, revision=resolved.revision, task=req.task, spec=spec,
+                                   tenant=tenant)
         try:
             enqueue(self.celery, job_id, resolved.base_family, req.priority)
         except Exception as exc:

@@ -127,6 +127,8 @@ class JobRecord(BaseModel):
     """What ``GET /v1/jobs/{id}`` returns."""
 
     id: str
+    #: who submitted it (the API key's tenant); other tenants never see the job
+    tenant: str = "default"
     status: Status
     family: str
     pipeline: str

@@ -31,3 +31,20 @@ def requeues() -> str:
     once the message is out, so an entry that grows old means that reaper died in between.
     """
     return f"{NAMESPACE}:requeues"
+
+
+def rate_bucket(tenant: str) -> str:
+    """Hash holding one tenant's submission token bucket (``tokens``, ``at`` in server ms)."""
+    return f"{NAMESPACE}:rate:{tenant}"
+
+
+#: kombu's separator between a queue's name and its priority in the Redis list name
+KOMBU_PRIORITY_SEP = "\x06\x16"
+
+
+def broker_queue_lists(queue: str) -> list[str]:
+    """Kombu's Redis lists holding the messages waiting on ``queue``, one per priority.
+
+    Kombu names them, not hotpipe: ``{queue}`` for priority 0 and ``{queue}\\x06\\x16{p}`` for 1-9.
+    """
+    return [queue] + [f"{queue}{KOMBU_PRIORITY_SEP}{p}" for p in range(1, 10)]

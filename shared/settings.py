@@ -59,6 +59,16 @@ class Settings:
     shutdown_grace_s: float = _setting(25.0, "On SIGTERM, how long a worker lets its running job go on before it "
                                              "gives the job back to the queue; keep the pod's "
                                              "terminationGracePeriodSeconds above it.")
+    api_keys: str | None = _setting(None, "API keys as comma-separated `sha256-hex:tenant` pairs (the SHA-256 of "
+                                          "each key, never the key; `hotpipe keys new` makes one). Unset with no "
+                                          "API_KEYS_FILE: no authentication (local stacks only).")
+    api_keys_file: Path | None = _setting(None, "File of API key hashes, one `sha256-hex tenant` per "
+                                                "line (# comments); read at start-up, adds to API_KEYS.")
+    rate_limit_per_s: float = _setting(0.0, "Job submissions per second each tenant may sustain (a token bucket in "
+                                            "Redis); 0 turns the limit off.")
+    rate_limit_burst: int = _setting(50, "Submissions a tenant may make at once before RATE_LIMIT_PER_S applies.")
+    max_queued_per_family: int = _setting(0, "Most messages waiting in one family's queue; past it submissions are "
+                                             "refused with 429. 0: unbounded.")
 
     def __post_init__(self) -> None:
         positive = {"lease_s": self.lease_s, "reaper_interval_s": self.reaper_interval_s,
@@ -66,6 +76,9 @@ class Settings:
         for name, value in positive.items():
             if not (value > 0 and math.isfinite(value)):
                 raise ValueError(f"{ENV_PREFIX}{name.upper()} is {value!r}; it must be a finite number above 0")
+        if not (self.rate_limit_per_s >= 0 and math.isfinite(self.rate_limit_per_s)) or self.rate_limit_burst < 1:
+            raise ValueError(f"{ENV_PREFIX}RATE_LIMIT_PER_S must be 0 (off) or more and {ENV_PREFIX}RATE_LIMIT_BURST "
+                             "at least 1")
         if not (self.shutdown_grace_s >= 0 and math.isfinite(self.shutdown_grace_s)):
             raise ValueError(f"{ENV_PREFIX}SHUTDOWN_GRACE_S is {self.shutdown_grace_s!r}; it must be a finite "
                              "number of seconds, 0 or more")

@@ -240,10 +240,10 @@ class JobStore:
 
     # -- producer side ----------------------------------------------------------------
     def create(self, job_id: str, *, family: str, pipeline: str, checkpoint: str, revision: str | None,
-               task: Task, spec: dict[str, Any]) -> JobRecord:
-        """Write a new ``queued`` record and return it; refuses to overwrite an existing job."""
+               task: Task, spec: dict[str, Any], tenant: str = "default") -> JobRecord:
+        """Write a new ``queued`` record owned by ``tenant``; refuses to overwrite an existing job."""
         fields = {
-            "id": job_id, "status": Status.QUEUED.value, "attempt": "0", "family": family,
+            "id": job_id, "tenant": tenant, "status": Status.QUEUED.value, "attempt": "0", "family": family,
             "pipeline": pipeline, "checkpoint": checkpoint, "revision": revision or "",
             "task": task.value, "created_at": repr(time.time()), "spec": json.dumps(spec),
         }
@@ -419,7 +419,8 @@ def _record(raw: dict[str, str]) -> JobRecord:
     result = _json(raw.get("result"))
     error = _json(raw.get("error"))
     return JobRecord(
-        id=raw["id"], status=Status(raw["status"]), family=raw["family"], pipeline=raw["pipeline"],
+        id=raw["id"], tenant=raw.get("tenant") or "default",
+        status=Status(raw["status"]), family=raw["family"], pipeline=raw["pipeline"],
         checkpoint=raw["checkpoint"], revision=raw.get("revision") or None, task=Task(raw["task"]),
         progress=Progress(**progress) if progress else None, attempts=int(raw.get("attempt", 0)),
         created_at=datetime.fromtimestamp(float(raw["created_at"]), UTC), started_at=_ts(raw.get("started_at")),

@@ -89,7 +89,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _forward(self, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
-        conn = http.client.HTTPConnection(self.target.hostname, self.target.port, timeout=30)
+        conn = http.client.HTTPConnection(self.target.hostname or "127.0.0.1", self.target.port, timeout=30)
         try:
             headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
             conn.request(self.command, self.path, body=body, headers=headers)
