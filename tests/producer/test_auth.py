@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from httpx import Response
 
 from hotpipe.producer.auth import NO_KEYS_WARNING, KeyTable, hash_key, new_key, parse_keys
 from hotpipe.shared.settings import Settings
@@ -33,7 +32,7 @@ def keyed_api(make_api: Callable[[Settings], TestClient], settings: Settings, tm
     return make_api(dataclasses.replace(settings, api_keys=f"{hash_key(KEY_A)}:acme", api_keys_file=keys_file))
 
 
-def assert_error(response: Response, status: int, code: str) -> dict[str, Any]:
+def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/json")
     error: dict[str, Any] = response.json()["error"]
