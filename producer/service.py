@@ -23,6 +23,7 @@ from hotpipe.shared.checkpoints import Resolved, resolve
 from hotpipe.shared.errors import InvalidRequest, Unavailable
 from hotpipe.shared.images import InputImage, check_image, decode_data_uri
 from hotpipe.shared.job import TASK_INPUTS, JobError, JobRecord, JobRequest, Params, new_job_id
+from hotpipe.shared.safety import CheckpointNotAllowed, checkpoint_allowed, fetch_input, parse_patterns
 from hotpipe.shared.settings import Settings
 from hotpipe.shared.storage import Storage
 from hotpipe.shared.store import JobStore
@@ -42,9 +43,17 @@ class Submitter:
     #: rate limits and queue bounds, checked before anything is written (None: no limits)
     admission: Admission | None = None
 
+    @property
+    def allowlist(self) -> tuple[str, ...]:
+        return parse_patterns(self.settings.checkpoint_allowlist)
+
     def submit(self, req: JobRequest, tenant: str = DEFAULT_TENANT) -> JobRecord:
         check_limits(req.params, self.settings)
         check_task_inputs(req)
+        for field, checkpoint in (("checkpoint", req.checkpoint), ("controlnet", req.controlnet)):
+            if checkpoint is not None and not checkpoint_allowed(checkpoint, self.allowlist):
+                raise CheckpointNotAllowed(f"{field} {checkpoint!r} is not on this server's checkpoint allowlist; "
+                                           "ask the operator", field=field)
         if req.controlnet is not None:
             raise InvalidRequest("controlnet checkpoints are not supported by this server yet; remove controlnet",
                                  field="controlnet")
@@ -72,6 +81,8 @@ class Submitter:
             field = f"inputs.{name}"
             if ref.startswith("s3://"):
                 data = self.storage.get_bounded(self.storage.key_from_uri(ref, field), field, s.max_input_bytes)
+            elif ref.startswith(("http://", "https://")):
+                data = fetch_input(ref, field, s.max_input_bytes, enabled=s.allow_http_inputs)
             else:
                 data = decode_data_uri(ref, field, s.max_input_bytes)
             images[name] = check_image(data, field, s.max_input_bytes, s.max_input_pixels)

@@ -37,7 +37,7 @@ TASK_INPUTS: dict[Task, tuple[frozenset[str], frozenset[str]]] = {
 }
 
 OutputFormat = Literal["png", "webp", "jpeg"]
-ImageRef = Annotated[str, Strict(), StringConstraints(pattern=r"^(data:|s3://)", max_length=64 * 1024 * 1024)]
+ImageRef = Annotated[str, Strict(), StringConstraints(pattern=r"^(data:|s3://|https?://)", max_length=64 * 1024 * 1024)]
 Side = Annotated[int, Strict(), Field(ge=8, le=16384, multiple_of=8)]
 
 

@@ -67,6 +67,12 @@ class Settings:
     rate_limit_per_s: float = _setting(0.0, "Job submissions per second each tenant may sustain (a token bucket in "
                                             "Redis); 0 turns the limit off.")
     rate_limit_burst: int = _setting(50, "Submissions a tenant may make at once before RATE_LIMIT_PER_S applies.")
+    allow_pickle_weights: bool = _setting(False, "Let workers load pickle (.bin) weights when a checkpoint has no "
+                                                 "safetensors; pickles can run code, so leave it off.")
+    checkpoint_allowlist: str | None = _setting(None, "Comma-separated glob patterns (org/*, tiny-*) a checkpoint must "
+                                                      "match; checked at submit (403) and in the worker. Unset: any.")
+    allow_http_inputs: bool = _setting(False, "Accept http(s) URLs as input images (fetched at submit, public hosts "
+                                              "only: never loopback, link-local or private addresses).")
     max_queued_per_family: int = _setting(0, "Most messages waiting in one family's queue; past it submissions are "
                                              "refused with 429. 0: unbounded.")
 
@@ -114,6 +120,8 @@ def _parse(f: dataclasses.Field[Any], raw: str) -> Any:
             return raw
         raise ValueError(f"{ENV_PREFIX}{f.name.upper()} is empty; unset it to use the default {f.default!r}")
     try:
+        if kind.startswith("bool"):
+            return _bool(raw)
         if kind.startswith("int"):
             return int(raw)
         if kind.startswith("float"):
@@ -123,6 +131,15 @@ def _parse(f: dataclasses.Field[Any], raw: str) -> Any:
     except ValueError as exc:
         raise ValueError(f"{ENV_PREFIX}{f.name.upper()}={raw!r} is not a valid {kind}") from exc
     return raw
+
+
+def _bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{raw!r} is not a boolean (true/false)")
 
 
 def reference_table() -> list[tuple[str, str, str]]:

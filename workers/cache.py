@@ -26,6 +26,7 @@ from diffusers import (
 
 from hotpipe.shared.families import BEYOND_TASK_TABLES, family_of
 from hotpipe.shared.job import Task
+from hotpipe.workers.safe_loading import load_kwargs, refuse_unsafe
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,8 @@ class CacheStats:
 class PipelineCache:
     """Pipelines by (location, revision, dtype); each holds its task siblings by class name."""
 
-    def __init__(self, device: str, dtype: torch.dtype):
+    def __init__(self, device: str, dtype: torch.dtype, allow_pickle: bool = False):
+        self.allow_pickle = allow_pickle
         self.device = device
         self.dtype = dtype
         self.stats = CacheStats()
@@ -78,7 +80,11 @@ class PipelineCache:
 
     def _load(self, location: str, revision: str | None) -> Any:
         start = time.perf_counter()
-        pipe = DiffusionPipeline.from_pretrained(location, revision=revision, dtype=self.dtype)
+        try:
+            pipe = DiffusionPipeline.from_pretrained(location, revision=revision, dtype=self.dtype,
+                                                     **load_kwargs(self.allow_pickle))
+        except OSError as exc:
+            raise refuse_unsafe(exc, location) from exc
         pipe.to(self.device)
         pipe.set_progress_bar_config(disable=True)
         took = time.perf_counter() - start

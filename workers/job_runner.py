@@ -33,6 +33,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from hotpipe import __version__
 from hotpipe.shared.job import ImageResult, JobError, JobResult, Task
 from hotpipe.shared.reaper import Publish, hand_over
+from hotpipe.shared.safety import CheckpointNotAllowed
 from hotpipe.shared.status import TransitionError
 from hotpipe.shared.storage import Storage, json_bytes
 from hotpipe.shared.store import JobStore, StoredJob
@@ -40,6 +41,7 @@ from hotpipe.workers import runner
 from hotpipe.workers.cache import PipelineCache, ResolutionMismatch
 from hotpipe.workers.encode import Encoded, encode
 from hotpipe.workers.heartbeat import Heartbeat
+from hotpipe.workers.safe_loading import UnsafeWeights, check_allowed
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -52,6 +54,8 @@ FINAL_WRITE_BACKOFF_S = (0.1, 0.3, 1.0, 3.0, 8.0, 16.0)
 #: exception type -> error code recorded on the job; first match wins
 ERROR_CODES: tuple[tuple[type[BaseException], str], ...] = (
     (ResolutionMismatch, "resolution_mismatch"),
+    (CheckpointNotAllowed, "checkpoint_not_allowed"),
+    (UnsafeWeights, "unsafe_weights"),
     (torch.OutOfMemoryError, "out_of_memory"),
     (ClientError, "storage_error"),
     (BotoCoreError, "storage_error"),
@@ -114,6 +118,8 @@ class JobRunner:
     progress_interval_s: float
     #: publishes a given-back job's message; None leaves it to the reaper's outbox pass
     publish: Publish | None = None
+    #: checkpoint patterns this worker may load (empty: any), checked again before loading
+    allowlist: tuple[str, ...] = ()
     _drain_deadline: float | None = field(default=None, init=False)
 
     def drain(self, grace_s: float) -> None:
@@ -152,6 +158,7 @@ class JobRunner:
         spec, rec = job.spec, job.record
         resolved = spec["resolved"]
         clock = Stopwatch()
+        check_allowed(rec.checkpoint, self.allowlist)
         pipe = self.cache.get(resolved["location"], resolved["revision"], Task(spec["task"]), rec.pipeline)
         clock.lap("load")
         inputs = {name: runner.decode_input(name, self.storage.get(key)) for name, key in spec["inputs"].items()}

@@ -31,6 +31,7 @@ from kombu.asynchronous.timer import Entry
 
 from hotpipe.shared.celery_app import TASK_NAME, enqueue, make_celery, queue_name
 from hotpipe.shared.reaper import Reaper
+from hotpipe.shared.safety import parse_patterns
 from hotpipe.shared.settings import Settings
 from hotpipe.shared.storage import Storage
 from hotpipe.shared.store import JobStore
@@ -60,10 +61,12 @@ def build_runner(settings: Settings) -> JobRunner:
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     client = redis.Redis.from_url(settings.redis_url, decode_responses=True, health_check_interval=30)
-    cache = PipelineCache(settings.device, pick_dtype(settings.dtype, settings.device))
+    cache = PipelineCache(settings.device, pick_dtype(settings.dtype, settings.device),
+                          allow_pickle=settings.allow_pickle_weights)
     store = JobStore(client, settings.record_ttl_s, lease_s=settings.lease_s)
     return JobRunner(store, Storage(settings), cache, settings.progress_interval_s,
-                     publish=functools.partial(enqueue, make_celery(settings)))
+                     publish=functools.partial(enqueue, make_celery(settings)),
+                     allowlist=parse_patterns(settings.checkpoint_allowlist))
 
 
 def build_reaper(settings: Settings) -> Reaper:
