@@ -54,6 +54,9 @@ class Settings:
     lease_s: float = _setting(30.0, "Lease of a running job: its worker renews it every lease_s/3 (heartbeat); "
                                     "once it lapses a reaper requeues the job.")
     reaper_interval_s: float = _setting(5.0, "Seconds between two passes of the reaper every worker's parent runs.")
+    job_time_limit_s: float = _setting(1800.0, "Hard limit on one attempt of a job (loading included): past it the "
+                                               "job ends failed with code time_limit and the worker's pool child is "
+                                               "replaced (even one hung in native code). 0 turns it off.")
     max_attempts: int = _setting(3, "Most times a job is started; a job whose worker is lost on its last attempt "
                                     "ends failed with code worker_lost.")
     shutdown_grace_s: float = _setting(25.0, "On SIGTERM, how long a worker lets its running job go on before it "
@@ -82,6 +85,8 @@ class Settings:
         for name, value in positive.items():
             if not (value > 0 and math.isfinite(value)):
                 raise ValueError(f"{ENV_PREFIX}{name.upper()} is {value!r}; it must be a finite number above 0")
+        if not (self.job_time_limit_s >= 0 and math.isfinite(self.job_time_limit_s)):
+            raise ValueError(f"{ENV_PREFIX}JOB_TIME_LIMIT_S is {self.job_time_limit_s!r}; it must be 0 (off) or more")
         if not (self.rate_limit_per_s >= 0 and math.isfinite(self.rate_limit_per_s)) or self.rate_limit_burst < 1:
             raise ValueError(f"{ENV_PREFIX}RATE_LIMIT_PER_S must be 0 (off) or more and {ENV_PREFIX}RATE_LIMIT_BURST "
                              "at least 1")

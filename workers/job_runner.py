@@ -120,6 +120,10 @@ class JobRunner:
     publish: Publish | None = None
     #: checkpoint patterns this worker may load (empty: any), checked again before loading
     allowlist: tuple[str, ...] = ()
+    #: hard limit on one attempt (0: none), enforced by the heartbeat thread, which then calls
+    #: ``on_time_limit`` (a worker's pool child kills itself there, as it may be hung)
+    time_limit_s: float = 0.0
+    on_time_limit: Callable[[], None] | None = None
     _drain_deadline: float | None = field(default=None, init=False)
 
     def drain(self, grace_s: float) -> None:
@@ -139,8 +143,19 @@ class JobRunner:
                      found.record.status.value if found else "missing")
             return "skipped"
         attempt = job.record.attempts
-        with Heartbeat(self.store, job_id, attempt, self.store.lease_ms / 3000):
+        with Heartbeat(self.store, job_id, attempt, self.store.lease_ms / 3000, self.time_limit_s,
+                       functools.partial(self._timed_out, job_id)):
             return self._attempt(job, attempt)
+
+    def _timed_out(self, job_id: str) -> None:
+        """The heartbeat failed the job for its time limit (so no attempt will write it again):
+        remove the sidecar this attempt may have put, then let the worker replace the process."""
+        try:
+            self.storage.delete(self.storage.sidecar_key(job_id))
+        except Exception:
+            log.warning("job %s: could not remove the sidecar", job_id, exc_info=True)
+        if self.on_time_limit is not None:
+            self.on_time_limit()
 
     def _attempt(self, job: StoredJob, attempt: int) -> str:
         job_id = job.record.id

@@ -46,6 +46,9 @@ DRAIN_SIGNAL = signal.SIGUSR2
 #: the reaper's Redis calls run on the parent's event loop: never block it for long
 REAPER_SOCKET_TIMEOUT_S = 5.0
 
+#: how much later than the job time limit Celery's own hard limit kills a pool child
+CELERY_BACKSTOP_S = 60.0
+
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -54,6 +57,24 @@ def pick_dtype(setting: str, device: str) -> torch.dtype:
     if setting == "auto":
         return torch.float16 if device.startswith("cuda") else torch.float32
     return DTYPES[setting]
+
+
+def celery_time_limit(settings: Settings) -> float | None:
+    """Celery's hard limit, a backstop behind the heartbeat's: it frees a child hung with the GIL
+    held (whose heartbeat stopped, so the reaper has already requeued its job)."""
+    if not settings.job_time_limit_s:
+        return None
+    return settings.job_time_limit_s + 2 * settings.lease_s + CELERY_BACKSTOP_S
+
+
+def replace_child() -> None:
+    """The pool child ran a job past its time limit and may be hung in native code: end it.
+
+    SIGKILL, because nothing in a hung process can be trusted to unwind; Celery's parent
+    starts a fresh child, and the job's message, rejected with the lost worker, comes back
+    to find the job already failed, and stands down.
+    """
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def build_runner(settings: Settings) -> JobRunner:
@@ -66,7 +87,8 @@ def build_runner(settings: Settings) -> JobRunner:
     store = JobStore(client, settings.record_ttl_s, lease_s=settings.lease_s)
     return JobRunner(store, Storage(settings), cache, settings.progress_interval_s,
                      publish=functools.partial(enqueue, make_celery(settings)),
-                     allowlist=parse_patterns(settings.checkpoint_allowlist))
+                     allowlist=parse_patterns(settings.checkpoint_allowlist),
+                     time_limit_s=settings.job_time_limit_s, on_time_limit=replace_child)
 
 
 def build_reaper(settings: Settings) -> Reaper:
@@ -136,7 +158,7 @@ def create_worker_app(settings: Settings) -> Celery:
         if settings.worker_ready_file:
             Path(settings.worker_ready_file).touch()
 
-    @app.task(name=TASK_NAME, ignore_result=True, acks_late=True, bind=True)
+    @app.task(name=TASK_NAME, ignore_result=True, acks_late=True, bind=True, time_limit=celery_time_limit(settings))
     def run_job(task: Any, job_id: str) -> str:
         if "runner" not in runtime:  # solo pool or a direct call: no process-init signal
             runtime["runner"] = build_runner(settings)

@@ -237,3 +237,28 @@ def test_s3_outage_past_the_retries_fails_the_job_never_succeeds(proxy: FaultyS3
     assert versions(storage, job_id) == {}
     healthy = finished(store, submit(client, 13, QUICK))  # the worker goes on once S3 is back
     assert healthy.record.status is Status.SUCCEEDED, healthy.record.error
+
+
+# -- time limit ----------------------------------------------------------------------------
+
+def test_a_job_past_the_time_limit_fails_and_the_pool_child_is_replaced(
+        stack: LocalStack, proxy: FaultyS3, store: JobStore, client: Client, storage: Storage) -> None:
+    """The limit is enforced by the child's heartbeat thread, which runs on while the job's
+    thread is deep in torch (native code, GIL released) — the case a lease can't catch."""
+    stack.procs["w"].stop()
+    stack.start_worker("limited", {"HOTPIPE_S3_ENDPOINT_URL": proxy.url, "HOTPIPE_JOB_TIME_LIMIT_S": "3"})
+    try:
+        endless = submit(client, 20, {**SLOW, "num_inference_steps": 150, "height": 256, "width": 256})
+        done = finished(store, endless)
+        after = finished(store, submit(client, 21, QUICK))
+    finally:
+        stack.procs["limited"].stop()
+        stack.start_worker("w", {"HOTPIPE_S3_ENDPOINT_URL": proxy.url,
+                                 "HOTPIPE_S3_MAX_ATTEMPTS": str(S3_MAX_ATTEMPTS)})
+
+    assert done.record.status is Status.FAILED and done.record.attempts == 1
+    assert done.record.error is not None and done.record.error.code == "time_limit", done.record.error
+    assert not any(storage.exists(key) for key in expected_keys(storage, endless))  # no half a result
+    assert after.record.status is Status.SUCCEEDED, after.record.error
+    assert after.worker and done.worker and after.worker != done.worker  # a fresh pool child ran it
+    assert (after.worker or "").startswith("limited@")
