@@ -4,10 +4,14 @@ One run, one local stack (real redis-server, moto S3 with versioning on, the uvi
 W Celery prefork workers), tiny SD, 1 step, 32x32:
 
 1. **raw enqueue**: C threads ``send_task`` N messages with hotpipe's own Celery settings to
-   a queue no worker reads (the ceiling for putting work on Redis from Python);
+   a queue no worker reads (the ceiling for putting work on Redis from Python), workers idle;
 2. **submission**: C clients ``POST /v1/jobs`` N jobs over HTTP (validation, resolution,
-   record, publish), while the workers already consume;
-3. wait until every job is terminal, then count: jobs not terminal (lost), jobs whose
+   record, publish), while the workers already consume (unless ``--workers-after``: they
+   start once every job is submitted);
+3. **raw enqueue again**, right after, while the workers are busy with the backlog: on a
+   small machine the workers' CPU use slows everything else, so the ratio is also given
+   against raw enqueue under that same load;
+4. wait until every job is terminal, then count: jobs not terminal (lost), jobs whose
    image was written more than once (object versions in S3), queue latency
    (``started_at - created_at`` of the last attempt) percentiles.
 
@@ -47,6 +51,7 @@ class LoadReport:
     clients: int
     raw_per_s: float
     submit_per_s: float
+    raw_busy_per_s: float
     drain_s: float
     statuses: dict[str, int] = field(default_factory=dict)
     lost: list[str] = field(default_factory=list)  # not terminal (or missing) at the end
@@ -63,8 +68,10 @@ class LoadReport:
         return [
             f"jobs {self.jobs}, clients {self.clients}: statuses {self.statuses}",
             f"lost (not terminal) {len(self.lost)}, completed twice {len(self.written_twice)}",
-            f"raw Celery send_task      {self.raw_per_s:8.1f} /s",
-            f"POST /v1/jobs submissions {self.submit_per_s:8.1f} /s  ({self.ratio:.0%} of raw)",
+            f"raw Celery send_task      {self.raw_per_s:8.1f} /s  (workers idle)",
+            f"raw Celery send_task      {self.raw_busy_per_s:8.1f} /s  (workers busy)",
+            f"POST /v1/jobs submissions {self.submit_per_s:8.1f} /s  ({self.ratio:.0%} of raw idle, "
+            f"{self.submit_per_s / self.raw_busy_per_s:.0%} of raw busy)",
             f"queue latency p50 {q['p50']:.0f} ms, p95 {q['p95']:.0f} ms, p99 {q['p99']:.0f} ms, max {q['max']:.0f} ms",
             f"all terminal {self.drain_s:.1f} s after the first submission",
         ]
@@ -130,16 +137,21 @@ def wait_terminal(store: JobStore, ids: list[str], timeout_s: float) -> None:
             time.sleep(0.5)
 
 
-def run_load(stack: LocalStack, jobs: int, clients: int, timeout_s: float = 1800) -> LoadReport:
-    """The scenario on a running stack (versioning is turned on here)."""
+def run_load(stack: LocalStack, jobs: int, clients: int, timeout_s: float = 1800,
+             start_workers: Callable[[], object] | None = None) -> LoadReport:
+    """The scenario on a running stack (versioning is turned on here); ``start_workers``, when
+    given, is called once every job is submitted."""
     storage = stack.storage()
     storage.client.put_bucket_versioning(Bucket=storage.bucket, VersioningConfiguration={"Status": "Enabled"})
     store = JobStore(redis.Redis.from_url(stack.settings.redis_url, decode_responses=True), 3600)
     raw = raw_enqueue(stack, jobs, clients)
     start = time.perf_counter()
     ids, submit_per_s = submit_all(stack, jobs, clients)
+    if start_workers is not None:
+        start_workers()
+    raw_busy = raw_enqueue(stack, jobs, clients)
     wait_terminal(store, ids, timeout_s)
-    report = LoadReport(jobs, clients, raw, submit_per_s, time.perf_counter() - start)
+    report = LoadReport(jobs, clients, raw, submit_per_s, raw_busy, time.perf_counter() - start)
     latencies: list[float] = []
     for job_id in ids:
         found = store.get(job_id)
@@ -165,6 +177,7 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=2000)
     p.add_argument("--clients", type=int, default=20)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers-after", action="store_true", help="start the workers once every job is submitted")
     args = p.parse_args()
     from hotpipe.workers.dev_checkpoints import make_checkpoints
 
@@ -173,8 +186,11 @@ def main() -> None:
         make_checkpoints(models, ["tiny-sd"])
         with LocalStack(Path(tmp) / "stack", models, redis_binary=find_redis_server("system"), workers=0,
                         extra_env=WORKER_ENV) as stack:
-            stack.start_workers({f"worker{i}": {} for i in range(args.workers)})
-            report = run_load(stack, args.jobs, args.clients)
+            workers: dict[str, dict[str, str]] = {f"worker{i}": {} for i in range(args.workers)}
+            if not args.workers_after:
+                stack.start_workers(workers)
+            report = run_load(stack, args.jobs, args.clients,
+                              start_workers=(lambda: stack.start_workers(workers)) if args.workers_after else None)
     print("\n".join(report.lines()))
 
 
