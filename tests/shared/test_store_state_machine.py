@@ -11,6 +11,7 @@ record is still there), and the lease set holds exactly the running jobs.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import pytest
 import redis
@@ -50,10 +51,12 @@ def attempt_of(model: Model, stale: bool) -> int:
 
 class StoreMachine(RuleBasedStateMachine):
     jobs = Bundle("jobs")
+    #: the session's redis client; set on a subclass per test (hypothesis builds machines from a class)
+    client: ClassVar[redis.Redis]
 
-    def __init__(self, client: redis.Redis):
+    def __init__(self) -> None:
         super().__init__()
-        self.redis = client
+        self.redis = client = type(self).client
         self.store = JobStore(client, record_ttl_s=3600, lease_s=60)
         self.model: dict[str, Model] = {}
 
@@ -198,10 +201,11 @@ class StoreMachine(RuleBasedStateMachine):
     @invariant()
     def leases_are_exactly_the_running_jobs(self) -> None:
         running = {job_id for job_id, m in self.model.items() if m.status is Status.RUNNING}
-        assert set(self.redis.zrange(keys.leases(), 0, -1)) == running  # type: ignore[arg-type]
+        assert set(self.redis.zrange(keys.leases(), 0, -1)) == running
 
 
 def test_store_transitions_are_legal_and_lose_nothing(redis_client: redis.Redis) -> None:
-    run_state_machine_as_test(lambda: StoreMachine(redis_client),
+    bound = type("BoundStoreMachine", (StoreMachine,), {"client": redis_client})
+    run_state_machine_as_test(bound,
                               settings=settings(max_examples=60, stateful_step_count=40, deadline=None,
                                                 suppress_health_check=[HealthCheck.too_slow]))
