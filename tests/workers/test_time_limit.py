@@ -28,7 +28,7 @@ def test_a_job_past_the_time_limit_ends_failed_and_the_hook_runs(store: JobStore
     called = threading.Event()
     runner = JobRunner(store, storage, PipelineCache("cpu", torch.float32), progress_interval_s=0,
                        time_limit_s=0.5, on_time_limit=called.set)
-    job_id = submit(store, settings, num_inference_steps=2000, height=64, width=64)
+    job_id = submit(store, settings, num_inference_steps=999, height=64, width=64)
 
     outcome = runner.run(job_id)
 
