@@ -138,6 +138,16 @@ def _stack(args: argparse.Namespace) -> int:
     return serve_stack(Path(args.models), Path(args.workdir), args.redis)
 
 
+def _new_key(args: argparse.Namespace) -> int:
+    from hotpipe.producer.auth import hash_key, new_key
+
+    key = new_key()
+    print(f"key (give it to the tenant; it is not stored anywhere): {key}")
+    print(f"HOTPIPE_API_KEYS entry:      {hash_key(key)}:{args.tenant}")
+    print(f"HOTPIPE_API_KEYS_FILE line:  {hash_key(key)} {args.tenant}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hotpipe", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -205,6 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--cursor", help="next page: the cursor the previous page printed")
     j.add_argument("--json", action="store_true", help="one record per line")
     j.set_defaults(fn=_jobs)
+
+    keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="keys_command", required=True)
+    nk = keys.add_parser("new", help="make an API key for a tenant and print the hash to configure")
+    nk.add_argument("--tenant", required=True)
+    nk.set_defaults(fn=_new_key)
 
     dev = sub.add_parser("dev", help="developer tools").add_subparsers(dest="dev_command", required=True)
     mk = dev.add_parser("make-checkpoints", help="build tiny random-weight checkpoints offline")

@@ -121,9 +121,12 @@ def _port_open(port: int) -> bool:
         return True
 
 
-def start_redis(workdir: Path, binary: str, port: int | None = None) -> tuple[Proc, str]:
+def start_redis(workdir: Path, binary: str, port: int | None = None, aof: bool = False) -> tuple[Proc, str]:
+    """A redis-server on loopback; ``aof`` turns on the append-only file (what production runs),
+    so a restart on the same ``workdir`` and port brings every acknowledged write back."""
     port = port or free_port()
-    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+    persistence = ["--appendonly", "yes", "--appendfsync", "everysec"] if aof else ["--appendonly", "no"]
+    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", *persistence,
             "--dir", str(workdir), "--protected-mode", "yes"]
     proc = spawn("redis", argv, workdir)
     wait_until(lambda: _port_open(port), proc, 20)

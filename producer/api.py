@@ -24,6 +24,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hotpipe import __version__
+from hotpipe.producer.admission import Admission
+from hotpipe.producer.auth import KeyTable, Tenant
 from hotpipe.producer.events import job_events
 from hotpipe.producer.lifecycle_routes import (
     IdempotencyKey,
@@ -36,10 +38,17 @@ from hotpipe.producer.queues import add_queue_routes
 from hotpipe.producer.service import Submitter
 from hotpipe.producer.webhook_dispatcher import Dispatcher
 from hotpipe.shared.celery_app import make_celery
-from hotpipe.shared.errors import Conflict, HotpipeError, InvalidRequest, NotFound, Unavailable
+from hotpipe.shared.errors import (
+    Conflict,
+    HotpipeError,
+    InvalidRequest,
+    NotFound,
+    TooManyRequests,
+    Unauthorized,
+    Unavailable,
+)
 from hotpipe.shared.hub_cache import hub_fetch
 from hotpipe.shared.job import JOB_ID_RE, JobRecord, JobRequest
-from hotpipe.shared.keys import DEFAULT_TENANT
 from hotpipe.shared.settings import Settings
 from hotpipe.shared.status import Status
 from hotpipe.shared.storage import Storage
@@ -53,6 +62,8 @@ REDIS_OPTIONS: dict[str, Any] = {"decode_responses": True, "health_check_interva
 #: where FastAPI says a value came from; our error field names the value itself
 LOCATION_PREFIXES = frozenset({"body", "query", "path"})
 FINISHED_NOT_CANCELED = frozenset({Status.SUCCEEDED.value, Status.FAILED.value})
+
+
 
 
 @dataclass
@@ -96,6 +107,8 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     metrics = install_metrics(app, svc.redis)  # outside BodyLimit: its 413s are counted too
     _install_error_handlers(app)
+    app.state.key_table = KeyTable.from_settings(settings)
+    app.state.key_table.warn_if_open()
     _add_job_routes(app, svc, readers, metrics)
     add_queue_routes(app, svc.redis)
     _add_health_routes(app, svc)
@@ -123,68 +136,65 @@ def record_response(svc: Services, record: JobRecord, status_code: int = 200) ->
     return Response(render(svc, record), status_code=status_code, media_type="application/json")
 
 
-def found(job_id: str, record: JobRecord | None) -> JobRecord:
-    if record is None:
+def found(job_id: str, record: JobRecord | None, tenant: str | None = None) -> JobRecord:
+    # Another tenant's job is "not found", exactly like a job that never existed: its
+    # existence is none of the caller's business.
+    if record is None or (tenant is not None and record.tenant != tenant):
         raise NotFound(f"no job {job_id!r}; it never existed or its record expired", field="id")
     return record
 
 
-def load(svc: Services, job_id: str) -> JobRecord:
+def load(svc: Services, job_id: str, tenant: str | None = None) -> JobRecord:
     job = svc.store.get(job_id) if JOB_ID_RE.match(job_id) else None
-    return found(job_id, job.record if job else None)
-
-
-def tenant_of(request: Request) -> str:
-    """The tenant a request acts for (one tenant until API keys name them)."""
-    return DEFAULT_TENANT
+    return found(job_id, job.record if job else None, tenant)
 
 
 def _add_job_routes(app: FastAPI, svc: Services, readers: list[AsyncJobReader], metrics: ApiMetrics) -> None:
+    admission = Admission.from_settings(svc.redis, svc.settings)
     submitter = Submitter(svc.settings, svc.store, svc.storage, svc.celery,
-                          hub_fetch(svc.redis, svc.settings.hub_cache_ttl_s))
+                          hub_fetch(svc.redis, svc.settings.hub_cache_ttl_s), admission=admission)
     wait_max_s = svc.settings.wait_max_s
 
     @app.post("/v1/jobs", status_code=202, response_model=JobRecord, response_model_exclude_none=True,
               responses={200: {"description": "the job this Idempotency-Key already names (same body)"},
                          409: {"description": "the Idempotency-Key was used with a different body"}})
-    def submit_job(body: JobRequest, request: Request, idempotency_key: IdempotencyKey = None) -> Response:
+    def submit_job(body: JobRequest, tenant: Tenant, idempotency_key: IdempotencyKey = None) -> Response:
         """Validate and enqueue a generation job; 202 with its record (200 for a replayed Idempotency-Key)."""
-        submitted = submitter.submit(body, tenant=tenant_of(request),
-                                     idempotency_key=check_idempotency_key(idempotency_key))
+        submitted = submitter.submit(body, tenant=tenant, idempotency_key=check_idempotency_key(idempotency_key))
         if submitted.created:
             metrics.job_submitted(submitted.record.family, body.priority)
         return submitted_response(lambda r: render(svc, r), submitted)
 
-    add_lifecycle_routes(app, svc, submitter, tenant_of, lambda r: render(svc, r),
+    add_lifecycle_routes(app, svc, submitter, lambda r: render(svc, r),
                          lambda record, body: metrics.job_submitted(record.family, body.priority))
 
     @app.get("/v1/jobs/{job_id}", response_model=JobRecord, response_model_exclude_none=True)
-    async def get_job(job_id: str, wait: Annotated[float, Query(ge=0)] = 0.0) -> Response:
+    async def get_job(job_id: str, tenant: Tenant, wait: Annotated[float, Query(ge=0)] = 0.0) -> Response:
         """The job's record; with ``wait=S``, returns once terminal or after S seconds."""
         if wait > wait_max_s:
             raise InvalidRequest(f"wait is {wait}; at most {wait_max_s} seconds", field="wait")
         reader = readers[0]
-        if not JOB_ID_RE.match(job_id):
-            found(job_id, None)
-        record = await (reader.wait(job_id, wait) if wait > 0 else reader.get(job_id))
-        return record_response(svc, found(job_id, record))
+        record = found(job_id, await reader.get(job_id) if JOB_ID_RE.match(job_id) else None, tenant)
+        if wait > 0 and not record.status.is_terminal():
+            record = found(job_id, await reader.wait(job_id, wait), tenant)
+        return record_response(svc, record)
 
     @app.get("/v1/jobs/{job_id}/events", response_class=StreamingResponse,
              responses={200: {"content": {"text/event-stream": {}},
                               "description": "SSE: `status` and `progress` events, data = the job record"}})
-    async def job_events_stream(job_id: str) -> StreamingResponse:
+    async def job_events_stream(job_id: str, tenant: Tenant) -> StreamingResponse:
         """Server-Sent Events: the current state first, then every change; ends when terminal."""
         reader = readers[0]
-        found(job_id, await reader.get(job_id) if JOB_ID_RE.match(job_id) else None)
+        found(job_id, await reader.get(job_id) if JOB_ID_RE.match(job_id) else None, tenant)
         stream = job_events(reader.redis, job_id, lambda: reader.get(job_id), lambda r: render(svc, r))
         return StreamingResponse(stream, media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     @app.post("/v1/jobs/{job_id}/cancel", status_code=202, response_model=JobRecord,
               response_model_exclude_none=True)
-    def cancel_job(job_id: str) -> Response:
+    def cancel_job(job_id: str, tenant: Tenant) -> Response:
         """Cancel a queued job now, or ask a running one to stop at its next step."""
-        load(svc, job_id)
+        load(svc, job_id, tenant)
         status = svc.store.cancel(job_id)
         if status in FINISHED_NOT_CANCELED:
             raise Conflict(f"job {job_id} already {status}; only queued or running jobs can be canceled",
@@ -208,7 +218,13 @@ def _add_health_routes(app: FastAPI, svc: Services) -> None:
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HotpipeError)
     def _hotpipe(_: Request, exc: HotpipeError) -> JSONResponse:
-        headers = {"Retry-After": RETRY_AFTER_S} if isinstance(exc, Unavailable) else None
+        headers = None
+        if isinstance(exc, Unavailable):
+            headers = {"Retry-After": RETRY_AFTER_S}
+        elif isinstance(exc, TooManyRequests):
+            headers = {"Retry-After": str(exc.retry_after_s)}
+        elif isinstance(exc, Unauthorized):
+            headers = {"WWW-Authenticate": "Bearer"}
         return JSONResponse(exc.to_json(), status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(RequestValidationError)

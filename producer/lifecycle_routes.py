@@ -18,6 +18,7 @@ from fastapi import FastAPI, Header, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
+from hotpipe.producer.auth import Tenant
 from hotpipe.producer.service import Submitted, Submitter
 from hotpipe.shared.errors import InvalidRequest, TooLarge
 from hotpipe.shared.images import check_image
@@ -33,7 +34,6 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
 CURSOR_RE = re.compile(r"^(?P<score>\d{1,20}):(?P<id>[A-Za-z0-9][A-Za-z0-9_-]{0,63})$")
 
-Tenant = Callable[[Request], str]
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key",
                                              description="Same key and body: the same job (200); other body: 409")]
 
@@ -62,7 +62,7 @@ def parse_cursor(cursor: str | None) -> Cursor | None:
     return Cursor(int(m["score"]), m["id"])
 
 
-def add_lifecycle_routes(app: FastAPI, svc: Services, submitter: Submitter, tenant_of: Tenant,
+def add_lifecycle_routes(app: FastAPI, svc: Services, submitter: Submitter,
                          render: Callable[[JobRecord], str],
                          on_created: Callable[[JobRecord, JobRequest], None] = lambda record, body: None) -> None:
     max_limit = svc.settings.max_list_limit
@@ -70,25 +70,25 @@ def add_lifecycle_routes(app: FastAPI, svc: Services, submitter: Submitter, tena
     @app.put("/v1/jobs/{job_id}", status_code=202, response_model=JobRecord, response_model_exclude_none=True,
              responses={200: {"description": "the job this id already names (same body)"},
                         409: {"description": "the id names a job made from a different body"}})
-    def put_job(job_id: str, body: JobRequest, request: Request,
+    def put_job(job_id: str, body: JobRequest, tenant: Tenant,
                 idempotency_key: IdempotencyKey = None) -> Response:
         """Submit with an id you chose: 202 when created, 200 with the same job when sent again."""
         if not JOB_ID_RE.match(job_id):
             raise InvalidRequest("the job id must be 1-64 letters, digits, '_' or '-', starting with a letter "
                                  "or digit", field="id")
-        submitted = submitter.submit(body, tenant=tenant_of(request), job_id=job_id,
+        submitted = submitter.submit(body, tenant=tenant, job_id=job_id,
                                      idempotency_key=check_idempotency_key(idempotency_key))
         if submitted.created:
             on_created(submitted.record, body)
         return submitted_response(render, submitted)
 
     @app.get("/v1/jobs", response_model=JobList, response_model_exclude_none=True)
-    def list_jobs(request: Request, status: Status | None = None,
+    def list_jobs(tenant: Tenant, status: Status | None = None,
                   limit: Annotated[int, Query(ge=1)] = 20, cursor: str | None = None) -> Response:
         """Your jobs, newest first; ``status`` filters, ``next_cursor`` fetches the next page."""
         if limit > max_limit:
             raise InvalidRequest(f"limit is {limit}; at most {max_limit}", field="limit")
-        records, more = svc.store.list_jobs(tenant_of(request), status, limit, parse_cursor(cursor))
+        records, more = svc.store.list_jobs(tenant, status, limit, parse_cursor(cursor))
         jobs = ",".join(render(r) for r in records)
         page = f'{{"jobs":[{jobs}]' + (f',"next_cursor":"{more.encode()}"' if more else "") + "}"
         return Response(page, media_type="application/json")
@@ -97,13 +97,13 @@ def add_lifecycle_routes(app: FastAPI, svc: Services, submitter: Submitter, tena
     body = {"required": True, "content": {f"image/{ext}": binary for ext in ("png", "jpeg", "webp")}}
 
     @app.post("/v1/uploads", status_code=201, response_model=Upload, openapi_extra={"requestBody": body})
-    async def upload(request: Request) -> Upload:
+    async def upload(request: Request, tenant: Tenant) -> Upload:
         """Store an input image (the raw body: PNG, JPEG or WebP); use the returned ``uri`` in ``inputs``."""
         data = await read_limited(request, svc.settings.max_input_bytes)
         if not data:
             raise InvalidRequest("the body is empty; send the image bytes as the body", field="body")
         image = check_image(data, "body", svc.settings.max_input_bytes, svc.settings.max_input_pixels)
-        key = svc.storage.upload_key(tenant_of(request), uuid.uuid4().hex, image.ext)
+        key = svc.storage.upload_key(tenant, uuid.uuid4().hex, image.ext)
         await run_in_threadpool(svc.storage.put, key, image.data, image.content_type)
         return Upload(uri=svc.storage.uri(key), key=key, width=image.width, height=image.height,
                       content_type=image.content_type, size=len(data), sha256=hashlib.sha256(data).hexdigest())

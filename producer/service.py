@@ -17,6 +17,7 @@ from typing import Any
 
 from celery import Celery
 
+from hotpipe.producer.admission import Admission
 from hotpipe.shared import call_args
 from hotpipe.shared.celery_app import enqueue
 from hotpipe.shared.checkpoints import HubFetch, Resolved, resolve
@@ -24,6 +25,7 @@ from hotpipe.shared.errors import Conflict, InvalidRequest, Unavailable
 from hotpipe.shared.images import InputImage, check_image, decode_data_uri
 from hotpipe.shared.job import TASK_INPUTS, JobError, JobRecord, JobRequest, Params, Task, new_job_id
 from hotpipe.shared.keys import DEFAULT_TENANT
+from hotpipe.shared.safety import CheckpointNotAllowed, checkpoint_allowed, fetch_input, parse_patterns
 from hotpipe.shared.settings import Settings
 from hotpipe.shared.storage import Storage
 from hotpipe.shared.store import JobExists, JobOptions, JobStore, KeyTaken
@@ -49,6 +51,12 @@ class Submitter:
     celery: Celery
     #: fetches Hub config files at submit (default: straight from the Hub cache, uncached)
     hub: HubFetch | None = None
+    #: rate limits and queue bounds, checked before anything is written (None: no limits)
+    admission: Admission | None = None
+
+    @property
+    def allowlist(self) -> tuple[str, ...]:
+        return parse_patterns(self.settings.checkpoint_allowlist)
 
     def submit(self, req: JobRequest, *, tenant: str = DEFAULT_TENANT, idempotency_key: str | None = None,
                job_id: str | None = None) -> Submitted:
@@ -59,19 +67,17 @@ class Submitter:
         with a different body it is a 409.  Nothing is checked twice: a replay is
         answered before validation.
         """
+        if self.admission is not None:
+            self.admission.take_token(tenant)
         fingerprint = request_fingerprint(req)
         digest = key_digest(idempotency_key) if idempotency_key is not None else None
         prior = self._prior(tenant, digest, job_id, fingerprint)
         if prior is not None:
             return Submitted(prior, created=False)
-        check_limits(req.params, self.settings)
-        check_task_inputs(req)
-        self._check_webhook(req)
-        resolved = resolve(req.checkpoint, req.task, self.settings.model_root, req.revision,
-                           controlnet=req.controlnet, enable_pag=req.enable_pag, hub=self.hub)
-        check_call_args(req.params, resolved.pipeline, req.inputs.given(), req.task,
-                        split(resolved.family).controlnet is not None)
+        resolved = self._check(req)
         images = self._check_inputs(req)
+        if self.admission is not None:
+            self.admission.check_queue(resolved.base_family)
         job_id = job_id or new_job_id()
         spec = self._spec(req, resolved, self._store_inputs(job_id, images))
         options = JobOptions(tenant=tenant, fingerprint=fingerprint, idempotency_key=digest,
@@ -98,6 +104,21 @@ class Submitter:
                 self.store.forget_idempotency(tenant, digest, job_id)
             raise Unavailable("the job queue is unavailable; retry shortly") from exc
         return Submitted(record)
+
+    def _check(self, req: JobRequest) -> Resolved:
+        """Every check of the request itself (limits, inputs, allowlist, webhook), then its resolution."""
+        check_limits(req.params, self.settings)
+        check_task_inputs(req)
+        for field, checkpoint in (("checkpoint", req.checkpoint), ("controlnet", req.controlnet)):
+            if checkpoint is not None and not checkpoint_allowed(checkpoint, self.allowlist):
+                raise CheckpointNotAllowed(f"{field} {checkpoint!r} is not on this server's checkpoint allowlist; "
+                                           "ask the operator", field=field)
+        self._check_webhook(req)
+        resolved = resolve(req.checkpoint, req.task, self.settings.model_root, req.revision,
+                           controlnet=req.controlnet, enable_pag=req.enable_pag, hub=self.hub)
+        check_call_args(req.params, resolved.pipeline, req.inputs.given(), req.task,
+                        split(resolved.family).controlnet is not None)
+        return resolved
 
     def _prior(self, tenant: str, digest: str | None, job_id: str | None, fingerprint: str) -> JobRecord | None:
         """The job an earlier request with this key or id created, if the body matches; 409 if not."""
@@ -139,6 +160,8 @@ class Submitter:
             field = f"inputs.{name}"
             if ref.startswith("s3://"):
                 data = self.storage.get_bounded(self.storage.key_from_uri(ref, field), field, s.max_input_bytes)
+            elif ref.startswith(("http://", "https://")):
+                data = fetch_input(ref, field, s.max_input_bytes, enabled=s.allow_http_inputs)
             else:
                 data = decode_data_uri(ref, field, s.max_input_bytes)
             images[name] = check_image(data, field, s.max_input_bytes, s.max_input_pixels)

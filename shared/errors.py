@@ -52,3 +52,21 @@ class TooLarge(HotpipeError):
 
     status_code = 413
     code = "body_too_large"
+
+
+class Unauthorized(HotpipeError):
+    """No valid ``Authorization: Bearer <key>`` on a request that needs one (401)."""
+
+    status_code = 401
+    code = "unauthorized"
+
+
+class TooManyRequests(HotpipeError):
+    """A limit was reached (rate, queue length); ``retry_after_s`` says when to try again (429)."""
+
+    status_code = 429
+    code = "too_many_requests"
+
+    def __init__(self, message: str, *, retry_after_s: int, code: str | None = None):
+        super().__init__(message, code=code)
+        self.retry_after_s = max(1, retry_after_s)

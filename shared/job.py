@@ -40,7 +40,7 @@ TASK_INPUTS: dict[Task, tuple[frozenset[str], frozenset[str]]] = {
 OutputFormat = Literal["png", "webp", "jpeg"]
 WebhookEvent = Literal["start", "progress", "completed"]
 WEBHOOK_EVENTS: tuple[WebhookEvent, ...] = ("start", "progress", "completed")
-ImageRef = Annotated[str, Strict(), StringConstraints(pattern=r"^(data:|s3://)", max_length=64 * 1024 * 1024)]
+ImageRef = Annotated[str, Strict(), StringConstraints(pattern=r"^(data:|s3://|https?://)", max_length=64 * 1024 * 1024)]
 Side = Annotated[int, Strict(), Field(ge=8, le=16384, multiple_of=8)]
 
 
@@ -159,6 +159,8 @@ class JobRecord(BaseModel):
     """What ``GET /v1/jobs/{id}`` returns."""
 
     id: str
+    #: who submitted it (the API key's tenant); other tenants never see the job
+    tenant: str = "default"
     status: Status
     family: str
     pipeline: str

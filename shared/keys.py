@@ -89,3 +89,8 @@ PRIORITY_SEP = "\x06\x16"
 def priority_list(queue: str, step: int) -> str:
     """The Redis list Kombu keeps for one priority step of a Celery queue (step 0: the queue itself)."""
     return f"{queue}{PRIORITY_SEP}{step}" if step else queue
+
+
+def rate_bucket(tenant: str) -> str:
+    """Hash holding one tenant's submission token bucket (``tokens``, ``at`` in server ms)."""
+    return f"{NAMESPACE}:rate:{tenant}"

@@ -34,6 +34,8 @@ class Settings:
     s3_bucket: str = _setting("hotpipe", "Bucket for inputs, images and sidecars.")
     s3_prefix: str = _setting("jobs", "Key prefix inside the bucket: {prefix}/{job_id}/{index}.{ext}.")
     s3_region: str = _setting("us-east-1", "Region used to sign S3 requests.")
+    s3_max_attempts: int = _setting(8, "Tries of one S3 request (botocore standard retries: exponential backoff "
+                                       "with jitter, at most 20 s apart) before a put fails the job.")
     model_root: Path = _setting(Path("models"), "Folder holding local checkpoints (one folder each).")
     record_ttl_s: int = _setting(7 * 24 * 3600, "Seconds a finished job record is kept in Redis.")
     presign_expiry_s: int = _setting(3600, "Lifetime of presigned image URLs, regenerated on each read.")
@@ -56,6 +58,9 @@ class Settings:
     lease_s: float = _setting(30.0, "Lease of a running job: its worker renews it every lease_s/3 (heartbeat); "
                                     "once it lapses a reaper requeues the job.")
     reaper_interval_s: float = _setting(5.0, "Seconds between two passes of the reaper every worker's parent runs.")
+    job_time_limit_s: float = _setting(1800.0, "Hard limit on one attempt of a job (loading included): past it the "
+                                               "job ends failed with code time_limit and the worker's pool child is "
+                                               "replaced (even one hung in native code). 0 turns it off.")
     max_attempts: int = _setting(3, "Most times a job is started; a job whose worker is lost on its last attempt "
                                     "ends failed with code worker_lost.")
     shutdown_grace_s: float = _setting(25.0, "On SIGTERM, how long a worker lets its running job go on before it "
@@ -78,6 +83,22 @@ class Settings:
                                        "there is one); API and workers.")
     worker_metrics_port: int = _setting(9464, "Port of a worker's Prometheus /metrics (served by the worker's "
                                               "parent process for it and its pool child); 0 turns it off.")
+    api_keys: str | None = _setting(None, "API keys as comma-separated `sha256-hex:tenant` pairs (the SHA-256 of "
+                                          "each key, never the key; `hotpipe keys new` makes one). Unset with no "
+                                          "API_KEYS_FILE: no authentication (local stacks only).")
+    api_keys_file: Path | None = _setting(None, "File of API key hashes, one `sha256-hex tenant` per "
+                                                "line (# comments); read at start-up, adds to API_KEYS.")
+    rate_limit_per_s: float = _setting(0.0, "Job submissions per second each tenant may sustain (a token bucket in "
+                                            "Redis); 0 turns the limit off.")
+    rate_limit_burst: int = _setting(50, "Submissions a tenant may make at once before RATE_LIMIT_PER_S applies.")
+    allow_pickle_weights: bool = _setting(False, "Let workers load pickle (.bin) weights when a checkpoint has no "
+                                                 "safetensors; pickles can run code, so leave it off.")
+    checkpoint_allowlist: str | None = _setting(None, "Comma-separated glob patterns (org/*, tiny-*) a checkpoint must "
+                                                      "match; checked at submit (403) and in the worker. Unset: any.")
+    allow_http_inputs: bool = _setting(False, "Accept http(s) URLs as input images (fetched at submit, public hosts "
+                                              "only: never loopback, link-local or private addresses).")
+    max_queued_per_family: int = _setting(0, "Most messages waiting in one family's queue; past it submissions are "
+                                             "refused with 429. 0: unbounded.")
 
     def __post_init__(self) -> None:
         positive = {"lease_s": self.lease_s, "reaper_interval_s": self.reaper_interval_s,
@@ -90,6 +111,11 @@ class Settings:
         if not 0 <= self.worker_metrics_port <= 65535:
             raise ValueError(f"{ENV_PREFIX}WORKER_METRICS_PORT is {self.worker_metrics_port}; use a TCP port "
                              "(1-65535), or 0 to turn worker metrics off")
+        if not (self.job_time_limit_s >= 0 and math.isfinite(self.job_time_limit_s)):
+            raise ValueError(f"{ENV_PREFIX}JOB_TIME_LIMIT_S is {self.job_time_limit_s!r}; it must be 0 (off) or more")
+        if not (self.rate_limit_per_s >= 0 and math.isfinite(self.rate_limit_per_s)) or self.rate_limit_burst < 1:
+            raise ValueError(f"{ENV_PREFIX}RATE_LIMIT_PER_S must be 0 (off) or more and {ENV_PREFIX}RATE_LIMIT_BURST "
+                             "at least 1")
         if not (self.shutdown_grace_s >= 0 and math.isfinite(self.shutdown_grace_s)):
             raise ValueError(f"{ENV_PREFIX}SHUTDOWN_GRACE_S is {self.shutdown_grace_s!r}; it must be a finite "
                              "number of seconds, 0 or more")
@@ -125,7 +151,7 @@ def _parse(f: dataclasses.Field[Any], raw: str) -> Any:
             return raw
         raise ValueError(f"{ENV_PREFIX}{f.name.upper()} is empty; unset it to use the default {f.default!r}")
     try:
-        if kind == "bool":
+        if kind.startswith("bool"):
             return _bool(f, raw)
         if kind.startswith("int"):
             return int(raw)
@@ -139,7 +165,8 @@ def _parse(f: dataclasses.Field[Any], raw: str) -> Any:
 
 
 def _bool(f: dataclasses.Field[Any], raw: str) -> bool:
-    value = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}.get(raw.lower())
+    value = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False,
+             "off": False}.get(raw.strip().lower())
     if value is None:
         raise ValueError(f"{ENV_PREFIX}{f.name.upper()}={raw!r}; use true or false")
     return value

@@ -36,7 +36,8 @@ class Storage:
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="s3-put")
         self.client = client or boto3.client(
             "s3", endpoint_url=settings.s3_endpoint_url, region_name=settings.s3_region,
-            config=Config(signature_version="s3v4", retries={"max_attempts": 5, "mode": "standard"},
+            config=Config(signature_version="s3v4",
+                          retries={"max_attempts": settings.s3_max_attempts, "mode": "standard"},
                           s3={"addressing_style": "path"}),
         )
 

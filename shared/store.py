@@ -705,7 +705,8 @@ def _record(raw: dict[str, str]) -> JobRecord:
     result = _json(raw.get("result"))
     error = _json(raw.get("error"))
     return JobRecord(
-        id=raw["id"], status=Status(raw["status"]), family=raw["family"], pipeline=raw["pipeline"],
+        id=raw["id"], tenant=raw.get("tenant") or keys.DEFAULT_TENANT,
+        status=Status(raw["status"]), family=raw["family"], pipeline=raw["pipeline"],
         checkpoint=raw["checkpoint"], revision=raw.get("revision") or None, task=Task(raw["task"]),
         progress=Progress(**progress) if progress else None, attempts=int(raw.get("attempt", 0)),
         created_at=datetime.fromtimestamp(float(raw["created_at"]), UTC), started_at=_ts(raw.get("started_at")),

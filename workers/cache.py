@@ -21,7 +21,6 @@ from diffusers import (
     AutoPipelineForImage2Image,
     AutoPipelineForInpainting,
     AutoPipelineForText2Image,
-    DiffusionPipeline,
 )
 
 from hotpipe.shared.families import BEYOND_TASK_TABLES, family_of
@@ -57,7 +56,8 @@ class CacheStats:
 class PipelineCache:
     """Pipelines by (location, revision, dtype); each holds its task siblings by class name."""
 
-    def __init__(self, device: str, dtype: torch.dtype):
+    def __init__(self, device: str, dtype: torch.dtype, allow_pickle: bool = False):
+        self.allow_pickle = allow_pickle
         self.device = device
         self.dtype = dtype
         self.stats = CacheStats()
@@ -84,14 +84,12 @@ class PipelineCache:
     def _extra(self, ref: loading.ExtraRef) -> Any:
         """One ControlNet model / prior per checkpoint, shared by every pipeline that uses it."""
         if ref not in self._extras:
-            self._extras[ref] = loading.load_extra(ref, self.dtype, self.device)
+            self._extras[ref] = loading.load_extra(ref, self.dtype, self.device, self.allow_pickle)
         return self._extras[ref]
 
     def _load(self, location: str, revision: str | None) -> Any:
         start = time.perf_counter()
-        pipe = DiffusionPipeline.from_pretrained(location, revision=revision, dtype=self.dtype)
-        pipe.to(self.device)
-        pipe.set_progress_bar_config(disable=True)
+        pipe = loading.load_checkpoint(location, revision, self.dtype, self.device, self.allow_pickle)
         took = time.perf_counter() - start
         self.stats.load_seconds += took
         log.info("loaded %s (%s) in %.2fs", location, type(pipe).__name__, took)

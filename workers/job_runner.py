@@ -24,7 +24,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 import torch
@@ -34,6 +34,7 @@ from hotpipe import __version__
 from hotpipe.shared.job import ImageResult, JobError, JobResult
 from hotpipe.shared.logs import job_context
 from hotpipe.shared.reaper import Publish, hand_over
+from hotpipe.shared.safety import CheckpointNotAllowed
 from hotpipe.shared.status import TransitionError
 from hotpipe.shared.storage import Storage, json_bytes
 from hotpipe.shared.store import JobStore, StoredJob
@@ -42,8 +43,10 @@ from hotpipe.workers.cache import PipelineCache, ResolutionMismatch
 from hotpipe.workers.encode import Encoded, encode
 from hotpipe.workers.heartbeat import Heartbeat
 from hotpipe.workers.metrics import WorkerMetrics
+from hotpipe.workers.safe_loading import UnsafeWeights, check_allowed
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: step-callback verdicts: canceled by the user, lost to a newer attempt, give back (shutdown),
 #: past the job's own ``timeout_s``
@@ -56,6 +59,8 @@ FINAL_WRITE_BACKOFF_S = (0.1, 0.3, 1.0, 3.0, 8.0, 16.0)
 #: exception type -> error code recorded on the job; first match wins
 ERROR_CODES: tuple[tuple[type[BaseException], str], ...] = (
     (ResolutionMismatch, "resolution_mismatch"),
+    (CheckpointNotAllowed, "checkpoint_not_allowed"),
+    (UnsafeWeights, "unsafe_weights"),
     (torch.OutOfMemoryError, "out_of_memory"),
     (ClientError, "storage_error"),
     (BotoCoreError, "storage_error"),
@@ -82,6 +87,19 @@ class Stopwatch:
         self._last = now
 
 
+def retry_redis(call: Callable[[], T], what: str) -> T:
+    """``call()``, retried with ``FINAL_WRITE_BACKOFF_S`` pauses while Redis is unreachable."""
+    for delay in (*FINAL_WRITE_BACKOFF_S, None):
+        try:
+            return call()
+        except (redis.ConnectionError, redis.TimeoutError):
+            if delay is None:
+                raise
+            log.warning("%s: Redis unreachable; retrying in %.1fs", what, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
 @functools.cache
 def library_versions() -> dict[str, str]:
     """Versions for provenance; cached because each metadata lookup scans sys.path (~1 ms)."""
@@ -106,6 +124,12 @@ class JobRunner:
     #: publishes a given-back job's message; None leaves it to the reaper's outbox pass
     publish: Publish | None = None
     metrics: WorkerMetrics = field(default_factory=lambda: WorkerMetrics(None))
+    #: checkpoint patterns this worker may load (empty: any), checked again before loading
+    allowlist: tuple[str, ...] = ()
+    #: hard limit on one attempt (0: none), enforced by the heartbeat thread, which then calls
+    #: ``on_time_limit`` (a worker's pool child kills itself there, as it may be hung)
+    time_limit_s: float = 0.0
+    on_time_limit: Callable[[], None] | None = None
     _drain_deadline: float | None = field(default=None, init=False)
 
     def drain(self, grace_s: float) -> None:
@@ -133,11 +157,22 @@ class JobRunner:
         status = "error"  # an exception escaped: the lease lapses and a reaper takes the job back
         self.metrics.job_started()
         try:
-            with Heartbeat(self.store, job_id, attempt, self.store.lease_ms / 3000):
+            with Heartbeat(self.store, job_id, attempt, self.store.lease_ms / 3000, self.time_limit_s,
+                           functools.partial(self._timed_out, job_id)):
                 status = self._attempt(job, attempt)
         finally:
             self.metrics.job_finished(job.record.family, status, time.monotonic() - claimed)
         return status
+
+    def _timed_out(self, job_id: str) -> None:
+        """The heartbeat failed the job for its time limit (so no attempt will write it again):
+        remove the sidecar this attempt may have put, then let the worker replace the process."""
+        try:
+            self.storage.delete(self.storage.sidecar_key(job_id))
+        except Exception:
+            log.warning("job %s: could not remove the sidecar", job_id, exc_info=True)
+        if self.on_time_limit is not None:
+            self.on_time_limit()
 
     def _attempt(self, job: StoredJob, attempt: int) -> str:
         job_id = job.record.id
@@ -158,6 +193,7 @@ class JobRunner:
     def _generate(self, job: StoredJob, attempt: int, deadline: float | None = None) -> JobResult:
         spec, rec = job.spec, job.record
         clock = Stopwatch()
+        check_allowed(rec.checkpoint, self.allowlist)
         pipe = loading.pipeline_for(self.cache, spec, rec.pipeline)
         clock.lap("load")
         inputs = {name: runner.decode_input(name, self.storage.get(key)) for name, key in spec["inputs"].items()}
@@ -189,8 +225,8 @@ class JobRunner:
     def _enter(self, job_id: str, attempt: int, stage: str) -> None:
         """Right before a put, or entering a stage: still the job's attempt?  Records the new stage
         and renews the lease (so a put has a whole lease to land in), in one round trip;
-        raises ``Stopped(LOST)`` when it no longer owns the job."""
-        if not self.store.set_stage(job_id, attempt, stage):
+        raises ``Stopped(LOST)`` when it no longer owns the job; waits out a Redis restart."""
+        if not retry_redis(lambda: self.store.set_stage(job_id, attempt, stage), f"job {job_id}: ownership check"):
             raise runner.Stopped(LOST)
 
     def _put_sidecar(self, job: StoredJob, provenance: dict[str, Any]) -> Future[None]:
@@ -242,7 +278,13 @@ class JobRunner:
             if step < total and now - last < self.progress_interval_s:
                 return 0
             last = now
-            return self.store.progress(job_id, attempt, step, total)
+            try:
+                return self.store.progress(job_id, attempt, step, total)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                # Progress is advisory: a Redis restart must not fail the job.  Ownership and
+                # the terminal write are checked again (and waited for) before anything is put.
+                log.warning("job %s: progress not written (%s); going on", job_id, exc)
+                return 0
         return on_step
 
     def _stopped(self, job_id: str, attempt: int, verdict: int) -> str:

@@ -26,6 +26,7 @@ from diffusers import DiffusionPipeline
 from hotpipe.shared.families import TASK_TABLES, family_of
 from hotpipe.shared.job import Task
 from hotpipe.shared.variants import split, variants_of
+from hotpipe.workers.safe_loading import load_kwargs, refuse_unsafe
 
 log = logging.getLogger(__name__)
 
@@ -60,25 +61,35 @@ def pipeline_for(cache: Any, spec: dict[str, Any], pipeline: str) -> Any:
                      extra=ExtraRef.from_spec(resolved))
 
 
-def load_extra(ref: ExtraRef, dtype: torch.dtype, device: str) -> Any:
+def load_extra(ref: ExtraRef, dtype: torch.dtype, device: str, allow_pickle: bool = False) -> Any:
     """The ControlNet model or the prior pipeline ``ref`` names."""
     if ref.role == "prior":
-        return load_checkpoint(ref.location, ref.revision, dtype, device)
-    return load_controlnet(ref, dtype, device)
+        return load_checkpoint(ref.location, ref.revision, dtype, device, allow_pickle)
+    return load_controlnet(ref, dtype, device, allow_pickle)
 
 
-def load_checkpoint(location: str, revision: str | None, dtype: torch.dtype, device: str) -> Any:
-    """A whole checkpoint as the pipeline class it was saved as."""
-    pipe = DiffusionPipeline.from_pretrained(location, revision=revision, dtype=dtype)
+def load_checkpoint(location: str, revision: str | None, dtype: torch.dtype, device: str,
+                    allow_pickle: bool = False) -> Any:
+    """A whole checkpoint as the pipeline class it was saved as (safetensors only unless ``allow_pickle``)."""
+    try:
+        pipe = DiffusionPipeline.from_pretrained(location, revision=revision, dtype=dtype,
+                                                 **load_kwargs(allow_pickle))
+    except OSError as exc:
+        raise refuse_unsafe(exc, location) from exc
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
-def load_controlnet(ref: ExtraRef, dtype: torch.dtype, device: str) -> Any:
+def load_controlnet(ref: ExtraRef, dtype: torch.dtype, device: str, allow_pickle: bool = False) -> Any:
     """A ControlNet model (``ControlNetModel``, ``ControlNetUnionModel``, ...) from its checkpoint."""
     start = time.perf_counter()
-    model = getattr(diffusers, ref.class_name).from_pretrained(ref.location, revision=ref.revision, dtype=dtype)
+    try:
+        safetensors = load_kwargs(allow_pickle)["use_safetensors"]  # a model has no remote code to refuse
+        model = getattr(diffusers, ref.class_name).from_pretrained(ref.location, revision=ref.revision, dtype=dtype,
+                                                                   use_safetensors=safetensors)
+    except OSError as exc:
+        raise refuse_unsafe(exc, ref.location) from exc
     model.to(device)
     log.info("loaded ControlNet %s (%s) in %.2fs", ref.location, ref.class_name, time.perf_counter() - start)
     return model

@@ -31,6 +31,7 @@ from kombu.asynchronous.timer import Entry
 
 from hotpipe.shared.celery_app import TASK_NAME, enqueue, make_celery, queue_name
 from hotpipe.shared.reaper import Reaper
+from hotpipe.shared.safety import parse_patterns
 from hotpipe.shared.settings import Settings
 from hotpipe.shared.storage import Storage
 from hotpipe.shared.store import JobStore
@@ -47,6 +48,9 @@ DRAIN_SIGNAL = signal.SIGUSR2
 #: the reaper's Redis calls run on the parent's event loop: never block it for long
 REAPER_SOCKET_TIMEOUT_S = 5.0
 
+#: how much later than the job time limit Celery's own hard limit kills a pool child
+CELERY_BACKSTOP_S = 60.0
+
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -57,17 +61,38 @@ def pick_dtype(setting: str, device: str) -> torch.dtype:
     return DTYPES[setting]
 
 
+def celery_time_limit(settings: Settings) -> float | None:
+    """Celery's hard limit, a backstop behind the heartbeat's: it frees a child hung with the GIL
+    held (whose heartbeat stopped, so the reaper has already requeued its job)."""
+    if not settings.job_time_limit_s:
+        return None
+    return settings.job_time_limit_s + 2 * settings.lease_s + CELERY_BACKSTOP_S
+
+
+def replace_child() -> None:
+    """The pool child ran a job past its time limit and may be hung in native code: end it.
+
+    SIGKILL, because nothing in a hung process can be trusted to unwind; Celery's parent
+    starts a fresh child, and the job's message, rejected with the lost worker, comes back
+    to find the job already failed, and stands down.
+    """
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 def build_runner(settings: Settings) -> JobRunner:
     """The per-process runtime: Redis, S3, an empty pipeline cache on the settings' device, and job
     metrics (registered nowhere: in a worker with an exporter, its parent collects their files)."""
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     client = redis.Redis.from_url(settings.redis_url, decode_responses=True, health_check_interval=30)
-    cache = PipelineCache(settings.device, pick_dtype(settings.dtype, settings.device))
+    cache = PipelineCache(settings.device, pick_dtype(settings.dtype, settings.device),
+                          allow_pickle=settings.allow_pickle_weights)
     store = JobStore(client, settings.record_ttl_s, lease_s=settings.lease_s)
     metrics = WorkerMetrics(None, settings.device, cache_stats=functools.partial(legacy_cache_stats, cache))
     return JobRunner(store, Storage(settings), cache, settings.progress_interval_s,
-                     publish=functools.partial(enqueue, make_celery(settings)), metrics=metrics)
+                     publish=functools.partial(enqueue, make_celery(settings)), metrics=metrics,
+                     allowlist=parse_patterns(settings.checkpoint_allowlist),
+                     time_limit_s=settings.job_time_limit_s, on_time_limit=replace_child)
 
 
 def build_reaper(settings: Settings) -> Reaper:
@@ -144,7 +169,7 @@ def create_worker_app(settings: Settings, exporter: MetricsExporter | None = Non
         if settings.worker_ready_file:
             Path(settings.worker_ready_file).touch()
 
-    @app.task(name=TASK_NAME, ignore_result=True, acks_late=True, bind=True)
+    @app.task(name=TASK_NAME, ignore_result=True, acks_late=True, bind=True, time_limit=celery_time_limit(settings))
     def run_job(task: Any, job_id: str) -> str:
         if "runner" not in runtime:  # solo pool or a direct call: no process-init signal
             runtime["runner"] = build_runner(settings)

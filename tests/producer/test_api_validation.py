@@ -235,6 +235,11 @@ CASES = [
     case("checkpoint-home", on("~/models/tiny-sd"), "checkpoint", code="invalid_checkpoint"),
     case("checkpoint-nul", on("tiny-sd\x00"), "checkpoint", code="invalid_checkpoint"),
     case("checkpoint-dot", on("."), "checkpoint", code="invalid_checkpoint"),
+    case("checkpoint-encoded-dots", on("%2e%2e/%2e%2e/etc"), "checkpoint", code="invalid_checkpoint"),
+    case("checkpoint-double-encoded", on("%252e%252e%252fetc"), "checkpoint", code="invalid_checkpoint"),
+    case("checkpoint-fullwidth-dots", on("\uff0e\uff0e/etc"), "checkpoint"),
+    case("checkpoint-trailing-dotdot", on("tiny-sd/.."), "checkpoint", code="invalid_checkpoint"),
+    case("checkpoint-dot-slash", on("./tiny-sd"), "checkpoint", code="invalid_checkpoint"),
     case("checkpoint-empty", on(""), "checkpoint"),
     case("checkpoint-symlink-out-of-root", on(SYMLINK_OUT), "checkpoint", code="invalid_checkpoint",
          says="outside"),
@@ -255,6 +260,8 @@ CASES = [
     case("bad-mask", inpainting(mask=data_uri(GIF, "image/gif")), "inputs.mask_image"),
     case("file-url", image2image("file:///etc/passwd"), "inputs.image"),
     case("metadata-url", image2image("http://169.254.169.254/latest/meta-data/"), "inputs.image"),
+    case("http-inputs-off", image2image("https://example.com/cat.png"), "inputs.image", says="off"),
+    case("ftp-url", image2image("ftp://example.com/cat.png"), "inputs.image"),
     case("s3-other-bucket", image2image(f"s3://another-bucket/{PREFIX}/x.png"), "inputs.image"),
     case("s3-outside-prefix", image2image(f"s3://{BUCKET}/secrets/x.png"), "inputs.image"),
     case("s3-dotdot", image2image(f"s3://{BUCKET}/{PREFIX}/../secrets/x.png"), "inputs.image"),
@@ -377,3 +384,50 @@ def test_body_under_max_body_bytes_is_accepted(small_api: TestClient, backlog: C
     assert small_api.post("/v1/jobs", content=chunks(), headers={"content-type": "application/json"}).status_code \
         == 202
     assert backlog() == Backlog(queued=2, records=2)
+
+
+# -- http(s) inputs when the operator turned them on: never inward ----------------------------
+
+INTERNAL_URLS = {
+    "loopback": "http://127.0.0.1:6379/x.png",
+    "localhost-name": "http://localhost/x.png",
+    "loopback-short": "http://127.1/x.png",
+    "loopback-decimal": "http://2130706433/x.png",
+    "loopback-ipv6": "http://[::1]/x.png",
+    "ipv4-mapped-ipv6": "http://[::ffff:127.0.0.1]/x.png",
+    "metadata": "http://169.254.169.254/latest/meta-data/iam/",
+    "private-10": "https://10.0.0.8/x.png",
+    "private-192": "http://192.168.1.1/x.png",
+    "private-172": "http://172.16.5.4/x.png",
+    "shared-cgnat": "http://100.64.0.1/x.png",
+    "unspecified": "http://0.0.0.0/x.png",
+    "link-local-ipv6": "http://[fe80::1]/x.png",
+    "unique-local-ipv6": "http://[fd00::1]/x.png",
+    "credentials": "http://user:pw@example.com/x.png",
+}
+
+
+@pytest.fixture
+def http_api(make_api: Callable[[Settings], TestClient], settings: Settings) -> TestClient:
+    return make_api(dataclasses.replace(settings, allow_http_inputs=True))
+
+
+@pytest.mark.parametrize("url", list(INTERNAL_URLS.values()), ids=list(INTERNAL_URLS))
+def test_http_inputs_never_reach_internal_addresses(url: str, http_api: TestClient,
+                                                    backlog: Callable[[], Backlog]) -> None:
+    assert_refused(post(http_api, image2image(url)), "inputs.image")
+    assert backlog() == Backlog(queued=0, records=0)
+
+
+# -- the checkpoint allowlist ------------------------------------------------------------------
+
+def test_checkpoint_off_the_allowlist_is_403_and_changes_nothing(
+        make_api: Callable[[Settings], TestClient], settings: Settings, backlog: Callable[[], Backlog]) -> None:
+    api = make_api(dataclasses.replace(settings, checkpoint_allowlist="stabilityai/*, runwayml/*"))
+
+    error = assert_refused(post(api, text2image()), "checkpoint", (403,))
+
+    assert error["code"] == "checkpoint_not_allowed" and "tiny-sd" in error["message"]
+    assert backlog() == Backlog(queued=0, records=0)
+    allowed = make_api(dataclasses.replace(settings, checkpoint_allowlist="tiny-*"))
+    assert post(allowed, text2image()).status_code == 202

@@ -123,3 +123,27 @@ def test_observability_settings_parse() -> None:
     s = Settings.from_env({"HOTPIPE_LOG_FORMAT": "json", "HOTPIPE_WORKER_METRICS_PORT": "0"})
     assert (s.log_format, s.worker_metrics_port) == ("json", 0)
     assert (Settings().log_format, Settings().worker_metrics_port) == ("text", 9464)
+
+
+@pytest.mark.parametrize(("raw", "value"), [("true", True), ("1", True), ("YES", True), ("false", False),
+                                            ("0", False), ("off", False)])
+def test_boolean_settings_parse(raw: str, value: bool) -> None:
+    assert Settings.from_env({"HOTPIPE_ALLOW_PICKLE_WEIGHTS": raw}).allow_pickle_weights is value
+
+
+def test_a_boolean_that_is_not_one_names_the_variable() -> None:
+    with pytest.raises(ValueError, match="HOTPIPE_ALLOW_HTTP_INPUTS"):
+        Settings.from_env({"HOTPIPE_ALLOW_HTTP_INPUTS": "maybe"})
+
+
+def test_safety_and_limit_defaults_are_the_safe_ones() -> None:
+    s = Settings.from_env({})
+    assert (s.allow_pickle_weights, s.allow_http_inputs, s.checkpoint_allowlist) == (False, False, None)
+    assert s.job_time_limit_s > 0 and s.api_keys is None
+
+
+@pytest.mark.parametrize(("var", "raw"), [("HOTPIPE_JOB_TIME_LIMIT_S", "-1"), ("HOTPIPE_RATE_LIMIT_PER_S", "-1"),
+                                          ("HOTPIPE_RATE_LIMIT_BURST", "0")])
+def test_limits_out_of_range_are_refused(var: str, raw: str) -> None:
+    with pytest.raises(ValueError, match=var.removesuffix("_BURST").removesuffix("_PER_S")):
+        Settings.from_env({var: raw})

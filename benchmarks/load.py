@@ -1,0 +1,198 @@
+"""Load: N jobs from C concurrent clients to W workers; nothing lost, nothing done twice.
+
+One run, one local stack (real redis-server, moto S3 with versioning on, the uvicorn API,
+W Celery prefork workers), tiny SD, 1 step, 32x32:
+
+1. **raw enqueue**: C threads ``send_task`` N messages with hotpipe's own Celery settings to
+   a queue no worker reads (the ceiling for putting work on Redis from Python), workers idle;
+2. **submission**: C clients ``POST /v1/jobs`` N jobs over HTTP (validation, resolution,
+   record, publish), while the workers already consume (unless ``--workers-after``: they
+   start once every job is submitted);
+3. **raw enqueue again**, right after, while the workers are busy with the backlog: on a
+   small machine the workers' CPU use slows everything else, so the ratio is also given
+   against raw enqueue under that same load;
+4. wait until every job is terminal, then count: jobs not terminal (lost), jobs whose
+   image was written more than once (object versions in S3), queue latency
+   (``started_at - created_at`` of the last attempt) percentiles.
+
+Usage: ``python -m benchmarks.load [--jobs 2000 --clients 20 --workers 2]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from hotpipe.devstack import LocalStack, find_redis_server
+from hotpipe.producer.client import Client
+from hotpipe.shared import keys
+from hotpipe.shared.celery_app import TASK_NAME, make_celery
+from hotpipe.shared.storage import Storage
+from hotpipe.shared.store import JobStore
+
+PARAMS: dict[str, Any] = {"prompt": "a lighthouse", "num_inference_steps": 1, "height": 32, "width": 32}
+RAW_QUEUE = "bench-raw-enqueue"
+WORKER_ENV = {"HOTPIPE_TORCH_THREADS": "1", "HOTPIPE_PROGRESS_INTERVAL_S": "1"}
+
+
+@dataclass
+class LoadReport:
+    jobs: int
+    clients: int
+    raw_per_s: float
+    submit_per_s: float
+    raw_busy_per_s: float
+    drain_s: float
+    statuses: dict[str, int] = field(default_factory=dict)
+    lost: list[str] = field(default_factory=list)  # not terminal (or missing) at the end
+    succeeded_without_image: list[str] = field(default_factory=list)
+    written_twice: list[str] = field(default_factory=list)  # an image put more than once
+    queue_latency_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float:
+        return self.submit_per_s / self.raw_per_s
+
+    def lines(self) -> list[str]:
+        q = self.queue_latency_ms
+        return [
+            f"jobs {self.jobs}, clients {self.clients}: statuses {self.statuses}",
+            f"lost (not terminal) {len(self.lost)}, completed twice {len(self.written_twice)}",
+            f"raw Celery send_task      {self.raw_per_s:8.1f} /s  (workers idle)",
+            f"raw Celery send_task      {self.raw_busy_per_s:8.1f} /s  (workers busy)",
+            f"POST /v1/jobs submissions {self.submit_per_s:8.1f} /s  ({self.ratio:.0%} of raw idle, "
+            f"{self.submit_per_s / self.raw_busy_per_s:.0%} of raw busy)",
+            f"queue latency p50 {q['p50']:.0f} ms, p95 {q['p95']:.0f} ms, p99 {q['p99']:.0f} ms, max {q['max']:.0f} ms",
+            f"all terminal {self.drain_s:.1f} s after the first submission",
+        ]
+
+
+def in_threads(n: int, clients: int, work: Callable[[int], Any]) -> tuple[list[Any], float]:
+    """Run ``work(i)`` for i in range(n) on ``clients`` threads; (results, seconds)."""
+    start = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        results = list(pool.map(work, range(n)))
+    return results, time.perf_counter() - start
+
+
+def raw_enqueue(stack: LocalStack, n: int, clients: int) -> float:
+    app = make_celery(stack.settings)
+    try:
+        _, took = in_threads(n, clients, lambda i: app.send_task(TASK_NAME, args=[f"raw-{i}"], queue=RAW_QUEUE,
+                                                                 ignore_result=True, priority=4))
+    finally:
+        client = redis.Redis.from_url(stack.settings.redis_url)
+        client.delete(*(keys.priority_list(RAW_QUEUE, step) for step in range(10)))
+        app.close()
+    return n / took
+
+
+def submit_all(stack: LocalStack, n: int, clients: int) -> tuple[list[str], float]:
+    local = threading.local()
+
+    def submit(i: int) -> str:
+        if not hasattr(local, "client"):
+            local.client = Client(stack.api_url, timeout_s=120)
+        return local.client.submit({"checkpoint": "tiny-sd", "task": "text2image",
+                                    "params": {**PARAMS, "seed": i}}).id
+
+    ids, took = in_threads(n, clients, submit)
+    return ids, n / took
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def image_puts(storage: Storage, ids: list[str]) -> dict[str, int]:
+    """Image key -> versions (puts), for the images of ``ids``."""
+    wanted = {storage.image_key(job_id, 0, "png") for job_id in ids}
+    counts: dict[str, int] = {}
+    pages = storage.client.get_paginator("list_object_versions").paginate(Bucket=storage.bucket,
+                                                                          Prefix=storage.prefix + "/")
+    for page in pages:
+        for version in page.get("Versions", []):
+            if version["Key"] in wanted:
+                counts[version["Key"]] = counts.get(version["Key"], 0) + 1
+    return counts
+
+
+def wait_terminal(store: JobStore, ids: list[str], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    pending = list(ids)
+    while pending and time.monotonic() < deadline:
+        pending = [i for i in pending if not ((j := store.get(i)) and j.record.status.is_terminal())]
+        if pending:
+            time.sleep(0.5)
+
+
+def run_load(stack: LocalStack, jobs: int, clients: int, timeout_s: float = 1800,
+             start_workers: Callable[[], object] | None = None) -> LoadReport:
+    """The scenario on a running stack (versioning is turned on here); ``start_workers``, when
+    given, is called once every job is submitted."""
+    storage = stack.storage()
+    storage.client.put_bucket_versioning(Bucket=storage.bucket, VersioningConfiguration={"Status": "Enabled"})
+    store = JobStore(redis.Redis.from_url(stack.settings.redis_url, decode_responses=True), 3600)
+    raw = raw_enqueue(stack, jobs, clients)
+    start = time.perf_counter()
+    ids, submit_per_s = submit_all(stack, jobs, clients)
+    if start_workers is not None:
+        start_workers()
+    raw_busy = raw_enqueue(stack, jobs, clients)
+    wait_terminal(store, ids, timeout_s)
+    report = LoadReport(jobs, clients, raw, submit_per_s, raw_busy, time.perf_counter() - start)
+    latencies: list[float] = []
+    for job_id in ids:
+        found = store.get(job_id)
+        status = found.record.status.value if found else "missing"
+        report.statuses[status] = report.statuses.get(status, 0) + 1
+        if found is None or not found.record.status.is_terminal():
+            report.lost.append(job_id)
+        elif found.record.started_at is not None:
+            latencies.append((found.record.started_at - found.record.created_at).total_seconds() * 1000)
+    puts = image_puts(storage, ids)
+    report.written_twice = [key for key, n in puts.items() if n > 1]
+    report.succeeded_without_image = [i for i in ids if (j := store.get(i)) and j.record.status.value == "succeeded"
+                                      and puts.get(storage.image_key(i, 0, "png"), 0) == 0]
+    if latencies:
+        report.queue_latency_ms = {"p50": percentile(latencies, 0.5), "p95": percentile(latencies, 0.95),
+                                   "p99": percentile(latencies, 0.99), "max": max(latencies),
+                                   "mean": statistics.fmean(latencies)}
+    return report
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--jobs", type=int, default=2000)
+    p.add_argument("--clients", type=int, default=20)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers-after", action="store_true", help="start the workers once every job is submitted")
+    args = p.parse_args()
+    from hotpipe.workers.dev_checkpoints import make_checkpoints
+
+    with tempfile.TemporaryDirectory() as tmp:
+        models = Path(tmp) / "models"
+        make_checkpoints(models, ["tiny-sd"])
+        with LocalStack(Path(tmp) / "stack", models, redis_binary=find_redis_server("system"), workers=0,
+                        extra_env=WORKER_ENV) as stack:
+            workers: dict[str, dict[str, str]] = {f"worker{i}": {} for i in range(args.workers)}
+            if not args.workers_after:
+                stack.start_workers(workers)
+            report = run_load(stack, args.jobs, args.clients,
+                              start_workers=(lambda: stack.start_workers(workers)) if args.workers_after else None)
+    print("\n".join(report.lines()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""Admission control before anything is written: per-tenant rate limit, bounded queues.
+
+The rate limit is a token bucket per tenant, kept in Redis and changed by one Lua script
+on Redis's clock, so every API replica shares it and no host's clock matters.  The queue
+bound counts the messages waiting in the family's Celery queue (every priority list);
+concurrent submissions may overshoot it by at most the number in flight.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import redis
+
+from hotpipe.shared import keys
+from hotpipe.shared.celery_app import queue_lists
+from hotpipe.shared.errors import TooManyRequests
+from hotpipe.shared.settings import Settings
+
+#: what a caller told "queue full" should wait before trying again
+QUEUE_FULL_RETRY_AFTER_S = 5
+
+# KEYS: bucket.  ARGV: rate per second, burst.  Takes one token; returns 0 when granted,
+# else the milliseconds until a token will be there.  The bucket expires once it would be
+# full again, so idle tenants cost no memory.
+_TAKE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local rate, burst = tonumber(ARGV[1]) / 1000, tonumber(ARGV[2])
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens, at = tonumber(state[1]) or burst, tonumber(state[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
+local wait = 0
+if tokens >= 1 then tokens = tokens - 1 else wait = math.ceil((1 - tokens) / rate) end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) / rate) + 1000)
+return wait
+"""
+
+_WAITING = """
+local n = 0
+for _, list in ipairs(KEYS) do n = n + redis.call('LLEN', list) end
+return n
+"""
+
+
+@dataclass
+class Admission:
+    """Says no (429 with Retry-After) before a submission writes anything."""
+
+    client: redis.Redis
+    rate_per_s: float
+    burst: int
+    max_queued: int
+
+    @classmethod
+    def from_settings(cls, client: redis.Redis, settings: Settings) -> Admission:
+        return cls(client, settings.rate_limit_per_s, settings.rate_limit_burst, settings.max_queued_per_family)
+
+    def __post_init__(self) -> None:
+        self._take = self.client.register_script(_TAKE)
+        self._waiting = self.client.register_script(_WAITING)
+
+    def take_token(self, tenant: str) -> None:
+        """One submission of ``tenant``; raises ``TooManyRequests`` (rate_limited) when over its rate."""
+        if self.rate_per_s <= 0:
+            return
+        wait_ms = int(self._take(keys=[keys.rate_bucket(tenant)], args=[self.rate_per_s, self.burst]))
+        if wait_ms > 0:
+            raise TooManyRequests(f"tenant {tenant!r} is over its rate limit of {self.rate_per_s:g} submissions "
+                                  f"per second (burst {self.burst}); retry after the Retry-After header's seconds",
+                                  retry_after_s=math.ceil(wait_ms / 1000), code="rate_limited")
+
+    def waiting(self, family: str) -> int:
+        """Messages waiting in ``family``'s queue, all priorities."""
+        return int(self._waiting(keys=queue_lists(family)))
+
+    def check_queue(self, family: str) -> None:
+        """Raises ``TooManyRequests`` (queue_full) when ``family``'s queue holds ``max_queued`` messages."""
+        if self.max_queued <= 0:
+            return
+        waiting = self.waiting(family)
+        if waiting >= self.max_queued:
+            raise TooManyRequests(f"the {family} queue is full ({waiting} jobs waiting, at most "
+                                  f"{self.max_queued}); retry later", retry_after_s=QUEUE_FULL_RETRY_AFTER_S,
+                                  code="queue_full")
