@@ -54,9 +54,9 @@ def main() -> None:
             cache = PipelineCache("cpu", torch.float32)
             took, t2i = timed(lambda c=cache: c.get(location, None, *TASKS[0]))
             cold.append(took)
-            misses = cache.stats.misses
+            misses = cache.stats().misses
             warm.append(timed(lambda c=cache: c.get(location, None, *TASKS[0]))[0])
-            loads_on_warm += cache.stats.misses - misses
+            loads_on_warm += cache.stats().misses - misses
             switch.append(timed(lambda c=cache: c.get(location, None, *TASKS[1]))[0])
             inpaint = cache.get(location, None, *TASKS[2])
             one, three = parameter_bytes([t2i]), parameter_bytes([t2i, cache.get(location, None, *TASKS[1]), inpaint])

@@ -36,6 +36,8 @@ def _worker(args: argparse.Namespace) -> int:
     from hotpipe.workers.worker import run_worker
 
     overrides = {"device": args.device} if args.device else {}
+    if args.preload:
+        overrides["preload"] = ",".join(args.preload)
     run_worker(Settings.from_env(**overrides), args.family, args.hostname, args.loglevel)
     return 0
 
@@ -82,6 +84,16 @@ def _cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def _workers(args: argparse.Namespace) -> int:
+    from hotpipe.producer.client import Client
+    from hotpipe.producer.fleet_cli import print_workers
+
+    with Client(args.api) as client:
+        workers = client.workers()
+    print_workers(workers, as_json=args.json)
+    return 0
+
+
 def _make_checkpoints(args: argparse.Namespace) -> int:
     from hotpipe.workers.dev_checkpoints import make_checkpoints
 
@@ -115,7 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     w = sub.add_parser("worker", help="run a Celery worker for model families")
     w.add_argument("--family", action="append", required=True, help="family key (repeatable)")
-    w.add_argument("--device", help="cpu or cuda:N (default: HOTPIPE_DEVICE)")
+    w.add_argument("--device", help="cpu or cuda:N (default: HOTPIPE_DEVICE); one worker per device")
+    w.add_argument("--preload", action="append", metavar="CKPT[,CKPT]",
+                   help="checkpoints to load before consuming; ready only after (repeatable, or comma-separated)")
     w.add_argument("--hostname", default="hotpipe@%h")
     w.add_argument("--loglevel", default="INFO")
     w.set_defaults(fn=_worker)
@@ -157,6 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--api", default=api_default)
     c.add_argument("--json", action="store_true")
     c.set_defaults(fn=_cancel)
+
+    ws = sub.add_parser("workers", help="list live workers: families, device, hot checkpoints, current job")
+    ws.add_argument("--api", default=api_default)
+    ws.add_argument("--json", action="store_true")
+    ws.set_defaults(fn=_workers)
 
     dev = sub.add_parser("dev", help="developer tools").add_subparsers(dest="dev_command", required=True)
     mk = dev.add_parser("make-checkpoints", help="build tiny random-weight checkpoints offline")

@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hotpipe import __version__
 from hotpipe.producer.events import job_events
+from hotpipe.producer.fleet import add_worker_routes, make_router
 from hotpipe.producer.service import Submitter
 from hotpipe.shared.celery_app import make_celery
 from hotpipe.shared.errors import Conflict, HotpipeError, InvalidRequest, NotFound, Unavailable
@@ -82,6 +83,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     _install_error_handlers(app)
     _add_job_routes(app, svc, readers)
     _add_health_routes(app, svc)
+    add_worker_routes(app, svc.redis, settings)
     return app
 
 
@@ -109,7 +111,8 @@ def load(svc: Services, job_id: str) -> JobRecord:
 
 
 def _add_job_routes(app: FastAPI, svc: Services, readers: list[AsyncJobReader]) -> None:
-    submitter = Submitter(svc.settings, svc.store, svc.storage, svc.celery)
+    submitter = Submitter(svc.settings, svc.store, svc.storage, svc.celery,
+                          router=make_router(svc.redis, svc.settings))
     wait_max_s = svc.settings.wait_max_s
 
     @app.post("/v1/jobs", status_code=202, response_model=JobRecord, response_model_exclude_none=True)

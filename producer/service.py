@@ -15,12 +15,14 @@ from typing import Any
 
 from celery import Celery
 
+from hotpipe.producer.routing import Router
 from hotpipe.shared import family_table
 from hotpipe.shared.celery_app import enqueue
 from hotpipe.shared.checkpoints import Resolved, resolve
 from hotpipe.shared.errors import InvalidRequest, Unavailable
 from hotpipe.shared.images import InputImage, check_image, decode_data_uri
 from hotpipe.shared.job import TASK_INPUTS, JobError, JobRecord, JobRequest, Params, new_job_id
+from hotpipe.shared.registry import checkpoint_id
 from hotpipe.shared.settings import Settings
 from hotpipe.shared.storage import Storage
 from hotpipe.shared.store import JobStore
@@ -37,6 +39,8 @@ class Submitter:
     store: JobStore
     storage: Storage
     celery: Celery
+    #: picks a warm worker's queue (affinity routing); None: always the family queue
+    router: Router | None = None
 
     def submit(self, req: JobRequest) -> JobRecord:
         check_limits(req.params, self.settings)
@@ -51,8 +55,11 @@ class Submitter:
         spec = self._spec(req, resolved, self._store_inputs(job_id, images))
         record = self.store.create(job_id, family=resolved.base_family, pipeline=resolved.pipeline,
                           checkpoint=req.checkpoint, revision=resolved.revision, task=req.task, spec=spec)
+        queue = None
+        if self.router is not None:
+            queue = self.router.queue_for(resolved.base_family, checkpoint_id(req.checkpoint, resolved.revision))
         try:
-            enqueue(self.celery, job_id, resolved.base_family, req.priority)
+            enqueue(self.celery, job_id, resolved.base_family, req.priority, queue=queue)
         except Exception as exc:
             self.store.fail(job_id, None, JobError(code="enqueue_failed", message=f"could not enqueue: {exc}"))
             raise Unavailable("the job queue is unavailable; retry shortly") from exc

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 import redis
 
 from hotpipe.shared.celery_app import DEFAULT_PRIORITY
+from hotpipe.shared.drain import drain_dead
+from hotpipe.shared.registry import Registry
 from hotpipe.shared.store import JobStore, Requeue
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,7 @@ _SAYS = {
     "failed": "its worker was lost on the last allowed attempt; failed (worker_lost)",
     "canceled": "its worker was lost with a cancel pending; canceled",
     "republished": "its requeue was never published (reaper died); published again",
+    "drained": "its worker died with the job in its own queue; moved to the family queue",
 }
 
 
@@ -52,6 +55,7 @@ class ReapReport:
     canceled: list[str] = field(default_factory=list)
     republished: list[str] = field(default_factory=list)
     unpublished: list[str] = field(default_factory=list)  # left in the outbox for a later pass
+    drained: list[str] = field(default_factory=list)  # moved from a dead worker's own queue
 
 
 @dataclass
@@ -63,6 +67,8 @@ class Reaper:
     max_attempts: int
     silence_s: float  # an outbox entry this old has lost its publisher
     batch: int = 100
+    #: the worker registry: dead workers' own queues are drained back to the family queues
+    registry: Registry | None = None
 
     def run_once(self) -> ReapReport:
         """One pass over expired leases, then over orphaned outbox entries."""
@@ -80,6 +86,9 @@ class Reaper:
             adopted = self.store.adopt_requeue(job_id, self.silence_s)
             if adopted is not None and self._hand_over(adopted, report):
                 report.republished.append(job_id)
+        if self.registry is not None:
+            report.drained = drain_dead(self.registry, self.store, self.publish,
+                                        forget_after_s=self.registry.ttl_ms / 1000)
         return report
 
     def tick(self) -> None:

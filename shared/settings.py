@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "HOTPIPE_"
+DTYPE_NAMES = ("float32", "float16", "bfloat16")
 
 
 def _setting(default: Any, help: str) -> Any:
@@ -54,19 +55,59 @@ class Settings:
     reaper_interval_s: float = _setting(5.0, "Seconds between two passes of the reaper every worker's parent runs.")
     max_attempts: int = _setting(3, "Most times a job is started; a job whose worker is lost on its last attempt "
                                     "ends failed with code worker_lost.")
+    cache_budget_mb: int = _setting(0, "Memory a worker's pipeline cache may hold, in MiB, measured (GPU memory on "
+                                       "CUDA, tensor bytes on CPU); least recently used pipelines are evicted "
+                                       "beyond it. 0: no memory bound.")
+    cache_max_pipelines: int = _setting(0, "Most checkpoints a worker keeps loaded at once; 0: no count bound.")
+    cache_policy: str = _setting("lru", "Which pipeline the cache evicts: lru (least recently used) or lfu "
+                                        "(fewest uses while resident, then least recent).")
+    family_dtypes: str = _setting("", "Per-family dtype on CUDA, e.g. 'flux=bfloat16,stable-diffusion=float16'; "
+                                      "other families use HOTPIPE_DTYPE. CPU workers always use HOTPIPE_DTYPE.")
+    preload: str = _setting("", "Checkpoints (comma-separated) a worker loads before it consumes and reports "
+                                "ready; `hotpipe worker --preload` sets it.")
+    worker_ttl_s: float = _setting(15.0, "A worker's registry record lives this long unless renewed (every "
+                                         "worker_ttl_s/3); then routing stops and its own queue is drained.")
+    routing: str = _setting("affinity", "Producer routing: affinity (send a job to a live worker holding its "
+                                        "checkpoint) or family (always the family queue).")
+    route_backlog_max: int = _setting(3, "Affinity routing sends a job to a warm worker's own queue only while "
+                                         "fewer than this many jobs wait there.")
+    route_claim_s: float = _setting(30.0, "How long the first worker sent a checkpoint nobody holds stays its "
+                                          "loader, so concurrent first requests don't load it everywhere.")
     shutdown_grace_s: float = _setting(25.0, "On SIGTERM, how long a worker lets its running job go on before it "
                                              "gives the job back to the queue; keep the pod's "
                                              "terminationGracePeriodSeconds above it.")
 
     def __post_init__(self) -> None:
         positive = {"lease_s": self.lease_s, "reaper_interval_s": self.reaper_interval_s,
-                    "max_attempts": self.max_attempts}
+                    "max_attempts": self.max_attempts, "worker_ttl_s": self.worker_ttl_s,
+                    "route_backlog_max": self.route_backlog_max}
         for name, value in positive.items():
             if not (value > 0 and math.isfinite(value)):
                 raise ValueError(f"{ENV_PREFIX}{name.upper()} is {value!r}; it must be a finite number above 0")
         if not (self.shutdown_grace_s >= 0 and math.isfinite(self.shutdown_grace_s)):
             raise ValueError(f"{ENV_PREFIX}SHUTDOWN_GRACE_S is {self.shutdown_grace_s!r}; it must be a finite "
                              "number of seconds, 0 or more")
+
+        for name, choice, allowed in (("cache_policy", self.cache_policy, ("lru", "lfu")),
+                                      ("routing", self.routing, ("affinity", "family"))):
+            if choice not in allowed:
+                raise ValueError(f"{ENV_PREFIX}{name.upper()} is {choice!r}; use one of {', '.join(allowed)}")
+        self.family_dtype_map()
+
+    def family_dtype_map(self) -> dict[str, str]:
+        """``family_dtypes`` as family -> dtype name."""
+        pairs = [p.strip() for p in self.family_dtypes.split(",") if p.strip()]
+        out: dict[str, str] = {}
+        for pair in pairs:
+            family, sep, dtype = pair.partition("=")
+            if not sep or not family.strip() or dtype.strip() not in DTYPE_NAMES:
+                raise ValueError(f"{ENV_PREFIX}FAMILY_DTYPES has {pair!r}; write family=dtype with dtype one of "
+                                 f"{', '.join(DTYPE_NAMES)}")
+            out[family.strip()] = dtype.strip()
+        return out
+
+    def preload_list(self) -> list[str]:
+        return [name.strip() for name in self.preload.split(",") if name.strip()]
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

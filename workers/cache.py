@@ -171,20 +171,21 @@ class PipelineCache:
             if key not in self._entries:
                 self._load(key)
 
+    # Readers take no lock (a load holds it for seconds, and the registry heartbeat must not
+    # wait): they copy the entries first, which the GIL makes atomic.
+
     def holds(self) -> list[tuple[CacheKey, int, int]]:
         """(key, uses, bytes) of every resident entry, least recently used first."""
-        with self._lock:
-            entries = sorted(self._entries.values(), key=lambda e: e.last_used)
-            return [(e.key, e.uses, e.nbytes) for e in entries]
+        entries = sorted(list(self._entries.values()), key=lambda e: e.last_used)
+        return [(e.key, e.uses, e.nbytes) for e in entries]
 
     def stats(self) -> CacheStats:
         """A snapshot of the counters and of what is resident."""
-        with self._lock:
-            s = self._stats
-            return CacheStats(hits=s.hits, misses=s.misses, evictions=s.evictions,
-                              load_seconds=round(s.load_seconds, 6), resident_pipelines=len(self._entries),
-                              resident_bytes=self._resident_bytes(),
-                              checkpoints=[e.key.label for e in self._entries.values()])
+        s, entries = self._stats, list(self._entries.values())
+        return CacheStats(hits=s.hits, misses=s.misses, evictions=s.evictions,
+                          load_seconds=round(s.load_seconds, 6), resident_pipelines=len(entries),
+                          resident_bytes=sum(e.nbytes for e in entries),
+                          checkpoints=[e.key.label for e in entries])
 
     def evict(self, key: CacheKey) -> bool:
         """Drop ``key``'s pipelines and free their memory; False when it was not resident."""

@@ -33,11 +33,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 from hotpipe import __version__
 from hotpipe.shared.job import ImageResult, JobError, JobResult, Task
 from hotpipe.shared.reaper import Publish, hand_over
+from hotpipe.shared.registry import checkpoint_id
 from hotpipe.shared.status import TransitionError
 from hotpipe.shared.storage import Storage, json_bytes
 from hotpipe.shared.store import JobStore, StoredJob
-from hotpipe.workers import runner
-from hotpipe.workers.cache import PipelineCache, ResolutionMismatch
+from hotpipe.workers import memory, runner
+from hotpipe.workers.cache import CacheKey, PipelineCache, ResolutionMismatch
 from hotpipe.workers.encode import Encoded, encode
 from hotpipe.workers.heartbeat import Heartbeat
 
@@ -52,6 +53,7 @@ FINAL_WRITE_BACKOFF_S = (0.1, 0.3, 1.0, 3.0, 8.0, 16.0)
 ERROR_CODES: tuple[tuple[type[BaseException], str], ...] = (
     (ResolutionMismatch, "resolution_mismatch"),
     (torch.OutOfMemoryError, "out_of_memory"),
+    (MemoryError, "out_of_memory"),
     (ClientError, "storage_error"),
     (BotoCoreError, "storage_error"),
     (OSError, "load_error"),
@@ -100,6 +102,10 @@ class JobRunner:
     progress_interval_s: float
     #: publishes a given-back job's message; None leaves it to the reaper's outbox pass
     publish: Publish | None = None
+    #: dtype per family (the worker's configuration); others use the cache's dtype
+    dtypes: dict[str, torch.dtype] = field(default_factory=dict)
+    #: told which job runs now (the worker registry shows it); None: nobody listens
+    on_job: Callable[[str | None], None] | None = None
     _drain_deadline: float | None = field(default=None, init=False)
 
     def drain(self, grace_s: float) -> None:
@@ -119,8 +125,26 @@ class JobRunner:
                      found.record.status.value if found else "missing")
             return "skipped"
         attempt = job.record.attempts
-        with Heartbeat(self.store, job_id, attempt, self.store.lease_ms / 3000):
-            return self._attempt(job, attempt)
+        self._announce(job_id)
+        try:
+            with Heartbeat(self.store, job_id, attempt, self.store.lease_ms / 3000):
+                return self._attempt(job, attempt)
+        finally:
+            self._announce(None)
+
+    def _announce(self, job_id: str | None) -> None:
+        if self.on_job is not None:
+            try:
+                self.on_job(job_id)
+            except Exception:  # the registry is a view; a job never fails for it
+                log.warning("could not publish the current job", exc_info=True)
+
+    def cache_key(self, resolved: dict[str, Any], controlnet: str | None = None) -> CacheKey:
+        """The cache key of a job's resolved checkpoint, in its family's dtype."""
+        return self.cache.key(resolved["location"], resolved["revision"],
+                              dtype=self.dtypes.get(resolved.get("base_family") or resolved["family"]),
+                              variant=resolved.get("variant"), controlnet=controlnet,
+                              name=checkpoint_id(resolved["checkpoint"], resolved["revision"]))
 
     def _attempt(self, job: StoredJob, attempt: int) -> str:
         job_id = job.record.id
@@ -131,6 +155,9 @@ class JobRunner:
         except Exception as exc:
             log.exception("job %s attempt %s failed", job_id, attempt)
             error = JobError(code=error_code(exc), message=f"{type(exc).__name__}: {exc}"[:2000])
+            del exc  # its traceback holds the failed run's tensors
+            if error.code == "out_of_memory":
+                memory.release(self.cache.device)
             return self._finish(lambda: self.store.fail(job_id, attempt, error), "failed")
         return self._finish(lambda: self.store.succeed(job_id, attempt, result), "succeeded")
 
@@ -138,7 +165,11 @@ class JobRunner:
         spec, rec = job.spec, job.record
         resolved = spec["resolved"]
         clock = Stopwatch()
-        pipe = self.cache.get(resolved["location"], resolved["revision"], Task(spec["task"]), rec.pipeline)
+        controlnet = spec.get("controlnet")
+        if isinstance(controlnet, dict):  # a resolved ControlNet: its location names it
+            controlnet = controlnet.get("location") or controlnet.get("checkpoint")
+        key = self.cache_key(resolved, controlnet)
+        pipe = self.cache.get_key(key, Task(spec["task"]), rec.pipeline)
         clock.lap("load")
         inputs = {name: runner.decode_input(name, self.storage.get(key)) for name, key in spec["inputs"].items()}
         clock.lap("inputs")
@@ -147,7 +178,7 @@ class JobRunner:
         # The sidecar depends only on the request, so it uploads while the pipeline runs.
         sidecar = self._put_sidecar(job, provenance)
         try:
-            images = runner.run(pipe, spec["params"], inputs, self._progress_hook(rec.id, attempt))
+            images = self._run(key, pipe, spec["params"], inputs, self._progress_hook(rec.id, attempt))
             clock.lap("run")
             encoded = [encode(im, spec["output_format"], {**spec["params"], "index": i, **provenance})
                        for i, im in enumerate(images)]
@@ -163,6 +194,17 @@ class JobRunner:
         clock.lap("upload")
         result.timings = clock.laps
         return result
+
+    def _run(self, key: CacheKey, pipe: Any, params: dict[str, Any], inputs: dict[str, Any],
+             on_step: runner.StepHook) -> list[Any]:
+        """One pipeline call; out of memory, every other pipeline is evicted and it runs once more."""
+        try:
+            return runner.run(pipe, params, inputs, on_step)
+        except memory.OOM_ERRORS as exc:
+            log.warning("out of memory running %s (%s); evicting the others and retrying once", key.label, exc)
+        # outside the handler, so the failed call's tensors are garbage by now
+        self.cache.evict_others(keep=key)
+        return runner.run(pipe, params, inputs, on_step)
 
     def _check_owner(self, job_id: str, attempt: int) -> None:
         """Right before a put: still the job's attempt?  (Renews the lease, so the put has a
@@ -201,7 +243,7 @@ class JobRunner:
             "checkpoint": resolved["checkpoint"], "source": resolved["source"],
             "revision": resolved["revision"], "class_name": resolved["class_name"],
             "family": resolved["family"], "pipeline": pipeline, "seed": job.spec["params"]["seed"],
-            "dtype": str(self.cache.dtype).removeprefix("torch."), "device": self.cache.device,
+            "dtype": str(self.cache_key(resolved).dtype).removeprefix("torch."), "device": self.cache.device,
             "worker": socket.gethostname(), "attempt": attempt, "versions": library_versions(),
         }
 

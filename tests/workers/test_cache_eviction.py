@@ -116,9 +116,8 @@ def failing_loader(failures: int, error: type[BaseException] = torch.OutOfMemory
 
     def load(key: CacheKey, device: str) -> Any:
         calls.append(key.location)
-        if len(calls) > 1 and failures > 0 and key.location.endswith("sd-3"):
-            if sum(c.endswith("sd-3") for c in calls) <= failures:
-                raise error("CUDA out of memory (injected)")
+        if key.location.endswith("sd-3") and sum(c.endswith("sd-3") for c in calls) <= failures:
+            raise error("CUDA out of memory (injected)")
         return load_pipeline(key, device)
     return load, calls
 
