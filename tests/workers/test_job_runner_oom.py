@@ -7,7 +7,6 @@ the redis-server, the S3 server, the tiny checkpoints, the cache.
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 from typing import Any
 
 import pytest
