@@ -219,3 +219,12 @@ def test_credentials_come_from_secrets(scenario: tuple[Any, list[Manifest]]) -> 
             assert isinstance(env[name], dict) and "secretKeyRef" in env[name], name
     for cm in of_kind(docs, "ConfigMap"):
         assert not secret_vars & set(cm.get("data", {}))
+
+
+def test_preload_and_cache_budget_reach_the_worker() -> None:
+    values = {"workers": {"pools": {"stable-diffusion": {"preload": ["sd-1-5", "sd-turbo"], "cacheBudget": 20000}}}}
+    deployment = next(d for d in render(values) if d["kind"] == "Deployment" and "worker" in d["metadata"]["name"])
+    container = only_container(deployment)
+    assert build_parser().parse_args(container["args"]).preload == ["sd-1-5,sd-turbo"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["HOTPIPE_CACHE_BUDGET_MB"] == "20000"

@@ -7,6 +7,7 @@ import time
 
 import pytest
 import redis
+from celery import Celery
 
 from hotpipe.shared import keys
 from hotpipe.shared.celery_app import enqueue, make_celery
@@ -28,8 +29,13 @@ def store(redis_client: redis.Redis) -> JobStore:
 
 
 @pytest.fixture
-def publish(redis_server: str) -> Publish:
-    return functools.partial(enqueue, make_celery(Settings.from_env({}, redis_url=redis_server)))
+def app(redis_server: str) -> Celery:
+    return make_celery(Settings.from_env({}, redis_url=redis_server))
+
+
+@pytest.fixture
+def publish(app: Celery) -> Publish:
+    return functools.partial(enqueue, app)
 
 
 def info(name: str, *hot: str, ready: bool = True) -> WorkerInfo:
@@ -47,7 +53,7 @@ def queued_job(store: JobStore, priority: int = 5) -> str:
 def waiting(store: JobStore, queue: str) -> list[str]:
     ids = []
     for name in queue_lists(queue):
-        ids += [message_job_id(str(m)) or "?" for m in store.redis.lrange(name, 0, -1)]  # type: ignore[union-attr]
+        ids += [message_job_id(str(m)) or "?" for m in store.redis.lrange(name, 0, -1)]
     return ids
 
 
@@ -68,20 +74,19 @@ def test_retire_makes_a_worker_dead_at_once(redis_client: redis.Redis) -> None:
     assert registry.live() == [] and registry.dead(0) == ["a@h"]
 
 
-def test_backlog_counts_every_priority_list(redis_client: redis.Redis, publish: Publish, store: JobStore) -> None:
+def test_backlog_counts_every_priority_list(redis_client: redis.Redis, app: Celery, store: JobStore) -> None:
     registry = Registry(redis_client)
     queue = worker_queue("a@h")
     for priority in (0, 5, 9):
-        enqueue(publish.args[0], queued_job(store), FAMILY, priority, queue=queue)  # type: ignore[attr-defined]
+        enqueue(app, queued_job(store), FAMILY, priority, queue=queue)
     assert registry.backlogs([queue, worker_queue("b@h")]) == {queue: 3, worker_queue("b@h"): 0}
 
 
 def test_a_dead_workers_queue_is_drained_to_the_family_queue(redis_client: redis.Redis, store: JobStore,
-                                                             publish: Publish) -> None:
+                                                             app: Celery, publish: Publish) -> None:
     registry = Registry(redis_client, ttl_s=0.2)
     registry.publish(info("a@h"))
     registry.publish(info("b@h"))
-    app = publish.args[0]  # type: ignore[attr-defined]
     urgent, normal, canceled = queued_job(store, 9), queued_job(store, 5), queued_job(store)
     for job_id, priority in ((urgent, 9), (normal, 5), (canceled, 5)):
         enqueue(app, job_id, FAMILY, priority, queue=worker_queue("a@h"))
@@ -102,10 +107,11 @@ def test_a_dead_workers_queue_is_drained_to_the_family_queue(redis_client: redis
     assert redis_client.zrange(keys.workers(), 0, -1) == ["b@h"]
 
 
-def test_the_reaper_drains_dead_workers(redis_client: redis.Redis, store: JobStore, publish: Publish) -> None:
+def test_the_reaper_drains_dead_workers(redis_client: redis.Redis, store: JobStore, app: Celery,
+                                       publish: Publish) -> None:
     registry = Registry(redis_client, ttl_s=60)
     job_id = queued_job(store)
-    enqueue(publish.args[0], job_id, FAMILY, queue=worker_queue("gone@h"))  # type: ignore[attr-defined]
+    enqueue(app, job_id, FAMILY, queue=worker_queue("gone@h"))
     registry.publish(info("gone@h"))
     registry.retire("gone@h")
     report = Reaper(store, publish, max_attempts=3, silence_s=30, registry=registry).run_once()
