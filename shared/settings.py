@@ -55,6 +55,9 @@ class Settings:
     reaper_interval_s: float = _setting(5.0, "Seconds between two passes of the reaper every worker's parent runs.")
     max_attempts: int = _setting(3, "Most times a job is started; a job whose worker is lost on its last attempt "
                                     "ends failed with code worker_lost.")
+    shutdown_grace_s: float = _setting(25.0, "On SIGTERM, how long a worker lets its running job go on before it "
+                                             "gives the job back to the queue; keep the pod's "
+                                             "terminationGracePeriodSeconds above it.")
     cache_budget_mb: int = _setting(0, "Memory a worker's pipeline cache may hold, in MiB, measured (GPU memory on "
                                        "CUDA, tensor bytes on CPU); least recently used pipelines are evicted "
                                        "beyond it. 0: no memory bound.")
@@ -73,9 +76,6 @@ class Settings:
                                          "fewer than this many jobs wait there.")
     route_claim_s: float = _setting(30.0, "How long the first worker sent a checkpoint nobody holds stays its "
                                           "loader, so concurrent first requests don't load it everywhere.")
-    shutdown_grace_s: float = _setting(25.0, "On SIGTERM, how long a worker lets its running job go on before it "
-                                             "gives the job back to the queue; keep the pod's "
-                                             "terminationGracePeriodSeconds above it.")
 
     def __post_init__(self) -> None:
         positive = {"lease_s": self.lease_s, "reaper_interval_s": self.reaper_interval_s,

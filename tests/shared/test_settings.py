@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
@@ -106,3 +107,22 @@ def test_recovery_settings_parse() -> None:
     s = Settings.from_env({"HOTPIPE_LEASE_S": "3", "HOTPIPE_REAPER_INTERVAL_S": "0.5", "HOTPIPE_MAX_ATTEMPTS": "2",
                            "HOTPIPE_SHUTDOWN_GRACE_S": "0"})
     assert (s.lease_s, s.reaper_interval_s, s.max_attempts, s.shutdown_grace_s) == (3.0, 0.5, 2, 0.0)
+
+
+def test_hot_cache_and_routing_settings() -> None:
+    s = Settings.from_env({"HOTPIPE_FAMILY_DTYPES": "flux=bfloat16, stable-diffusion=float16",
+                           "HOTPIPE_PRELOAD": "tiny-sd, other,", "HOTPIPE_CACHE_BUDGET_MB": "2048"})
+    assert s.family_dtype_map() == {"flux": "bfloat16", "stable-diffusion": "float16"}
+    assert s.preload_list() == ["tiny-sd", "other"] and s.cache_budget_mb == 2048
+
+
+@pytest.mark.parametrize(("env", "says"), [
+    ({"HOTPIPE_FAMILY_DTYPES": "flux=fp8"}, "write family=dtype"),
+    ({"HOTPIPE_FAMILY_DTYPES": "bfloat16"}, "write family=dtype"),
+    ({"HOTPIPE_ROUTING": "random"}, "HOTPIPE_ROUTING is 'random'; use one of affinity, family"),
+    ({"HOTPIPE_CACHE_POLICY": "fifo"}, "use one of lru, lfu"),
+    ({"HOTPIPE_WORKER_TTL_S": "0"}, "HOTPIPE_WORKER_TTL_S is 0.0"),
+])
+def test_bad_hot_cache_and_routing_settings_are_refused(env: dict[str, str], says: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(says)):
+        Settings.from_env(env)
