@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from hotpipe.shared.job import Task
+from hotpipe.workers import memory
 from hotpipe.workers.cache import PipelineCache
 from hotpipe.workers.dev_checkpoints import make_checkpoints
 
@@ -46,6 +47,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=10)
     args = ap.parse_args()
+    memory.settle()  # as a worker does after its imports
     with tempfile.TemporaryDirectory() as tmp:
         location = str(make_checkpoints(Path(tmp), ["tiny-sd"])[0])
         cold, warm, switch, evict, loads_on_warm = [], [], [], [], 0

@@ -216,6 +216,8 @@ class PipelineCache:
         """An entry's bytes after a task switch: a sibling may bring modules of its own."""
         if memory.is_cuda(self.device):
             return entry.nbytes + max(0, memory.cuda_allocated(self.device) - cuda_before)
+        if memory.same_modules(entry.pipes()):  # the usual case: nothing new to count
+            return entry.nbytes
         return memory.storage_bytes(entry.pipes())
 
     def _load(self, key: CacheKey) -> _Entry:

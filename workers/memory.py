@@ -32,6 +32,25 @@ def storages(pipes: Iterable[Any]) -> dict[tuple[str, int], int]:
     return seen
 
 
+def same_modules(pipes: list[Any]) -> bool:
+    """Whether every pipeline's modules are the first one's (``from_pipe`` siblings that added none)."""
+    def modules(pipe: Any) -> set[int]:
+        return {id(m) for m in getattr(pipe, "components", {}).values() if isinstance(m, torch.nn.Module)}
+    first = modules(pipes[0]) if pipes else set()
+    return all(modules(p) <= first for p in pipes[1:])
+
+
+def settle() -> None:
+    """After the imports, before any load: collect once, then freeze what survived.
+
+    ``gc.collect()`` after an eviction then scans only what was made since (pipelines),
+    not the hundreds of thousands of objects torch, Diffusers and Transformers leave at
+    import (a full collection of those takes ~0.3-1 s).
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def storage_bytes(pipes: Iterable[Any]) -> int:
     """Bytes of the unique tensor storages behind ``pipes`` (shared modules counted once)."""
     return sum(storages(pipes).values())

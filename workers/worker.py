@@ -47,6 +47,7 @@ from hotpipe.shared.registry import Registry, worker_queue
 from hotpipe.shared.settings import Settings
 from hotpipe.shared.storage import Storage
 from hotpipe.shared.store import JobStore
+from hotpipe.workers import memory
 from hotpipe.workers.cache import PipelineCache
 from hotpipe.workers.job_runner import JobRunner
 from hotpipe.workers.presence import Presence
@@ -223,6 +224,7 @@ def wire_child(settings: Settings, families: list[str], name: str, runtime: dict
     def _init_child(**_: Any) -> None:
         pin_device(settings.device)
         runner = runtime["runner"] = build_runner(settings)
+        memory.settle()
         signal.signal(DRAIN_SIGNAL, lambda *_: runner.drain(settings.shutdown_grace_s))
         if families:
             presence = runtime["presence"] = start_presence(runner, settings, name, families)
