@@ -15,6 +15,7 @@ Usage: ``python -m benchmarks.affinity [--jobs 300] [--concurrency 4] [--modes a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import shutil
 import tempfile
@@ -71,10 +72,12 @@ class Outcome:
         return self.hits / max(1, self.hits + self.misses)
 
 
-def run_mode(mode: str, models: Path, workdir: Path, requests: list[str], concurrency: int) -> Outcome:
+def run_mode(mode: str, models: Path, workdir: Path, requests: list[str], concurrency: int,
+             backlog_max: int) -> Outcome:
     routing, _, policy = mode.partition(":")
     env = {"HOTPIPE_ROUTING": routing, "HOTPIPE_CACHE_POLICY": policy or "lru",
-           "HOTPIPE_CACHE_MAX_PIPELINES": str(SLOTS), "HOTPIPE_TORCH_THREADS": "1"}
+           "HOTPIPE_CACHE_MAX_PIPELINES": str(SLOTS), "HOTPIPE_TORCH_THREADS": "1",
+           "HOTPIPE_ROUTE_BACKLOG_MAX": str(backlog_max)}
     with LocalStack(workdir, models, redis_binary=find_redis_server("system"), workers=0, extra_env=env) as stack:
         stack.start_workers({f"w{i}": {} for i in range(WORKERS)})
         with Client(stack.api_url) as client:
@@ -104,16 +107,22 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--modes", default="affinity:lru,family:lru",
                     help="routing:policy pairs; routing affinity|family, policy lru|lfu")
+    ap.add_argument("--backlog-max", type=int,
+                    help="HOTPIPE_ROUTE_BACKLOG_MAX (default: --concurrency, so a holder is never skipped only "
+                         "because every other request in flight waits for it)")
+    ap.add_argument("--workdir", help="keep models and service logs here (default: a temporary folder)")
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
+    with (contextlib.nullcontext(args.workdir) if args.workdir else tempfile.TemporaryDirectory()) as tmp:
         models = Path(tmp) / "models"
-        models.mkdir()
+        models.mkdir(parents=True, exist_ok=True)
         requests = zipf_requests(build_models(models), args.jobs, args.seed)
         best = ceiling(requests, WORKERS * SLOTS)
-        outcomes = [run_mode(mode, models, Path(tmp) / mode.replace(":", "-"), requests, args.concurrency)
-                    for mode in args.modes.split(",")]
+        backlog_max = args.backlog_max or args.concurrency
+        outcomes = [run_mode(mode, models, Path(tmp) / mode.replace(":", "-"), requests, args.concurrency,
+                             backlog_max) for mode in args.modes.split(",")]
     print(f"{args.jobs} jobs, {CHECKPOINTS} checkpoints, Zipf {EXPONENT} (seed {args.seed}), concurrency "
-          f"{args.concurrency}, {WORKERS} workers x {SLOTS} pipelines; ceiling (top-8 share) {best:.1%}")
+          f"{args.concurrency}, {WORKERS} workers x {SLOTS} pipelines, route backlog bound {backlog_max}; "
+          f"ceiling (top-8 share) {best:.1%}")
     print(f"{'mode':<14} {'hits':>5} {'misses':>6} {'hit rate':>9} {'of ceiling':>11} {'jobs/s':>7}")
     for o in outcomes:
         print(f"{o.mode:<14} {o.hits:>5} {o.misses:>6} {o.hit_rate:>9.1%} {o.hit_rate / best:>11.1%} "
