@@ -38,7 +38,7 @@ class Router:
     def queue_for(self, family: str, checkpoint: str) -> str | None:
         try:
             return self._queue_for(family, checkpoint)
-        except redis.RedisError as exc:
+        except (redis.RedisError, ValueError, TypeError, KeyError) as exc:  # a record we can't read, too
             log.warning("routing: registry unreadable (%s); using the family queue", exc)
             return None
 

@@ -85,3 +85,11 @@ def test_concurrent_first_requests_go_to_the_one_claimed_loader(router: Router, 
 def test_an_unreadable_registry_falls_back_to_the_family_queue() -> None:
     dead = redis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
     assert Router(Registry(dead)).queue_for(FAMILY, "tiny-sd") is None
+
+
+def test_a_malformed_record_falls_back_to_the_family_queue(router: Router, registry: Registry) -> None:
+    from hotpipe.shared import keys
+
+    worker(registry, "a@h", ("tiny-sd", 1))
+    registry.redis.set(keys.worker("a@h"), '{"name": "a@h"}')
+    assert router.queue_for(FAMILY, "tiny-sd") is None
