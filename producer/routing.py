@@ -8,8 +8,8 @@ worker's own queue, or says "the family queue" (``None``):
 2. if workers hold it but all are over the bound: the family queue (any free worker);
 3. if nobody holds it: the worker that claimed its first load a moment ago (a short
    marker, so concurrent first requests don't make every worker load it), else the open
-   worker holding the fewest pipelines — among those, the one whose least used pipeline
-   is least used (the cheapest to evict) — which then claims it.
+   worker holding the fewest pipelines — among those, the one whose next eviction victim
+   has been used least (the cheapest to lose) — which then claims it.
 
 Routing is advice: a wrong or stale choice costs a load, never a job.  If the registry
 can't be read, jobs go to the family queue.
@@ -64,5 +64,9 @@ class Router:
 
 
 def cheapest_eviction(worker: WorkerInfo) -> int:
-    """Uses of the worker's least used pipeline (what loading one more would likely evict)."""
-    return min((h.uses for h in worker.hot), default=0)
+    """Uses of the pipeline the worker would evict to load one more (its policy's choice, as it
+    published it; else its least used): loading there costs the fewest future hits."""
+    uses = {h.checkpoint: h.uses for h in worker.hot}
+    if worker.evicts_next in uses:
+        return uses[worker.evicts_next]
+    return min(uses.values(), default=0)

@@ -73,6 +73,7 @@ class WorkerInfo:
     loading: list[str] = field(default_factory=list)
     current_job: str | None = None
     capacity: int = 0  # most pipelines its cache holds; 0: bounded by memory only
+    evicts_next: str | None = None  # the checkpoint its cache would evict to load another
     stats: dict[str, Any] = field(default_factory=dict)
     host: str = ""
     pid: int = 0

@@ -98,7 +98,7 @@ class _Entry:
     base: Any
     nbytes: int
     by_class: dict[str, Any] = field(default_factory=dict)
-    uses: int = 0
+    uses: int = 0  # jobs this worker ran on the key, counted across evictions (see ``_uses``)
     last_used: int = 0
 
     def pipes(self) -> list[Any]:
@@ -114,11 +114,14 @@ def least_recently_used(entries: list[_Entry]) -> _Entry:
 
 
 def least_used(entries: list[_Entry]) -> _Entry:
-    """Fewest uses while resident, then least recent: a one-off checkpoint goes before a popular one."""
+    """Fewest uses (ever, on this worker), then least recent: a one-off checkpoint goes before a
+    popular one, even one that was just reloaded."""
     return min(entries, key=lambda e: (e.uses, e.last_used))
 
 
 POLICIES: dict[str, Policy] = {"lru": least_recently_used, "lfu": least_used}
+#: keys whose use counts the cache remembers after eviction (the least used are forgotten first)
+USES_KEPT = 1024
 
 
 class PipelineCache:
@@ -138,6 +141,7 @@ class PipelineCache:
         self._stats = CacheStats()
         self._entries: dict[CacheKey, _Entry] = {}
         self._sizes: dict[CacheKey, int] = {}  # measured bytes of keys loaded before
+        self._uses: dict[CacheKey, int] = {}  # uses per key, kept across evictions (bounded: USES_KEPT)
         self._clock = 0
         self._lock = threading.RLock()
 
@@ -159,6 +163,7 @@ class PipelineCache:
                 self._stats.hits += 1
             self._clock += 1
             entry.uses, entry.last_used = entry.uses + 1, self._clock
+            self._remember_use(key, entry.uses)
             if pipeline not in entry.by_class:
                 before = memory.cuda_allocated(self.device)
                 entry.by_class[pipeline] = self._switch(entry.base, task, pipeline, key.dtype)
@@ -209,6 +214,16 @@ class PipelineCache:
                 self._changed()
             return len(victims)
 
+    def next_victim(self) -> CacheKey | None:
+        """The key the eviction policy would evict next (what loading one more would cost)."""
+        entries = list(self._entries.values())
+        return self.policy(entries).key if entries else None
+
+    def _remember_use(self, key: CacheKey, uses: int) -> None:
+        if key not in self._uses and len(self._uses) >= USES_KEPT:
+            del self._uses[min(self._uses, key=self._uses.__getitem__)]
+        self._uses[key] = uses
+
     def _resident_bytes(self) -> int:
         return sum(e.nbytes for e in self._entries.values())
 
@@ -239,7 +254,7 @@ class PipelineCache:
             self.loading = None
         self._stats.load_seconds += took
         self._sizes[key] = nbytes
-        entry = self._entries[key] = _Entry(key, pipe, nbytes)
+        entry = self._entries[key] = _Entry(key, pipe, nbytes, uses=self._uses.get(key, 0))
         log.info("loaded %s (%s, %d bytes) in %.2fs", key.label, type(pipe).__name__, nbytes, took)
         self._shrink(keep=entry)
         self._changed()

@@ -59,6 +59,8 @@ class Presence:
         with self._lock:
             self.info.hot = [HotCheckpoint(k.label, uses, nbytes) for k, uses, nbytes in self.cache.holds()]
             self.info.loading = [self.cache.loading] if self.cache.loading else []
+            victim = self.cache.next_victim()
+            self.info.evicts_next = victim.label if victim else None
             self.info.stats = dataclasses.asdict(self.cache.stats())
             try:
                 self.registry.publish(self.info)

@@ -144,3 +144,16 @@ def test_out_of_memory_twice_raises_and_the_cache_stays_usable(copies: list[str]
         cache.get(copies[3], None, *T2I)
     assert calls.count(copies[3]) == 2 and cache.loading is None
     assert cache.get(copies[3], None, *T2I) is not None  # third try: the injected errors are used up
+
+
+def test_least_used_remembers_uses_across_evictions(copies: list[str]) -> None:
+    """A popular checkpoint evicted once and reloaded keeps its count: the one-offs go first."""
+    cache = PipelineCache("cpu", torch.float32, max_pipelines=2, policy="lfu")
+    for location in (copies[0],) * 3 + (copies[1], copies[1], copies[2]):  # evicts copies[1] (2 < 3 uses)
+        cache.get(location, None, *T2I)
+    assert sorted(cache.stats().checkpoints) == sorted([copies[0], copies[2]])
+    cache.evict(cache.key(copies[0], None))
+    cache.get(copies[0], None, *T2I)  # reloaded: 4 uses in all
+    cache.get(copies[3], None, *T2I)  # evicts copies[2] (1 use), not the reloaded popular one
+    assert sorted(cache.stats().checkpoints) == sorted([copies[0], copies[3]])
+    assert cache.next_victim() == cache.key(copies[3], None)
