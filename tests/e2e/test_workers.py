@@ -106,7 +106,9 @@ def test_jobs_go_to_the_worker_holding_their_checkpoint(client: Client) -> None:
     before = by_name(client)
     for seed in range(6):
         run(client, seed=seed)
-    after = by_name(client)
+    # a worker publishes its counters just after the job's terminal write: wait for the last one
+    after = wait_for(lambda: (w := by_name(client))["warm"]["stats"]["hits"] - before["warm"]["stats"]["hits"] >= 6
+                     and w, "warm's counters cover the six jobs", WAIT_S)
     assert after["warm"]["stats"]["hits"] - before["warm"]["stats"]["hits"] == 6
     assert "tiny-sd" not in after["cold"]["stats"]["checkpoints"]
     assert after["cold"]["stats"]["misses"] == before["cold"]["stats"]["misses"]
