@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from hotpipe.shared.job import Task
+from hotpipe.workers import memory
 from hotpipe.workers.cache import PipelineCache
 from hotpipe.workers.dev_checkpoints import make_checkpoints
 
@@ -46,26 +47,35 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=10)
     args = ap.parse_args()
+    memory.settle()  # as a worker does after its imports
     with tempfile.TemporaryDirectory() as tmp:
         location = str(make_checkpoints(Path(tmp), ["tiny-sd"])[0])
-        cold, warm, switch, loads_on_warm = [], [], [], 0
-        one = three = 0
+        cold, warm, switch, evict, loads_on_warm = [], [], [], [], 0
+        one = three = measured_one = measured_three = 0
         for _ in range(args.rounds):
             cache = PipelineCache("cpu", torch.float32)
             took, t2i = timed(lambda c=cache: c.get(location, None, *TASKS[0]))
             cold.append(took)
-            misses = cache.stats.misses
+            misses = cache.stats().misses
             warm.append(timed(lambda c=cache: c.get(location, None, *TASKS[0]))[0])
-            loads_on_warm += cache.stats.misses - misses
+            loads_on_warm += cache.stats().misses - misses
             switch.append(timed(lambda c=cache: c.get(location, None, *TASKS[1]))[0])
+            measured_one = cache.stats().resident_bytes
             inpaint = cache.get(location, None, *TASKS[2])
+            measured_three = cache.stats().resident_bytes
             one, three = parameter_bytes([t2i]), parameter_bytes([t2i, cache.get(location, None, *TASKS[1]), inpaint])
-    ms = {name: statistics.median(v) * 1e3 for name, v in (("cold", cold), ("warm", warm), ("switch", switch))}
+            del t2i, inpaint
+            evict.append(timed(cache.evict_others)[0])
+    ms = {name: statistics.median(v) * 1e3
+          for name, v in (("cold", cold), ("warm", warm), ("switch", switch), ("evict", evict))}
     print(f"rounds={args.rounds}, tiny SD on CPU, fp32 (medians)")
     print(f"cold load (from_pretrained)  {ms['cold']:9.2f} ms")
     print(f"warm hit                     {ms['warm']:9.4f} ms   loads during warm hits: {loads_on_warm}")
     print(f"task switch (from_pipe)      {ms['switch']:9.2f} ms   target <= 5 ms")
+    print(f"eviction (drop + gc.collect)  {ms['evict']:9.2f} ms")
     print(f"parameter bytes: one task {one}, three tasks {three}  ({'equal' if one == three else 'DIFFERENT'})")
+    print(f"cache.stats().resident_bytes (parameters + buffers): one task {measured_one}, "
+          f"three tasks {measured_three}")
 
 
 if __name__ == "__main__":

@@ -31,8 +31,9 @@ from hotpipe.producer.queues import QUEUED_FAMILIES
 from hotpipe.shared.job import JobRecord, Task, new_job_id
 from hotpipe.shared.status import Status
 from hotpipe.shared.store import JobStore
+from hotpipe.workers.cache import CacheStats
 from hotpipe.workers.exporter import MetricsExporter
-from hotpipe.workers.metrics import CacheSnapshot, WorkerMetrics
+from hotpipe.workers.metrics import WorkerMetrics
 
 TIMINGS = {"load": 0.0001, "inputs": 0.00001, "run": 0.09, "encode": 0.001, "upload": 0.007}
 
@@ -49,7 +50,7 @@ def median_us(fn: Callable[[], Any], runs: int) -> float:
 def worker_per_job(runs: int) -> tuple[float, float]:
     """(µs per job recorded, µs per scrape of the merged files) in multiprocess mode."""
     exporter = MetricsExporter(0, ["stable-diffusion"], "cpu", host="127.0.0.1")
-    stats = CacheSnapshot(hits=10, misses=1, evictions=0, load_seconds=2.0, resident_pipelines=1)
+    stats = CacheStats(hits=10, misses=1, evictions=0, load_seconds=2.0, resident_pipelines=1)
     metrics = WorkerMetrics(None, "cpu", cache_stats=lambda: stats)
     now = datetime.now(UTC)
     record = JobRecord(id=new_job_id(), status=Status.RUNNING, family="stable-diffusion",

@@ -40,6 +40,8 @@ def _worker(args: argparse.Namespace) -> int:
     from hotpipe.shared.settings import Settings
 
     overrides = {"device": args.device} if args.device else {}
+    if args.preload:
+        overrides["preload"] = ",".join(args.preload)
     settings = Settings.from_env(**overrides)
     configure_logging(settings.log_format, args.loglevel.upper())
     route_library_logs()
@@ -118,6 +120,16 @@ def _webhooks(args: argparse.Namespace) -> int:
     return 0
 
 
+def _workers(args: argparse.Namespace) -> int:
+    from hotpipe.producer.client import Client
+    from hotpipe.producer.fleet_cli import print_workers
+
+    with Client(args.api) as client:
+        workers = client.workers()
+    print_workers(workers, as_json=args.json)
+    return 0
+
+
 def _make_checkpoints(args: argparse.Namespace) -> int:
     from hotpipe.workers.dev_checkpoints import make_checkpoints
 
@@ -161,7 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     w = sub.add_parser("worker", help="run a Celery worker for model families")
     w.add_argument("--family", action="append", required=True, help="family key (repeatable)")
-    w.add_argument("--device", help="cpu or cuda:N (default: HOTPIPE_DEVICE)")
+    w.add_argument("--device", help="cpu or cuda:N (default: HOTPIPE_DEVICE); one worker per device")
+    w.add_argument("--preload", action="append", metavar="CKPT[,CKPT]",
+                   help="checkpoints to load before consuming; ready only after (repeatable, or comma-separated)")
     w.add_argument("--hostname", default="hotpipe@%h")
     w.add_argument("--loglevel", default="INFO")
     w.set_defaults(fn=_worker)
@@ -220,6 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
     nk = keys.add_parser("new", help="make an API key for a tenant and print the hash to configure")
     nk.add_argument("--tenant", required=True)
     nk.set_defaults(fn=_new_key)
+
+    ws = sub.add_parser("workers", help="list live workers: families, device, hot checkpoints, current job")
+    ws.add_argument("--api", default=api_default)
+    ws.add_argument("--json", action="store_true")
+    ws.set_defaults(fn=_workers)
 
     dev = sub.add_parser("dev", help="developer tools").add_subparsers(dest="dev_command", required=True)
     mk = dev.add_parser("make-checkpoints", help="build tiny random-weight checkpoints offline")

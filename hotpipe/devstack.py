@@ -215,18 +215,18 @@ class LocalStack:
     def storage(self) -> Storage:
         return local_storage(self.settings)
 
-    def start_worker(self, name: str, extra_env: dict[str, str] | None = None) -> Proc:
+    def start_worker(self, name: str, extra_env: dict[str, str] | None = None, wait_ready: bool = True) -> Proc:
         """Start (or restart) worker ``name`` on the stack's families; stopped with the stack."""
-        return self.start_workers({name: extra_env or {}})[name]
+        return self.start_workers({name: extra_env or {}}, wait_ready)[name]
 
-    def start_workers(self, workers: dict[str, dict[str, str]]) -> dict[str, Proc]:
+    def start_workers(self, workers: dict[str, dict[str, str]], wait_ready: bool = True) -> dict[str, Proc]:
         """Start workers (name -> extra environment) side by side; returns once all are ready."""
         for name, extra_env in workers.items():
             self.metrics_ports[name] = int(extra_env.get("HOTPIPE_WORKER_METRICS_PORT") or free_port())
         started = {name: self._keep(start_worker(self.workdir, self.env(), self.families, name=name, extra_env={
                        "HOTPIPE_WORKER_METRICS_PORT": str(self.metrics_ports[name]), **extra_env}, wait_ready=False))
                    for name, extra_env in workers.items()}
-        for name, proc in started.items():
+        for name, proc in started.items() if wait_ready else ():
             wait_until((self.workdir / f"{name}.ready").exists, proc, 120)
         return started
 

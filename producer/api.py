@@ -27,6 +27,7 @@ from hotpipe import __version__
 from hotpipe.producer.admission import Admission
 from hotpipe.producer.auth import KeyTable, Tenant
 from hotpipe.producer.events import job_events
+from hotpipe.producer.fleet import add_worker_routes, make_router
 from hotpipe.producer.lifecycle_routes import (
     IdempotencyKey,
     add_lifecycle_routes,
@@ -112,6 +113,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     _add_job_routes(app, svc, readers, metrics)
     add_queue_routes(app, svc.redis)
     _add_health_routes(app, svc)
+    add_worker_routes(app, svc.redis, settings)
     return app
 
 
@@ -152,7 +154,8 @@ def load(svc: Services, job_id: str, tenant: str | None = None) -> JobRecord:
 def _add_job_routes(app: FastAPI, svc: Services, readers: list[AsyncJobReader], metrics: ApiMetrics) -> None:
     admission = Admission.from_settings(svc.redis, svc.settings)
     submitter = Submitter(svc.settings, svc.store, svc.storage, svc.celery,
-                          hub_fetch(svc.redis, svc.settings.hub_cache_ttl_s), admission=admission)
+                          hub_fetch(svc.redis, svc.settings.hub_cache_ttl_s), admission=admission,
+                          router=make_router(svc.redis, svc.settings))
     wait_max_s = svc.settings.wait_max_s
 
     @app.post("/v1/jobs", status_code=202, response_model=JobRecord, response_model_exclude_none=True,

@@ -8,6 +8,7 @@ Errors the API answers are raised as ``APIError`` subclasses by kind (``NotFound
 from __future__ import annotations
 
 import base64
+import builtins
 import mimetypes
 import time
 from collections.abc import Iterator
@@ -143,6 +144,11 @@ class Client:
 
     def cancel(self, job_id: str) -> JobRecord:
         return JobRecord.model_validate(self._call("POST", f"/v1/jobs/{job_id}/cancel"))
+
+    def workers(self) -> builtins.list[dict[str, Any]]:
+        """Live workers (``GET /v1/workers``): families, device, hot checkpoints, current job, stats."""
+        workers: builtins.list[dict[str, Any]] = self._call("GET", "/v1/workers")["workers"]
+        return workers
 
     def wait(self, job_id: str, timeout_s: float = 600.0, poll_s: float = 20.0) -> JobRecord:
         """The record once terminal (or as it stands after ``timeout_s``).

@@ -18,6 +18,7 @@ from typing import Any
 from celery import Celery
 
 from hotpipe.producer.admission import Admission
+from hotpipe.producer.routing import Router
 from hotpipe.shared import call_args
 from hotpipe.shared.celery_app import enqueue
 from hotpipe.shared.checkpoints import HubFetch, Resolved, resolve
@@ -25,6 +26,7 @@ from hotpipe.shared.errors import Conflict, InvalidRequest, Unavailable
 from hotpipe.shared.images import InputImage, check_image, decode_data_uri
 from hotpipe.shared.job import TASK_INPUTS, JobError, JobRecord, JobRequest, Params, Task, new_job_id
 from hotpipe.shared.keys import DEFAULT_TENANT
+from hotpipe.shared.registry import checkpoint_id
 from hotpipe.shared.safety import CheckpointNotAllowed, checkpoint_allowed, fetch_input, parse_patterns
 from hotpipe.shared.settings import Settings
 from hotpipe.shared.storage import Storage
@@ -53,6 +55,8 @@ class Submitter:
     hub: HubFetch | None = None
     #: rate limits and queue bounds, checked before anything is written (None: no limits)
     admission: Admission | None = None
+    #: picks a warm worker's queue (affinity routing); None: always the family queue
+    router: Router | None = None
 
     @property
     def allowlist(self) -> tuple[str, ...]:
@@ -96,14 +100,21 @@ class Submitter:
             if prior is None:
                 raise Conflict(f"job {job_id} is being created by another request; retry", field="id") from None
             return Submitted(prior, created=False)
+        queue = self._queue_for(resolved, req)
         try:
-            enqueue(self.celery, job_id, resolved.base_family, req.priority)
+            enqueue(self.celery, job_id, resolved.base_family, req.priority, queue=queue)
         except Exception as exc:
             self.store.fail(job_id, None, JobError(code="enqueue_failed", message=f"could not enqueue: {exc}"))
             if digest is not None:  # a retry with the same key should try again, not get this failure
                 self.store.forget_idempotency(tenant, digest, job_id)
             raise Unavailable("the job queue is unavailable; retry shortly") from exc
         return Submitted(record)
+
+    def _queue_for(self, resolved: Resolved, req: JobRequest) -> str | None:
+        """A warm worker's own queue for this checkpoint (affinity routing), or None: the family queue."""
+        if self.router is None:
+            return None
+        return self.router.queue_for(resolved.base_family, checkpoint_id(req.checkpoint, resolved.revision))
 
     def _check(self, req: JobRequest) -> Resolved:
         """Every check of the request itself (limits, inputs, allowlist, webhook), then its resolution."""

@@ -94,3 +94,23 @@ def priority_list(queue: str, step: int) -> str:
 def rate_bucket(tenant: str) -> str:
     """Hash holding one tenant's submission token bucket (``tokens``, ``at`` in server ms)."""
     return f"{NAMESPACE}:rate:{tenant}"
+
+
+def workers() -> str:
+    """Sorted set of worker names, scored by when their registry record expires (server time, ms).
+
+    A member whose score has passed is dead; a reaper drains its own queue back to the family
+    queues, then removes it.
+    """
+    return f"{NAMESPACE}:workers"
+
+
+def worker(name: str) -> str:
+    """One worker's registry record (JSON), with a TTL its heartbeat keeps renewing."""
+    return f"{NAMESPACE}:worker:{name}"
+
+
+def loader_claim(family: str, checkpoint: str) -> str:
+    """Which worker was sent the first job of a checkpoint nobody holds (short TTL), so
+    concurrent first requests go to that one worker instead of making every worker load it."""
+    return f"{NAMESPACE}:loader:{family}:{checkpoint}"

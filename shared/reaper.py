@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 import redis
 
 from hotpipe.shared.celery_app import DEFAULT_PRIORITY
+from hotpipe.shared.drain import drain_dead
+from hotpipe.shared.registry import Registry
 from hotpipe.shared.store import JobStore, Requeue
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,7 @@ _SAYS = {
     "canceled": "its worker was lost with a cancel pending; canceled",
     "republished": "its requeue was never published (reaper died); published again",
     "deadline_exceeded": "it did not start before its queue deadline; failed (deadline_exceeded)",
+    "drained": "its worker died with the job in its own queue; moved to the family queue",
 }
 
 
@@ -54,6 +57,7 @@ class ReapReport:
     republished: list[str] = field(default_factory=list)
     unpublished: list[str] = field(default_factory=list)  # left in the outbox for a later pass
     deadline_exceeded: list[str] = field(default_factory=list)
+    drained: list[str] = field(default_factory=list)  # moved from a dead worker's own queue
 
 
 @dataclass
@@ -65,6 +69,8 @@ class Reaper:
     max_attempts: int
     silence_s: float  # an outbox entry this old has lost its publisher
     batch: int = 100
+    #: the worker registry: dead workers' own queues are drained back to the family queues
+    registry: Registry | None = None
 
     def run_once(self) -> ReapReport:
         """One pass over expired leases, orphaned outbox entries, queue deadlines, expired index entries."""
@@ -84,6 +90,9 @@ class Reaper:
                 report.republished.append(job_id)
         self._expire_queued(report)
         self.store.prune_index()
+        if self.registry is not None:
+            report.drained = drain_dead(self.registry, self.store, self.publish,
+                                        forget_after_s=self.registry.ttl_ms / 1000)
         return report
 
     def _expire_queued(self, report: ReapReport) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 ENV_PREFIX = "HOTPIPE_"
 #: values of HOTPIPE_LOG_FORMAT
 LOG_FORMATS = ("text", "json")
+DTYPE_NAMES = ("float32", "float16", "bfloat16")
 
 
 def _setting(default: Any, help: str) -> Any:
@@ -99,10 +100,29 @@ class Settings:
                                               "only: never loopback, link-local or private addresses).")
     max_queued_per_family: int = _setting(0, "Most messages waiting in one family's queue; past it submissions are "
                                              "refused with 429. 0: unbounded.")
+    cache_budget_mb: int = _setting(0, "Memory a worker's pipeline cache may hold, in MiB, measured (GPU memory on "
+                                       "CUDA, tensor bytes on CPU); least recently used pipelines are evicted "
+                                       "beyond it. 0: no memory bound.")
+    cache_max_pipelines: int = _setting(0, "Most checkpoints a worker keeps loaded at once; 0: no count bound.")
+    cache_policy: str = _setting("lru", "Which pipeline the cache evicts: lru (least recently used) or lfu "
+                                        "(fewest uses while resident, then least recent).")
+    family_dtypes: str = _setting("", "Per-family dtype on CUDA, e.g. 'flux=bfloat16,stable-diffusion=float16'; "
+                                      "other families use HOTPIPE_DTYPE. CPU workers always use HOTPIPE_DTYPE.")
+    preload: str = _setting("", "Checkpoints (comma-separated) a worker loads before it consumes and reports "
+                                "ready; `hotpipe worker --preload` sets it.")
+    worker_ttl_s: float = _setting(15.0, "A worker's registry record lives this long unless renewed (every "
+                                         "worker_ttl_s/3); then routing stops and its own queue is drained.")
+    routing: str = _setting("affinity", "Producer routing: affinity (send a job to a live worker holding its "
+                                        "checkpoint) or family (always the family queue).")
+    route_backlog_max: int = _setting(3, "Affinity routing sends a job to a warm worker's own queue only while "
+                                         "fewer than this many jobs wait there.")
+    route_claim_s: float = _setting(30.0, "How long the first worker sent a checkpoint nobody holds stays its "
+                                          "loader, so concurrent first requests don't load it everywhere.")
 
     def __post_init__(self) -> None:
         positive = {"lease_s": self.lease_s, "reaper_interval_s": self.reaper_interval_s,
-                    "max_attempts": self.max_attempts}
+                    "max_attempts": self.max_attempts, "worker_ttl_s": self.worker_ttl_s,
+                    "route_backlog_max": self.route_backlog_max}
         for name, value in positive.items():
             if not (value > 0 and math.isfinite(value)):
                 raise ValueError(f"{ENV_PREFIX}{name.upper()} is {value!r}; it must be a finite number above 0")
@@ -119,6 +139,27 @@ class Settings:
         if not (self.shutdown_grace_s >= 0 and math.isfinite(self.shutdown_grace_s)):
             raise ValueError(f"{ENV_PREFIX}SHUTDOWN_GRACE_S is {self.shutdown_grace_s!r}; it must be a finite "
                              "number of seconds, 0 or more")
+
+        for name, choice, allowed in (("cache_policy", self.cache_policy, ("lru", "lfu")),
+                                      ("routing", self.routing, ("affinity", "family"))):
+            if choice not in allowed:
+                raise ValueError(f"{ENV_PREFIX}{name.upper()} is {choice!r}; use one of {', '.join(allowed)}")
+        self.family_dtype_map()
+
+    def family_dtype_map(self) -> dict[str, str]:
+        """``family_dtypes`` as family -> dtype name."""
+        pairs = [p.strip() for p in self.family_dtypes.split(",") if p.strip()]
+        out: dict[str, str] = {}
+        for pair in pairs:
+            family, sep, dtype = pair.partition("=")
+            if not sep or not family.strip() or dtype.strip() not in DTYPE_NAMES:
+                raise ValueError(f"{ENV_PREFIX}FAMILY_DTYPES has {pair!r}; write family=dtype with dtype one of "
+                                 f"{', '.join(DTYPE_NAMES)}")
+            out[family.strip()] = dtype.strip()
+        return out
+
+    def preload_list(self) -> list[str]:
+        return [name.strip() for name in self.preload.split(",") if name.strip()]
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -31,15 +31,16 @@ import torch
 from botocore.exceptions import BotoCoreError, ClientError
 
 from hotpipe import __version__
-from hotpipe.shared.job import ImageResult, JobError, JobResult
+from hotpipe.shared.job import ImageResult, JobError, JobResult, Task
 from hotpipe.shared.logs import job_context
 from hotpipe.shared.reaper import Publish, hand_over
+from hotpipe.shared.registry import checkpoint_id
 from hotpipe.shared.safety import CheckpointNotAllowed
 from hotpipe.shared.status import TransitionError
 from hotpipe.shared.storage import Storage, json_bytes
 from hotpipe.shared.store import JobStore, StoredJob
-from hotpipe.workers import loading, runner
-from hotpipe.workers.cache import PipelineCache, ResolutionMismatch
+from hotpipe.workers import loading, memory, runner
+from hotpipe.workers.cache import CacheKey, PipelineCache, ResolutionMismatch
 from hotpipe.workers.encode import Encoded, encode
 from hotpipe.workers.heartbeat import Heartbeat
 from hotpipe.workers.metrics import WorkerMetrics
@@ -62,6 +63,7 @@ ERROR_CODES: tuple[tuple[type[BaseException], str], ...] = (
     (CheckpointNotAllowed, "checkpoint_not_allowed"),
     (UnsafeWeights, "unsafe_weights"),
     (torch.OutOfMemoryError, "out_of_memory"),
+    (MemoryError, "out_of_memory"),
     (ClientError, "storage_error"),
     (BotoCoreError, "storage_error"),
     (OSError, "load_error"),
@@ -130,6 +132,10 @@ class JobRunner:
     #: ``on_time_limit`` (a worker's pool child kills itself there, as it may be hung)
     time_limit_s: float = 0.0
     on_time_limit: Callable[[], None] | None = None
+    #: dtype per family (the worker's configuration); others use the cache's dtype
+    dtypes: dict[str, torch.dtype] = field(default_factory=dict)
+    #: told which job runs now (the worker registry shows it); None: nobody listens
+    on_job: Callable[[str | None], None] | None = None
     _drain_deadline: float | None = field(default=None, init=False)
 
     def drain(self, grace_s: float) -> None:
@@ -156,11 +162,13 @@ class JobRunner:
         attempt, claimed = job.record.attempts, time.monotonic()
         status = "error"  # an exception escaped: the lease lapses and a reaper takes the job back
         self.metrics.job_started()
+        self._announce(job_id)
         try:
             with Heartbeat(self.store, job_id, attempt, self.store.lease_ms / 3000, self.time_limit_s,
                            functools.partial(self._timed_out, job_id)):
                 status = self._attempt(job, attempt)
         finally:
+            self._announce(None)
             self.metrics.job_finished(job.record.family, status, time.monotonic() - claimed)
         return status
 
@@ -174,6 +182,21 @@ class JobRunner:
         if self.on_time_limit is not None:
             self.on_time_limit()
 
+    def _announce(self, job_id: str | None) -> None:
+        if self.on_job is not None:
+            try:
+                self.on_job(job_id)
+            except Exception:  # the registry is a view; a job never fails for it
+                log.warning("could not publish the current job", exc_info=True)
+
+    def cache_key(self, resolved: dict[str, Any]) -> CacheKey:
+        """The cache key of a job's resolved checkpoint, in its family's dtype.  (A ControlNet or a
+        decoder's prior is not part of it: it is built into a sibling on the same hot modules.)"""
+        return self.cache.key(resolved["location"], resolved["revision"],
+                              dtype=self.dtypes.get(resolved.get("base_family") or resolved["family"]),
+                              variant=resolved.get("variant"),
+                              name=checkpoint_id(resolved["checkpoint"], resolved["revision"]))
+
     def _attempt(self, job: StoredJob, attempt: int) -> str:
         job_id = job.record.id
         timeout_s = job.spec.get("timeout_s")
@@ -186,15 +209,20 @@ class JobRunner:
             log.exception("job %s attempt %s failed", job_id, attempt)
             error = JobError(code=error_code(exc), message=f"{type(exc).__name__}: {exc}"[:2000])
             self.metrics.job_failed(job.record.family, error.code)
+            del exc  # its traceback holds the failed run's tensors
+            if error.code == "out_of_memory":
+                memory.release(self.cache.device)
             return self._finish(lambda: self.store.fail(job_id, attempt, error), "failed")
         self.metrics.job_succeeded(job.record, result.timings)
         return self._finish(lambda: self.store.succeed(job_id, attempt, result), "succeeded")
 
     def _generate(self, job: StoredJob, attempt: int, deadline: float | None = None) -> JobResult:
         spec, rec = job.spec, job.record
+        resolved = spec["resolved"]
         clock = Stopwatch()
         check_allowed(rec.checkpoint, self.allowlist)
-        pipe = loading.pipeline_for(self.cache, spec, rec.pipeline)
+        key = self.cache_key(resolved)
+        pipe = self.cache.get_key(key, Task(spec["task"]), rec.pipeline, loading.ExtraRef.from_spec(resolved))
         clock.lap("load")
         inputs = {name: runner.decode_input(name, self.storage.get(key)) for name, key in spec["inputs"].items()}
         clock.lap("inputs")
@@ -205,7 +233,8 @@ class JobRunner:
         # The sidecar depends only on the request, so it uploads while the pipeline runs.
         sidecar = self._put_sidecar(job, provenance)
         try:
-            images = runner.run(pipe, spec["params"], inputs, self._progress_hook(rec.id, attempt, deadline))
+            on_step = self._progress_hook(rec.id, attempt, deadline)
+            images = self._call_pipeline(key, pipe, spec["params"], inputs, on_step)
             clock.lap("run")
             encoded = [encode(im, spec["output_format"], {**spec["params"], "index": i, **provenance})
                        for i, im in enumerate(images)]
@@ -221,6 +250,17 @@ class JobRunner:
         clock.lap("upload")
         result.timings = clock.laps
         return result
+
+    def _call_pipeline(self, key: CacheKey, pipe: Any, params: dict[str, Any], inputs: dict[str, Any],
+             on_step: runner.StepHook) -> list[Any]:
+        """One pipeline call; out of memory, every other pipeline is evicted and it runs once more."""
+        try:
+            return runner.run(pipe, params, inputs, on_step)
+        except memory.OOM_ERRORS as exc:
+            log.warning("out of memory running %s (%s); evicting the others and retrying once", key.label, exc)
+        # outside the handler, so the failed call's tensors are garbage by now
+        self.cache.evict_others(keep=key)
+        return runner.run(pipe, params, inputs, on_step)
 
     def _enter(self, job_id: str, attempt: int, stage: str) -> None:
         """Right before a put, or entering a stage: still the job's attempt?  Records the new stage
@@ -261,7 +301,7 @@ class JobRunner:
             "revision": resolved["revision"], "class_name": resolved["class_name"],
             "family": resolved["family"], "pipeline": pipeline, "seed": job.spec["params"]["seed"],
             "controlnet": resolved.get("controlnet"), "prior": resolved.get("prior"),
-            "dtype": str(self.cache.dtype).removeprefix("torch."), "device": self.cache.device,
+            "dtype": str(self.cache_key(resolved).dtype).removeprefix("torch."), "device": self.cache.device,
             "worker": socket.gethostname(), "attempt": attempt, "versions": library_versions(),
         }
 

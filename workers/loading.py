@@ -69,10 +69,10 @@ def load_extra(ref: ExtraRef, dtype: torch.dtype, device: str, allow_pickle: boo
 
 
 def load_checkpoint(location: str, revision: str | None, dtype: torch.dtype, device: str,
-                    allow_pickle: bool = False) -> Any:
+                    allow_pickle: bool = False, variant: str | None = None) -> Any:
     """A whole checkpoint as the pipeline class it was saved as (safetensors only unless ``allow_pickle``)."""
     try:
-        pipe = DiffusionPipeline.from_pretrained(location, revision=revision, dtype=dtype,
+        pipe = DiffusionPipeline.from_pretrained(location, revision=revision, dtype=dtype, variant=variant,
                                                  **load_kwargs(allow_pickle))
     except OSError as exc:
         raise refuse_unsafe(exc, location) from exc

@@ -68,28 +68,6 @@ class CacheStatsView(Protocol):
     def resident_bytes(self) -> int | None: ...
 
 
-@dataclass(frozen=True)
-class CacheSnapshot:
-    """A ``CacheStatsView`` built by hand (``resident_bytes`` None: not known)."""
-
-    hits: int
-    misses: int
-    evictions: int
-    load_seconds: float
-    resident_pipelines: int
-    resident_bytes: int | None = None
-
-
-def legacy_cache_stats(cache: Any) -> CacheSnapshot:
-    """Stats of the cache that keeps every checkpoint it loads (no eviction: residents = misses).
-
-    Stands in until the cache offers ``stats()`` itself; then the worker passes that instead.
-    """
-    stats = cache.stats
-    return CacheSnapshot(hits=stats.hits, misses=stats.misses, evictions=0, load_seconds=stats.load_seconds,
-                         resident_pipelines=stats.misses)
-
-
 @dataclass
 class WorkerMetrics:
     """The pool child's metrics; ``registry`` None in multiprocess mode (the parent collects the files)."""

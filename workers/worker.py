@@ -1,9 +1,15 @@
 """``hotpipe worker``: a Celery worker pinned to model families and one device.
 
 The pool is prefork with one child: the parent only consumes messages and never
-touches the device; the child builds its runtime in ``worker_process_init`` (cheap:
-connections only) and loads pipelines lazily on the first job, so slow loads can't
-trip Celery's child start-up timeout.
+touches the device (it imports torch, but never initialises CUDA); the child builds its
+runtime in ``worker_process_init`` (cheap: connections only), pins its device, and loads
+pipelines lazily on the first job — or, with ``--preload``, in a thread of its own, so a
+slow load never trips Celery's child start-up timeout.
+
+A worker consumes its own queue (``registry.worker_queue``: jobs the producer routed to it
+because it holds their checkpoint) from the start, but the producer routes there only once
+its registry record says ready, and the family queues are added only after the preload
+finished (``PreloadGate``); the ready file, the readiness probe's, is touched then.
 
 Recovery lives in two places.  The child heartbeats the lease of the job it runs
 (``heartbeat.py``).  The parent runs the reaper on its event-loop timer (a bootstep,
@@ -20,6 +26,8 @@ import functools
 import logging
 import os
 import signal
+import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -27,18 +35,25 @@ import billiard.process
 import redis
 import torch
 from celery import Celery, bootsteps, signals
+from celery.utils.nodenames import default_nodename, host_format
 from kombu.asynchronous.timer import Entry
 
 from hotpipe.shared.celery_app import TASK_NAME, enqueue, make_celery, queue_name
+from hotpipe.shared.checkpoints import resolve
+from hotpipe.shared.errors import InvalidRequest
+from hotpipe.shared.job import Task
 from hotpipe.shared.reaper import Reaper
+from hotpipe.shared.registry import Registry, worker_queue
 from hotpipe.shared.safety import parse_patterns
 from hotpipe.shared.settings import Settings
 from hotpipe.shared.storage import Storage
 from hotpipe.shared.store import JobStore
+from hotpipe.workers import memory
 from hotpipe.workers.cache import PipelineCache
 from hotpipe.workers.exporter import MetricsExporter
 from hotpipe.workers.job_runner import JobRunner
-from hotpipe.workers.metrics import ReaperMetrics, WorkerMetrics, legacy_cache_stats
+from hotpipe.workers.metrics import ReaperMetrics, WorkerMetrics
+from hotpipe.workers.presence import Presence
 
 log = logging.getLogger(__name__)
 
@@ -79,20 +94,83 @@ def replace_child() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def family_dtypes(settings: Settings) -> dict[str, torch.dtype]:
+    """Per-family dtypes from the configuration; on CPU every family runs in HOTPIPE_DTYPE."""
+    if not settings.device.startswith("cuda"):
+        return {}
+    return {family: DTYPES[name] for family, name in settings.family_dtype_map().items()}
+
+
+def build_cache(settings: Settings) -> PipelineCache:
+    return PipelineCache(settings.device, pick_dtype(settings.dtype, settings.device),
+                         budget_bytes=settings.cache_budget_mb * 2**20, max_pipelines=settings.cache_max_pipelines,
+                         policy=settings.cache_policy)
+
+
 def build_runner(settings: Settings) -> JobRunner:
     """The per-process runtime: Redis, S3, an empty pipeline cache on the settings' device, and job
     metrics (registered nowhere: in a worker with an exporter, its parent collects their files)."""
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     client = redis.Redis.from_url(settings.redis_url, decode_responses=True, health_check_interval=30)
-    cache = PipelineCache(settings.device, pick_dtype(settings.dtype, settings.device),
-                          allow_pickle=settings.allow_pickle_weights)
+    cache = build_cache(settings)
     store = JobStore(client, settings.record_ttl_s, lease_s=settings.lease_s)
-    metrics = WorkerMetrics(None, settings.device, cache_stats=functools.partial(legacy_cache_stats, cache))
+    metrics = WorkerMetrics(None, settings.device, cache_stats=cache.stats)
     return JobRunner(store, Storage(settings), cache, settings.progress_interval_s,
                      publish=functools.partial(enqueue, make_celery(settings)), metrics=metrics,
                      allowlist=parse_patterns(settings.checkpoint_allowlist),
-                     time_limit_s=settings.job_time_limit_s, on_time_limit=replace_child)
+                     time_limit_s=settings.job_time_limit_s, on_time_limit=replace_child,
+                     dtypes=family_dtypes(settings))
+
+
+def pin_device(device: str) -> None:
+    """Child only: make ``device`` the current CUDA device (the first CUDA call of the process)."""
+    if device.startswith("cuda"):
+        torch.cuda.set_device(torch.device(device))
+
+
+def preload(runner: JobRunner, settings: Settings, families: list[str]) -> None:
+    """Load every ``settings.preload`` checkpoint into the runner's cache (raises on the first failure)."""
+    for name in settings.preload_list():
+        resolved = resolve_any_task(name, settings)
+        if resolved["base_family"] not in families:
+            log.warning("preload %s: family %s is not served by this worker (%s)", name,
+                        resolved["base_family"], ", ".join(families))
+        runner.cache.load(runner.cache_key(resolved))
+        log.info("preloaded %s", name)
+
+
+def resolve_any_task(name: str, settings: Settings) -> dict[str, Any]:
+    """``name`` resolved for the first task it supports (a refiner has no text2image)."""
+    error: InvalidRequest | None = None
+    for task in Task:
+        try:
+            return resolve(name, task, settings.model_root).to_json()
+        except InvalidRequest as exc:
+            error = exc
+    raise ValueError(f"can't preload {name!r}: {error}")
+
+
+def start_presence(runner: JobRunner, settings: Settings, name: str, families: list[str]) -> Presence:
+    """Child: publish this worker in the registry, and keep it published."""
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True, health_check_interval=30,
+                                  socket_timeout=REAPER_SOCKET_TIMEOUT_S)
+    presence = Presence(Registry(client, settings.worker_ttl_s), name, families, runner.cache)
+    runner.cache.on_change = presence.publish
+    runner.on_job = presence.set_job
+    presence.start()
+    return presence
+
+
+def warm_up(runner: JobRunner, presence: Presence, settings: Settings, families: list[str], done: Path) -> None:
+    """Child thread: preload, then say ready (registry record, and ``done`` for the parent's gate)."""
+    try:
+        preload(runner, settings, families)
+    except Exception:
+        log.exception("preload failed; this worker stays unready")
+        return
+    presence.set_ready()
+    done.touch()
 
 
 def build_reaper(settings: Settings) -> Reaper:
@@ -103,7 +181,7 @@ def build_reaper(settings: Settings) -> Reaper:
     store = JobStore(client, settings.record_ttl_s, lease_s=settings.lease_s)
     # An outbox entry a whole lease old has outlived the reaper that wrote it.
     return Reaper(store, functools.partial(enqueue, make_celery(settings)), settings.max_attempts,
-                  silence_s=settings.lease_s)
+                  silence_s=settings.lease_s, registry=Registry(client, settings.worker_ttl_s))
 
 
 def reaper_step(settings: Settings) -> type[bootsteps.StartStopStep]:
@@ -128,6 +206,38 @@ def reaper_step(settings: Settings) -> type[bootsteps.StartStopStep]:
     return ReaperStep
 
 
+def preload_gate(settings: Settings, families: list[str], done: Path) -> type[bootsteps.StartStopStep]:
+    """A worker bootstep: once the child's preload is ``done``, consume the family queues and
+    touch the ready file.  Polls on the parent's timer; the parent never loads anything."""
+
+    class PreloadGate(bootsteps.StartStopStep):
+        requires = ("celery.worker.components:Timer",)
+
+        def __init__(self, parent: Any, **kwargs: Any) -> None:
+            super().__init__(parent, **kwargs)
+            self.entry: Entry | None = None
+
+        def start(self, parent: Any) -> None:
+            def check() -> None:
+                consumer = getattr(parent, "consumer", None)
+                if not done.exists() or consumer is None or consumer.task_consumer is None:
+                    return
+                for family in families:
+                    consumer.add_task_queue(queue_name(family))
+                if settings.worker_ready_file:
+                    Path(settings.worker_ready_file).touch()
+                log.info("ready: consuming %s", ", ".join(queue_name(f) for f in families))
+                if self.entry is not None:
+                    self.entry.cancel()
+            self.entry = parent.timer.call_repeatedly(0.2, check, priority=5)
+
+        def stop(self, parent: Any) -> None:
+            if self.entry is not None:
+                self.entry.cancel()
+
+    return PreloadGate
+
+
 def _drain_children(**_: Any) -> None:
     """Parent, shutdown starting: tell the pool child to finish or give back its job."""
     for child in billiard.process.active_children():
@@ -138,19 +248,44 @@ def _drain_children(**_: Any) -> None:
                 continue
 
 
-def create_worker_app(settings: Settings, exporter: MetricsExporter | None = None) -> Celery:
-    """The Celery app with the job task registered and the child's runtime wired in; with an
-    ``exporter``, the child's metrics go to its directory and the parent serves them."""
+def wire_child(settings: Settings, families: list[str], name: str, runtime: dict[str, Any], done: Path) -> None:
+    """The pool child's start (runtime, device, presence, preload thread) and end (leave the registry)."""
+
+    @signals.worker_process_init.connect(weak=False)
+    def _init_child(**_: Any) -> None:
+        pin_device(settings.device)
+        runner = runtime["runner"] = build_runner(settings)
+        memory.settle()
+        signal.signal(DRAIN_SIGNAL, lambda *_: runner.drain(settings.shutdown_grace_s))
+        if families:
+            presence = runtime["presence"] = start_presence(runner, settings, name, families)
+            threading.Thread(target=warm_up, args=(runner, presence, settings, families, done),
+                             name="preload", daemon=True).start()
+
+    @signals.worker_process_shutdown.connect(weak=False)
+    def _leave(**_: Any) -> None:
+        if "presence" in runtime:
+            runtime["presence"].stop()
+
+
+def create_worker_app(settings: Settings, families: list[str] | None = None, name: str = "",
+                      exporter: MetricsExporter | None = None) -> Celery:
+    """The Celery app with the job task registered and the child's runtime wired in.
+
+    With ``families`` (the worker command), the worker also publishes itself in the registry
+    as ``name``, preloads, and consumes the family queues only once the preload is done.  With
+    an ``exporter``, the child's metrics go to its directory and the parent serves them.
+    """
     app = make_celery(settings)
     app.steps["worker"].add(reaper_step(settings))
     if exporter is not None:
         app.steps["worker"].add(exporter.step())
-    runtime: dict[str, JobRunner] = {}
+    runtime: dict[str, Any] = {}
+    done = Path(tempfile.mkdtemp(prefix="hotpipe-worker-")) / "preloaded"
+    if families:
+        app.steps["worker"].add(preload_gate(settings, families, done))
 
-    @signals.worker_process_init.connect(weak=False)
-    def _init_child(**_: Any) -> None:
-        runtime["runner"] = build_runner(settings)
-        signal.signal(DRAIN_SIGNAL, lambda *_: runtime["runner"].drain(settings.shutdown_grace_s))
+    wire_child(settings, families or [], name, runtime, done)
 
     if exporter is not None:
         signals.worker_process_shutdown.connect(lambda pid=None, **_: exporter.child_exiting(pid), weak=False)
@@ -166,7 +301,7 @@ def create_worker_app(settings: Settings, exporter: MetricsExporter | None = Non
 
     @signals.worker_ready.connect(weak=False)
     def _ready(**_: Any) -> None:
-        if settings.worker_ready_file:
+        if settings.worker_ready_file and not families:  # else the preload gate says when
             Path(settings.worker_ready_file).touch()
 
     @app.task(name=TASK_NAME, ignore_result=True, acks_late=True, bind=True, time_limit=celery_time_limit(settings))
@@ -178,20 +313,26 @@ def create_worker_app(settings: Settings, exporter: MetricsExporter | None = Non
     return app
 
 
-def worker_argv(families: list[str], hostname: str, loglevel: str, quiet: bool = False) -> list[str]:
-    """Celery's command line; ``quiet`` leaves out the start-up banner (not a log line: JSON logs)."""
-    queues = ",".join(queue_name(f) for f in families)
-    return [*(["--quiet"] if quiet else []), "worker", "-P", "prefork", "-c", "1", "-Q", queues, "-n", hostname,
-            "-l", loglevel, "--without-gossip", "--without-mingle", "--without-heartbeat", "-O", "fair"]
+def node_name(hostname: str) -> str:
+    """Celery's node name for ``--hostname`` (``%h`` expanded, ``@host`` added if missing)."""
+    return host_format(default_nodename(hostname))
+
+
+def worker_argv(name: str, loglevel: str, quiet: bool = False) -> list[str]:
+    """Celery's arguments: at first only the worker's own queue (the gate adds the families');
+    ``quiet`` leaves out the start-up banner (not a log line: JSON logs)."""
+    return [*(["--quiet"] if quiet else []), "worker", "-P", "prefork", "-c", "1", "-Q", worker_queue(name),
+            "-n", name, "-l", loglevel, "--without-gossip", "--without-mingle", "--without-heartbeat", "-O", "fair"]
 
 
 def run_worker(settings: Settings, families: list[str], hostname: str, loglevel: str = "INFO") -> None:
-    """Start consuming ``families``' queues; returns when the worker shuts down."""
+    """Preload, then consume ``families``' queues and the worker's own; returns at shutdown."""
+    name = node_name(hostname)
     exporter = MetricsExporter(settings.worker_metrics_port, families, settings.device) \
         if settings.worker_metrics_port else None
     try:
-        app = create_worker_app(settings, exporter)
-        app.worker_main(worker_argv(families, hostname, loglevel, quiet=settings.log_format == "json"))
+        app = create_worker_app(settings, families, name, exporter)
+        app.worker_main(worker_argv(name, loglevel, quiet=settings.log_format == "json"))
     finally:
         if exporter is not None:
             exporter.close()

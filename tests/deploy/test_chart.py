@@ -264,3 +264,12 @@ def test_the_webhook_key_reaches_the_api_only() -> None:
     assert sum("HOTPIPE_WEBHOOK_SECRET" in env for env in by_role.values()) == 1
     assert "HOTPIPE_WEBHOOK_SECRET" not in env_values(only_container(
         next(d for d in of_kind(render(), "Deployment") if d["metadata"]["name"].endswith("-api"))))
+
+
+def test_preload_and_cache_budget_reach_the_worker() -> None:
+    values = {"workers": {"pools": {"stable-diffusion": {"preload": ["sd-1-5", "sd-turbo"], "cacheBudget": 20000}}}}
+    deployment = next(d for d in render(values) if d["kind"] == "Deployment" and "worker" in d["metadata"]["name"])
+    container = only_container(deployment)
+    assert build_parser().parse_args(container["args"]).preload == ["sd-1-5,sd-turbo"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["HOTPIPE_CACHE_BUDGET_MB"] == "20000"

@@ -35,7 +35,10 @@ pytestmark = pytest.mark.e2e
 LEASE_S, REAPER_INTERVAL_S, MAX_ATTEMPTS = 3, 1, 2
 FAULT_ENV = {"HOTPIPE_LEASE_S": str(LEASE_S), "HOTPIPE_REAPER_INTERVAL_S": str(REAPER_INTERVAL_S),
              "HOTPIPE_MAX_ATTEMPTS": str(MAX_ATTEMPTS), "HOTPIPE_PROGRESS_INTERVAL_S": "0",
-             "HOTPIPE_TORCH_THREADS": "1"}  # two workers side by side: don't oversubscribe the cores
+             "HOTPIPE_TORCH_THREADS": "1",  # two workers side by side: don't oversubscribe the cores
+             # jobs spread over both workers through the family queue (affinity routing would send
+             # every tiny-sd job to the one worker holding it; tests/e2e/test_workers.py covers that)
+             "HOTPIPE_ROUTING": "family"}
 #: on SIGTERM, ``a`` lets its job finish (long grace) and ``b`` gives its job back at once
 WORKERS = {"a": {"HOTPIPE_SHUTDOWN_GRACE_S": "300"}, "b": {"HOTPIPE_SHUTDOWN_GRACE_S": "0"}}
 FAMILY = "stable-diffusion"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
@@ -147,3 +148,22 @@ def test_safety_and_limit_defaults_are_the_safe_ones() -> None:
 def test_limits_out_of_range_are_refused(var: str, raw: str) -> None:
     with pytest.raises(ValueError, match=var.removesuffix("_BURST").removesuffix("_PER_S")):
         Settings.from_env({var: raw})
+
+
+def test_hot_cache_and_routing_settings() -> None:
+    s = Settings.from_env({"HOTPIPE_FAMILY_DTYPES": "flux=bfloat16, stable-diffusion=float16",
+                           "HOTPIPE_PRELOAD": "tiny-sd, other,", "HOTPIPE_CACHE_BUDGET_MB": "2048"})
+    assert s.family_dtype_map() == {"flux": "bfloat16", "stable-diffusion": "float16"}
+    assert s.preload_list() == ["tiny-sd", "other"] and s.cache_budget_mb == 2048
+
+
+@pytest.mark.parametrize(("env", "says"), [
+    ({"HOTPIPE_FAMILY_DTYPES": "flux=fp8"}, "write family=dtype"),
+    ({"HOTPIPE_FAMILY_DTYPES": "bfloat16"}, "write family=dtype"),
+    ({"HOTPIPE_ROUTING": "random"}, "HOTPIPE_ROUTING is 'random'; use one of affinity, family"),
+    ({"HOTPIPE_CACHE_POLICY": "fifo"}, "use one of lru, lfu"),
+    ({"HOTPIPE_WORKER_TTL_S": "0"}, "HOTPIPE_WORKER_TTL_S is 0.0"),
+])
+def test_bad_hot_cache_and_routing_settings_are_refused(env: dict[str, str], says: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(says)):
+        Settings.from_env(env)

@@ -30,7 +30,7 @@ def test_loads_once_and_switches_tasks_on_the_same_modules(cache: PipelineCache,
     pipes = [cache.get(location, None, task, cls) for task, cls in TASKS]
 
     assert [type(p).__name__ for p in pipes] == [cls for _, cls in TASKS]
-    assert (cache.stats.misses, cache.stats.hits) == (1, 2)
+    assert (cache.stats().misses, cache.stats().hits) == (1, 2)
     for name in ("unet", "vae", "text_encoder", "tokenizer"):
         assert len({id(getattr(p, name)) for p in pipes}) == 1, name
     assert parameter_storages(pipes) == parameter_storages(pipes[:1])
@@ -54,7 +54,7 @@ def test_tasks_autopipeline_cannot_reach_are_built_on_the_same_modules(cache: Pi
     pipes = [cache.get(location, None, task, cls) for task, cls in BEYOND]
 
     assert [type(p).__name__ for p in pipes] == [cls for _, cls in BEYOND]
-    assert (cache.stats.misses, cache.stats.hits) == (1, 2)
+    assert (cache.stats().misses, cache.stats().hits) == (1, 2)
     for name in ("transformer", "vae", "text_encoder", "tokenizer"):
         assert len({id(getattr(p, name)) for p in pipes}) == 1, name
     assert parameter_storages(pipes) == parameter_storages(pipes[:1])
@@ -75,3 +75,29 @@ def test_refiner_is_its_own_image2image_pipeline(cache: PipelineCache, model_roo
     assert (refiner.text_encoder, refiner.tokenizer) == (None, None)
     assert refiner.config.requires_aesthetics_score and inpaint.config.requires_aesthetics_score
     assert inpaint.unet is refiner.unet and inpaint.text_encoder_2 is refiner.text_encoder_2
+
+
+def test_task_switches_do_not_grow_the_measured_bytes(cache: PipelineCache, model_root: Path) -> None:
+    location = str(model_root / "tiny-sd")
+    cache.get(location, None, *TASKS[0])
+    one = cache.stats()
+    for task, cls in TASKS[1:]:
+        cache.get(location, None, task, cls)
+    three = cache.stats()
+
+    assert one.resident_bytes > 0
+    assert three.resident_bytes == one.resident_bytes
+    assert (three.resident_pipelines, three.misses, three.hits, three.evictions) == (1, 1, 2, 0)
+    assert three.checkpoints == [location]
+
+
+def test_two_runs_never_share_a_scheduler(cache: PipelineCache, model_root: Path) -> None:
+    from hotpipe.workers import runner
+
+    pipe = cache.get(str(model_root / "tiny-sd"), None, *TASKS[0])
+    params = {"prompt": "x", "num_inference_steps": 2, "height": 32, "width": 32, "seed": 1}
+    seen = []
+    for _ in range(2):
+        runner.run(pipe, params, {}, lambda step, total: 0)
+        seen.append(pipe.scheduler)
+    assert seen[0] is not seen[1]

@@ -32,7 +32,7 @@ def test_controlnet_pipelines_share_the_checkpoint_and_one_controlnet_model(cach
                                                  "StableDiffusionControlNetInpaintPipeline"]
     assert len({id(p.controlnet) for p in pipes}) == 1
     assert all(p.unet is plain.unet and p.vae is plain.vae for p in pipes)
-    assert cache.stats.misses == 1
+    assert cache.stats().misses == 1
     again = spec_for("tiny-sd", Task.TEXT2IMAGE, model_root, controlnet="tiny-controlnet-sd")
     assert loading.pipeline_for(cache, again, again["resolved"]["pipeline"]) is pipes[0]
 

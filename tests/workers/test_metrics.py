@@ -18,7 +18,7 @@ from hotpipe.shared.storage import Storage
 from hotpipe.shared.store import JobStore
 from hotpipe.workers.cache import PipelineCache
 from hotpipe.workers.job_runner import JobRunner
-from hotpipe.workers.metrics import CacheStatsView, WorkerMetrics, legacy_cache_stats
+from hotpipe.workers.metrics import CacheStatsView, WorkerMetrics
 from tests.workers.test_job_runner import submit
 
 
@@ -63,22 +63,11 @@ def test_cache_stats_are_published_as_counters_and_gauges() -> None:
     assert sample(registry, "hotpipe_cache_hits_total") == 6
 
 
-def test_the_cache_of_today_reports_through_the_same_shape() -> None:
-    cache = PipelineCache("cpu", torch.float32)
-    cache.stats.hits, cache.stats.misses, cache.stats.load_seconds = 4, 2, 1.5
-    stats = legacy_cache_stats(cache)
-    assert (stats.hits, stats.misses, stats.evictions, stats.resident_pipelines) == (4, 2, 0, 2)
-    assert stats.resident_bytes is None
-    registry = CollectorRegistry()
-    WorkerMetrics(registry).publish_cache(stats)
-    assert sample(registry, "hotpipe_cache_resident_bytes") == 0  # unknown: never set
-
-
 def test_a_job_run_records_its_outcome_stages_and_the_cache(store: JobStore, storage: Storage,
                                                             settings: Settings) -> None:
     registry = CollectorRegistry()
     cache = PipelineCache("cpu", torch.float32)
-    metrics = WorkerMetrics(registry, "cpu", cache_stats=lambda: legacy_cache_stats(cache))
+    metrics = WorkerMetrics(registry, "cpu", cache_stats=cache.stats)
     runner = JobRunner(store, storage, cache, progress_interval_s=0, metrics=metrics)
     family = "stable-diffusion"
     assert runner.run(submit(store, settings)) == "succeeded"
@@ -98,6 +87,7 @@ def test_a_job_run_records_its_outcome_stages_and_the_cache(store: JobStore, sto
     assert sample(registry, "hotpipe_worker_busy") == 0
     assert sample(registry, "hotpipe_cache_misses_total") == 1 and sample(registry, "hotpipe_cache_hits_total") == 2
     assert sample(registry, "hotpipe_cache_resident_pipelines") == 1
+    assert sample(registry, "hotpipe_cache_resident_bytes") == cache.stats().resident_bytes > 0
     assert sample(registry, "hotpipe_gpu_memory_bytes", device="cpu", kind="allocated") is None  # no GPU here
 
 

@@ -85,4 +85,4 @@ def test_worker_refuses_a_checkpoint_off_its_allowlist(store: JobStore, storage:
     record = store.get(job_id).record  # type: ignore[union-attr]
     assert record.status is Status.FAILED and record.error is not None
     assert record.error.code == "checkpoint_not_allowed"
-    assert runner.cache.stats.misses == 0  # refused before anything was loaded
+    assert runner.cache.stats().misses == 0  # refused before anything was loaded

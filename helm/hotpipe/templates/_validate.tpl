@@ -62,9 +62,9 @@ Checks that values.schema.json can't express; fails once, listing every problem 
 {{- if and (hasPrefix "cuda:" $device) (ne $device "cuda:0") }}
 {{- $errors = append $errors (printf "%s.device is %s: a pod sees only the GPU it requests, as cuda:0" $at $device) }}
 {{- end }}
-{{- range $key := list "preload" "cacheBudget" }}
-{{- if get $pool $key }}
-{{- $errors = append $errors (printf "%s.%s: this hotpipe version can't preload or budget its pipeline cache yet (issue 7); leave it empty" $at $key) }}
+{{- with $pool.cacheBudget }}
+{{- if not (regexMatch "^[0-9]+$" (toString .)) }}
+{{- $errors = append $errors (printf "%s.cacheBudget is %v; give the pipeline cache's budget in MiB, a whole number (or leave it empty)" $at .) }}
 {{- end }}
 {{- end }}
 {{- with $pool.autoscaling }}

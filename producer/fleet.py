@@ -1,0 +1,41 @@
+"""The fleet as the API sees it: ``GET /v1/workers`` and the router the submit path uses."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+import redis
+from fastapi import FastAPI
+
+from hotpipe.producer.routing import Router
+from hotpipe.shared.registry import Registry
+from hotpipe.shared.settings import Settings
+
+
+def make_router(client: redis.Redis, settings: Settings) -> Router | None:
+    """The affinity router for these settings; None when routing is family-queue-only."""
+    if settings.routing != "affinity":
+        return None
+    return Router(Registry(client, settings.worker_ttl_s), settings.route_backlog_max, settings.route_claim_s)
+
+
+def fleet(registry: Registry) -> dict[str, Any]:
+    """Every live worker's record, with the number of jobs waiting in its own queue."""
+    workers = registry.live()
+    backlog = registry.backlogs([w.queue for w in workers]) if workers else {}
+    out = []
+    for w in workers:
+        doc = asdict(w)
+        doc["backlog"] = backlog.get(w.queue, 0)
+        out.append(doc)
+    return {"workers": out}
+
+
+def add_worker_routes(app: FastAPI, client: redis.Redis, settings: Settings) -> None:
+    registry = Registry(client, settings.worker_ttl_s)
+
+    @app.get("/v1/workers")
+    def list_workers() -> dict[str, Any]:
+        """Live workers: families, device, hot and loading checkpoints, current job, cache stats."""
+        return fleet(registry)

@@ -1,0 +1,169 @@
+"""The worker registry: which workers are alive, what they hold hot, what they are loading.
+
+Each worker process publishes one JSON record (``keys.worker(name)``) with a TTL its
+heartbeat renews, and its name in a sorted set (``keys.workers()``) scored by when that
+record expires, on Redis's clock.  A record that exists is a live worker; a member whose
+score has passed is a dead one, whose own queue a reaper drains back to the family queues.
+The producer reads the records to send each job to a worker that already holds its checkpoint.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import redis
+
+from hotpipe.shared import keys
+from hotpipe.shared.celery_app import PRIORITIES
+
+#: Kombu's separator between a queue's name and its priority number in the Redis list name
+PRIORITY_SEP = "\x06\x16"
+
+_PUBLISH = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[3])
+return now
+"""
+
+#: members of keys.workers() whose record expired more than ARGV[1] ms ago
+_DEAD = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]), 'LIMIT', 0, tonumber(ARGV[2]))
+"""
+
+
+def checkpoint_id(checkpoint: str, revision: str | None) -> str:
+    """How the registry and the router name a checkpoint: its name, and the commit if pinned."""
+    return f"{checkpoint}@{revision}" if revision else checkpoint
+
+
+def worker_queue(name: str) -> str:
+    """The queue only worker ``name`` consumes (jobs routed to it because it holds their checkpoint)."""
+    return f"hotpipe.worker.{name}"
+
+
+def queue_lists(queue: str) -> list[str]:
+    """The Redis lists holding a Celery queue's messages, one per priority step."""
+    return [queue if p == 0 else f"{queue}{PRIORITY_SEP}{p}" for p in PRIORITIES]
+
+
+@dataclass
+class HotCheckpoint:
+    checkpoint: str
+    uses: int = 0
+    bytes: int = 0
+
+
+@dataclass
+class WorkerInfo:
+    """One worker's registry record."""
+
+    name: str
+    queue: str
+    families: list[str]
+    device: str
+    ready: bool = False
+    hot: list[HotCheckpoint] = field(default_factory=list)
+    loading: list[str] = field(default_factory=list)
+    current_job: str | None = None
+    capacity: int = 0  # most pipelines its cache holds; 0: bounded by memory only
+    evicts_next: str | None = None  # the checkpoint its cache would evict to load another
+    stats: dict[str, Any] = field(default_factory=dict)
+    host: str = ""
+    pid: int = 0
+    updated_ms: int = 0
+
+    def holds(self, checkpoint: str) -> bool:
+        """Hot or being loaded."""
+        return checkpoint in self.loading or any(h.checkpoint == checkpoint for h in self.hot)
+
+    def held(self) -> int:
+        return len(self.hot) + len(self.loading)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> WorkerInfo:
+        data = json.loads(text)
+        data["hot"] = [HotCheckpoint(**h) for h in data.get("hot", [])]
+        return cls(**data)
+
+
+class Registry:
+    """Reads and writes of worker records; the only code that touches registry keys."""
+
+    def __init__(self, client: redis.Redis, ttl_s: float = 15.0):
+        self.redis = client
+        self.ttl_ms = max(1, round(ttl_s * 1000))
+        self._publish = client.register_script(_PUBLISH)
+        self._dead = client.register_script(_DEAD)
+
+    def publish(self, info: WorkerInfo) -> None:
+        """Write (or renew) ``info``; it stays live for one TTL unless published again."""
+        info.updated_ms = int(self._publish(keys=[keys.worker(info.name), keys.workers()],
+                                            args=[info.to_json(), self.ttl_ms, info.name]))
+
+    def retire(self, name: str) -> None:
+        """A worker leaving: gone from routing now; a reaper drains what its queue still holds."""
+        pipe = self.redis.pipeline()
+        pipe.delete(keys.worker(name))
+        pipe.zadd(keys.workers(), {name: 0})
+        pipe.execute()
+
+    def live(self) -> list[WorkerInfo]:
+        """Every live worker's record, by name."""
+        names = sorted(str(n) for n in self.redis.zrange(keys.workers(), 0, -1))
+        if not names:
+            return []
+        texts = self.redis.mget([keys.worker(n) for n in names])
+        return [WorkerInfo.from_json(str(t)) for t in texts if t]
+
+    def backlogs(self, queues: list[str]) -> dict[str, int]:
+        """Messages waiting in each queue (all its priority lists)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for queue in queues:
+            for name in queue_lists(queue):
+                pipe.llen(name)
+        counts = pipe.execute()
+        n = len(PRIORITIES)
+        return {queue: sum(counts[i * n:(i + 1) * n]) for i, queue in enumerate(queues)}
+
+    def dead(self, grace_s: float, limit: int = 100) -> list[str]:
+        """Workers whose record expired at least ``grace_s`` ago (Redis's clock)."""
+        return list(self._dead(keys=[keys.workers()], args=[round(grace_s * 1000), limit]))
+
+    def forget(self, name: str) -> None:
+        """Drop a dead worker whose queue is empty (unless it came back meanwhile)."""
+        if not self.redis.exists(keys.worker(name)):
+            self.redis.zrem(keys.workers(), name)
+
+    def claim_loader(self, family: str, checkpoint: str, worker: str, ttl_s: float) -> str:
+        """The worker that loads ``checkpoint`` first: ``worker`` unless another claimed it already."""
+        key = keys.loader_claim(family, checkpoint)
+        if self.redis.set(key, worker, nx=True, px=max(1, round(ttl_s * 1000))):
+            return worker
+        return str(self.redis.get(key) or worker)
+
+    def loader(self, family: str, checkpoint: str) -> str | None:
+        value = self.redis.get(keys.loader_claim(family, checkpoint))
+        return None if value is None else str(value)
+
+
+def message_job_id(raw: str) -> str | None:
+    """The job id inside a raw Kombu message on Redis (JSON, body base64 JSON ``[[job_id], {}, {}]``)."""
+    try:
+        message = json.loads(raw)
+        body = message["body"]
+        if message.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        args = json.loads(body)[0]
+        return str(args[0]) if args else None
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None

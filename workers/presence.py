@@ -1,0 +1,72 @@
+"""A worker's presence in the registry: what it holds, loads and runs, renewed by a heartbeat.
+
+Lives in the pool child, beside the cache it describes.  The record is written at once
+whenever the cache changes (a load starts or ends, an eviction) or a job starts or ends,
+and every ``ttl/3`` seconds by a thread; when the process dies the record expires and the
+producer stops routing to it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import socket
+import threading
+
+import redis
+
+from hotpipe.shared.registry import HotCheckpoint, Registry, WorkerInfo, worker_queue
+from hotpipe.workers.cache import PipelineCache
+
+log = logging.getLogger(__name__)
+
+
+class Presence:
+    """Publishes ``name``'s record from ``cache`` and the current job."""
+
+    def __init__(self, registry: Registry, name: str, families: list[str], cache: PipelineCache):
+        self.registry, self.cache = registry, cache
+        self.info = WorkerInfo(name=name, queue=worker_queue(name), families=families, device=cache.device,
+                               capacity=cache.max_pipelines, host=socket.gethostname(), pid=os.getpid())
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="presence", daemon=True)
+
+    def start(self) -> None:
+        self.publish()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        try:
+            self.registry.retire(self.info.name)
+        except redis.RedisError:
+            log.warning("could not retire %s from the registry; it expires by itself", self.info.name)
+
+    def set_ready(self) -> None:
+        self.info.ready = True
+        self.publish()
+
+    def set_job(self, job_id: str | None) -> None:
+        self.info.current_job = job_id
+        self.publish()
+
+    def publish(self) -> None:
+        """Write the record now (best effort: a failed write is retried by the next beat)."""
+        if self._stop.is_set():
+            return
+        with self._lock:
+            self.info.hot = [HotCheckpoint(k.label, uses, nbytes) for k, uses, nbytes in self.cache.holds()]
+            self.info.loading = [self.cache.loading] if self.cache.loading else []
+            victim = self.cache.next_victim()
+            self.info.evicts_next = victim.label if victim else None
+            self.info.stats = dataclasses.asdict(self.cache.stats())
+            try:
+                self.registry.publish(self.info)
+            except redis.RedisError as exc:
+                log.warning("registry write failed (%s); retrying at the next beat", exc)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.registry.ttl_ms / 3000):
+            self.publish()
