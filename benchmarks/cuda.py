@@ -205,6 +205,25 @@ def oom_retry(a: Path, b: Path, device: str) -> dict[str, Any]:
             "ran_after_retry": len(images)}
 
 
+def metrics_check(device: str) -> dict[str, Any]:
+    """The worker's GPU memory metrics around a job that allocates 256 MiB on ``device``."""
+    from prometheus_client import CollectorRegistry
+
+    from hotpipe.workers.metrics import WorkerMetrics
+
+    registry = CollectorRegistry()
+    metrics = WorkerMetrics(registry, device)
+    metrics.job_started()
+    held = torch.empty(256 * MIB, dtype=torch.uint8, device=device)
+    metrics.job_finished("stable-diffusion", "succeeded", 1.0)
+    del held
+    read = {kind: registry.get_sample_value("hotpipe_gpu_memory_bytes", {"device": device, "kind": kind})
+            for kind in ("allocated", "reserved", "peak")}
+    total = registry.get_sample_value("hotpipe_gpu_memory_total_bytes", {"device": device})
+    return {f"{k}_mib": None if v is None else round(v / MIB, 1) for k, v in read.items()} | {
+        "total_mib": None if total is None else round(total / MIB)}
+
+
 def tiny_checkpoints(root: Path, device: str) -> dict[str, Any]:
     results: dict[str, Any] = {}
     # ControlNet models and Kandinsky's decoder/prior pairs are built into pipelines by the job's
@@ -237,13 +256,20 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--parts", default="tiny,big,metrics", help="comma-separated: tiny, big (incl. budget, OOM), "
+                                                                "metrics")
     args = ap.parse_args()
+    parts = set(args.parts.split(","))
     torch.backends.cuda.matmul.allow_tf32 = True
     report: dict[str, Any] = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__}
     with tempfile.TemporaryDirectory() as tmp:
-        report["tiny"] = tiny_checkpoints(Path(tmp), args.device)
-        report["sd15_shape"] = big_checkpoint(Path(tmp), args.device, args.size, args.steps, args.rounds)
-        report["budget_and_oom"] = budget_and_oom(Path(tmp), args.device)
+        if "tiny" in parts:
+            report["tiny"] = tiny_checkpoints(Path(tmp), args.device)
+        if "big" in parts:
+            report["sd15_shape"] = big_checkpoint(Path(tmp), args.device, args.size, args.steps, args.rounds)
+            report["budget_and_oom"] = budget_and_oom(Path(tmp), args.device)
+    if "metrics" in parts:
+        report["worker_gpu_metrics"] = metrics_check(args.device)
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:
