@@ -38,12 +38,15 @@ FAULT_ENV = {"HOTPIPE_LEASE_S": str(LEASE_S), "HOTPIPE_REAPER_INTERVAL_S": str(R
              "HOTPIPE_TORCH_THREADS": "1",  # two workers side by side: don't oversubscribe the cores
              # jobs spread over both workers through the family queue (affinity routing would send
              # every tiny-sd job to the one worker holding it; tests/e2e/test_workers.py covers that)
-             "HOTPIPE_ROUTING": "family"}
+             "HOTPIPE_ROUTING": "family",
+             # warm when ready: a cold worker's first job starts late enough to miss the other's
+             "HOTPIPE_PRELOAD": "tiny-sd"}
 #: on SIGTERM, ``a`` lets its job finish (long grace) and ``b`` gives its job back at once
 WORKERS = {"a": {"HOTPIPE_SHUTDOWN_GRACE_S": "300"}, "b": {"HOTPIPE_SHUTDOWN_GRACE_S": "0"}}
 FAMILY = "stable-diffusion"
-#: long enough to be caught mid-denoise (a few seconds on a CPU), small enough to rerun
-SLOW = {"prompt": "a slow red cube", "num_inference_steps": 40, "height": 64, "width": 64}
+#: long enough to be caught mid-denoise on both workers at once (seconds on an idle CPU; 40 steps
+#: took ~1 s in a quiet CI run, too short to overlap), small enough to rerun
+SLOW = {"prompt": "a slow red cube", "num_inference_steps": 120, "height": 64, "width": 64}
 WAIT_S = 240.0
 
 
