@@ -39,7 +39,7 @@ def hub_file(repo_id: str, revision: str | None, filename: str) -> str:
     return f"{NAMESPACE}:hub-file:{repo_id}@{revision or ''}:{filename}"
 
 
-#: the tenant of jobs submitted without one (until API keys name tenants)
+#: the tenant of every request when no API keys are configured (local stacks)
 DEFAULT_TENANT = "default"
 
 
