@@ -77,7 +77,8 @@ def test_a_job_moves_the_api_and_worker_metrics(stack: LocalStack) -> None:
     assert moved(worker, worker_before, "hotpipe_worker_jobs_finished_total", family=FAMILY, status="succeeded") == 2
     for stage in ("queue_wait", "load", "run", "upload"):
         assert moved(worker, worker_before, "hotpipe_job_stage_seconds_count", family=FAMILY, stage=stage) == 2
-        assert value(worker, "hotpipe_job_stage_seconds_sum", family=FAMILY, stage=stage) > 0
+        assert value(worker, "hotpipe_job_stage_seconds_bucket", family=FAMILY, stage=stage, le="+Inf") == \
+            value(worker, "hotpipe_job_stage_seconds_count", family=FAMILY, stage=stage)
     # the first job loaded the checkpoint, the second found it hot
     assert value(worker, "hotpipe_cache_misses_total") == 1 and value(worker, "hotpipe_cache_hits_total") == 1
     assert value(worker, "hotpipe_cache_resident_pipelines") == 1

@@ -6,7 +6,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-from dataclasses import dataclass, field
 
 import pytest
 import redis
@@ -16,7 +15,7 @@ from prometheus_client import CollectorRegistry
 from hotpipe.shared.settings import Settings
 from hotpipe.shared.storage import Storage
 from hotpipe.shared.store import JobStore
-from hotpipe.workers.cache import PipelineCache
+from hotpipe.workers.cache import CacheStats, PipelineCache
 from hotpipe.workers.job_runner import JobRunner
 from hotpipe.workers.metrics import CacheStatsView, WorkerMetrics
 from tests.workers.test_job_runner import submit
@@ -31,27 +30,14 @@ def sample(registry: CollectorRegistry, name: str, **labels: str) -> float | Non
     return registry.get_sample_value(name, labels)
 
 
-@dataclass(frozen=True)
-class StandIn:
-    """The stats shape the cache reports (issue 7's ``PipelineCache.stats()``), with one field more."""
-
-    hits: int = 0
-    misses: int = 0
-    evictions: int = 0
-    load_seconds: float = 0.0
-    resident_pipelines: int = 0
-    resident_bytes: int = 0
-    checkpoints: tuple[str, ...] = field(default=())
-
-
 def test_cache_stats_are_published_as_counters_and_gauges() -> None:
     registry = CollectorRegistry()
     metrics = WorkerMetrics(registry)
-    stats: CacheStatsView = StandIn(hits=3, misses=2, evictions=1, load_seconds=4.5, resident_pipelines=1,
-                                    resident_bytes=2_000_000, checkpoints=("tiny-sd",))
+    stats: CacheStatsView = CacheStats(hits=3, misses=2, evictions=1, load_seconds=4.5, resident_pipelines=1,
+                                       resident_bytes=2_000_000, checkpoints=["tiny-sd"])
     metrics.publish_cache(stats)
-    metrics.publish_cache(StandIn(hits=5, misses=2, evictions=1, load_seconds=4.5, resident_pipelines=2,
-                                  resident_bytes=3_000_000))
+    metrics.publish_cache(CacheStats(hits=5, misses=2, evictions=1, load_seconds=4.5, resident_pipelines=2,
+                                     resident_bytes=3_000_000))
     assert sample(registry, "hotpipe_cache_hits_total") == 5
     assert sample(registry, "hotpipe_cache_misses_total") == 2
     assert sample(registry, "hotpipe_cache_evictions_total") == 1
@@ -59,7 +45,7 @@ def test_cache_stats_are_published_as_counters_and_gauges() -> None:
     assert sample(registry, "hotpipe_cache_resident_pipelines") == 2
     assert sample(registry, "hotpipe_cache_resident_bytes") == 3_000_000
     # a new cache (counts start over) adds what it counted; counters never go down
-    metrics.publish_cache(StandIn(hits=1))
+    metrics.publish_cache(CacheStats(hits=1))
     assert sample(registry, "hotpipe_cache_hits_total") == 6
 
 
