@@ -6,8 +6,12 @@ W Celery prefork workers), tiny SD, 1 step, 32x32:
 1. **raw enqueue**: C threads ``send_task`` N messages with hotpipe's own Celery settings to
    a queue no worker reads (the ceiling for putting work on Redis from Python), workers idle;
 2. **submission**: C clients ``POST /v1/jobs`` N jobs over HTTP (validation, resolution,
-   record, publish), while the workers already consume (unless ``--workers-after``: they
-   start once every job is submitted);
+   record and message in one script), while the workers already consume (unless
+   ``--workers-after``: they start once every job is submitted).  The clients are ``lean``
+   (stdlib ``http.client``, one keep-alive connection per client thread: a load generator
+   that costs the 2-core host ~0.5 ms of CPU a request, like ``wrk``/``hey`` would) or
+   ``sdk`` (the project's ``Client`` on httpx, ~2.5-3 ms of CPU a request, taken from the
+   same cores the API runs on);
 3. **raw enqueue again**, right after, while the workers are busy with the backlog: on a
    small machine the workers' CPU use slows everything else, so the ratio is also given
    against raw enqueue under that same load;
@@ -15,12 +19,14 @@ W Celery prefork workers), tiny SD, 1 step, 32x32:
    image was written more than once (object versions in S3), queue latency
    (``started_at - created_at`` of the last attempt) percentiles.
 
-Usage: ``python -m benchmarks.load [--jobs 2000 --clients 20 --workers 2]``.
+Usage: ``python -m benchmarks.load [--jobs 2000 --clients 20 --workers 2 --api-workers 2 --client lean]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
+import json
 import statistics
 import tempfile
 import threading
@@ -30,6 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 
@@ -53,6 +60,8 @@ class LoadReport:
     submit_per_s: float
     raw_busy_per_s: float
     drain_s: float
+    client: str = "lean"
+    api_workers: int = 1
     statuses: dict[str, int] = field(default_factory=dict)
     lost: list[str] = field(default_factory=list)  # not terminal (or missing) at the end
     succeeded_without_image: list[str] = field(default_factory=list)
@@ -66,7 +75,8 @@ class LoadReport:
     def lines(self) -> list[str]:
         q = self.queue_latency_ms
         return [
-            f"jobs {self.jobs}, clients {self.clients}: statuses {self.statuses}",
+            f"jobs {self.jobs}, {self.clients} {self.client} clients, {self.api_workers} API process(es): "
+            f"statuses {self.statuses}",
             f"lost (not terminal) {len(self.lost)}, completed twice {len(self.written_twice)}",
             f"raw Celery send_task      {self.raw_per_s:8.1f} /s  (workers idle)",
             f"raw Celery send_task      {self.raw_busy_per_s:8.1f} /s  (workers busy)",
@@ -97,16 +107,45 @@ def raw_enqueue(stack: LocalStack, n: int, clients: int) -> float:
     return n / took
 
 
-def submit_all(stack: LocalStack, n: int, clients: int) -> tuple[list[str], float]:
+def request(i: int) -> dict[str, Any]:
+    return {"checkpoint": "tiny-sd", "task": "text2image", "params": {**PARAMS, "seed": i}}
+
+
+def sdk_submitter(api_url: str) -> Callable[[int], str]:
+    """Submits through the SDK, one ``Client`` per thread."""
     local = threading.local()
 
     def submit(i: int) -> str:
         if not hasattr(local, "client"):
-            local.client = Client(stack.api_url, timeout_s=120)
-        return local.client.submit({"checkpoint": "tiny-sd", "task": "text2image",
-                                    "params": {**PARAMS, "seed": i}}).id
+            local.client = Client(api_url, timeout_s=120)
+        return local.client.submit(request(i)).id
 
-    ids, took = in_threads(n, clients, submit)
+    return submit
+
+
+def lean_submitter(api_url: str) -> Callable[[int], str]:
+    """Submits with stdlib ``http.client``, one keep-alive connection per thread."""
+    url = urlsplit(api_url)
+    local = threading.local()
+
+    def submit(i: int) -> str:
+        if not hasattr(local, "conn"):
+            local.conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=120)
+        local.conn.request("POST", "/v1/jobs", json.dumps(request(i)).encode(), {"Content-Type": "application/json"})
+        response = local.conn.getresponse()
+        body = response.read()
+        if response.status != 202:
+            raise RuntimeError(f"submit answered {response.status}: {body[:200]!r}")
+        return str(json.loads(body)["id"])
+
+    return submit
+
+
+SUBMITTERS: dict[str, Callable[[str], Callable[[int], str]]] = {"lean": lean_submitter, "sdk": sdk_submitter}
+
+
+def submit_all(stack: LocalStack, n: int, clients: int, client: str = "lean") -> tuple[list[str], float]:
+    ids, took = in_threads(n, clients, SUBMITTERS[client](stack.api_url))
     return ids, n / took
 
 
@@ -138,20 +177,21 @@ def wait_terminal(store: JobStore, ids: list[str], timeout_s: float) -> None:
 
 
 def run_load(stack: LocalStack, jobs: int, clients: int, timeout_s: float = 1800,
-             start_workers: Callable[[], object] | None = None) -> LoadReport:
-    """The scenario on a running stack (versioning is turned on here); ``start_workers``, when
-    given, is called once every job is submitted."""
+             start_workers: Callable[[], object] | None = None, client: str = "lean") -> LoadReport:
+    """The scenario on a running stack (versioning is turned on here), submitting with ``client``
+    (``SUBMITTERS``); ``start_workers``, when given, is called once every job is submitted."""
     storage = stack.storage()
     storage.client.put_bucket_versioning(Bucket=storage.bucket, VersioningConfiguration={"Status": "Enabled"})
     store = JobStore(redis.Redis.from_url(stack.settings.redis_url, decode_responses=True), 3600)
     raw = raw_enqueue(stack, jobs, clients)
     start = time.perf_counter()
-    ids, submit_per_s = submit_all(stack, jobs, clients)
+    ids, submit_per_s = submit_all(stack, jobs, clients, client)
     if start_workers is not None:
         start_workers()
     raw_busy = raw_enqueue(stack, jobs, clients)
     wait_terminal(store, ids, timeout_s)
-    report = LoadReport(jobs, clients, raw, submit_per_s, raw_busy, time.perf_counter() - start)
+    report = LoadReport(jobs, clients, raw, submit_per_s, raw_busy, time.perf_counter() - start, client=client,
+                        api_workers=int(stack.extra_env.get("HOTPIPE_API_WORKERS", "1")))
     latencies: list[float] = []
     for job_id in ids:
         found = store.get(job_id)
@@ -178,6 +218,8 @@ def main() -> None:
     p.add_argument("--clients", type=int, default=20)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--workers-after", action="store_true", help="start the workers once every job is submitted")
+    p.add_argument("--api-workers", type=int, default=2, help="processes serving the API (HOTPIPE_API_WORKERS)")
+    p.add_argument("--client", choices=sorted(SUBMITTERS), default="lean", help="how the clients submit")
     args = p.parse_args()
     from hotpipe.workers.dev_checkpoints import make_checkpoints
 
@@ -185,11 +227,11 @@ def main() -> None:
         models = Path(tmp) / "models"
         make_checkpoints(models, ["tiny-sd"])
         with LocalStack(Path(tmp) / "stack", models, redis_binary=find_redis_server("system"), workers=0,
-                        extra_env=WORKER_ENV) as stack:
+                        extra_env={**WORKER_ENV, "HOTPIPE_API_WORKERS": str(args.api_workers)}) as stack:
             workers: dict[str, dict[str, str]] = {f"worker{i}": {} for i in range(args.workers)}
             if not args.workers_after:
                 stack.start_workers(workers)
-            report = run_load(stack, args.jobs, args.clients,
+            report = run_load(stack, args.jobs, args.clients, client=args.client,
                               start_workers=(lambda: stack.start_workers(workers)) if args.workers_after else None)
     print("\n".join(report.lines()))
 

@@ -21,17 +21,12 @@ DEFAULT_API = "http://127.0.0.1:8000"
 
 
 def _api(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from hotpipe.producer.api import create_app
-    from hotpipe.shared.logs import configure_logging
+    from hotpipe.producer.serve import serve
     from hotpipe.shared.settings import Settings
 
-    settings = Settings.from_env()
-    configure_logging(settings.log_format, args.log_level.upper())
-    # log_config=None: uvicorn's own lines go through the handler above (text or JSON)
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level,
-                access_log=False, log_config=None)
+    overrides = {name: value for name, value in (("api_workers", args.workers), ("api_log_level", args.log_level))
+                 if value is not None}
+    serve(Settings.from_env(**overrides), args.host, args.port)
     return 0
 
 
@@ -168,7 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     api = sub.add_parser("api", help="serve the HTTP API")
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8000)
-    api.add_argument("--log-level", default="info")
+    api.add_argument("--log-level", help="debug, info, warning, error (default: HOTPIPE_API_LOG_LEVEL, info)")
+    api.add_argument("--workers", type=int, help="processes serving the port (default: HOTPIPE_API_WORKERS, 1); "
+                     "each uses about one core")
     api.set_defaults(fn=_api)
 
     w = sub.add_parser("worker", help="run a Celery worker for model families")

@@ -15,7 +15,6 @@ from typing import Annotated, Any
 
 import redis
 import redis.asyncio as aioredis
-from celery import Celery
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -38,7 +37,6 @@ from hotpipe.producer.metrics import ApiMetrics, install_metrics
 from hotpipe.producer.queues import add_queue_routes
 from hotpipe.producer.service import Submitter
 from hotpipe.producer.webhook_dispatcher import Dispatcher
-from hotpipe.shared.celery_app import make_celery
 from hotpipe.shared.errors import (
     Conflict,
     HotpipeError,
@@ -75,13 +73,11 @@ class Services:
     redis: redis.Redis
     store: JobStore
     storage: Storage
-    celery: Celery
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:
         client = redis.Redis.from_url(settings.redis_url, **REDIS_OPTIONS)
-        return cls(settings, client, JobStore(client, settings.record_ttl_s), Storage(settings),
-                   make_celery(settings))
+        return cls(settings, client, JobStore(client, settings.record_ttl_s), Storage(settings))
 
     def async_reader(self) -> AsyncJobReader:
         """A reader on an asyncio client; made inside the serving event loop (lifespan)."""
@@ -153,7 +149,7 @@ def load(svc: Services, job_id: str, tenant: str | None = None) -> JobRecord:
 
 def _add_job_routes(app: FastAPI, svc: Services, readers: list[AsyncJobReader], metrics: ApiMetrics) -> None:
     admission = Admission.from_settings(svc.redis, svc.settings)
-    submitter = Submitter(svc.settings, svc.store, svc.storage, svc.celery,
+    submitter = Submitter(svc.settings, svc.store, svc.storage,
                           hub_fetch(svc.redis, svc.settings.hub_cache_ttl_s), admission=admission,
                           router=make_router(svc.redis, svc.settings))
     wait_max_s = svc.settings.wait_max_s

@@ -6,11 +6,14 @@ collector: each family's queue depth summed over all its priority lists, and the
 running (the lease set, which holds exactly the running jobs) by family.  The queue figures
 are the same from every API replica: aggregate them with ``max``, not ``sum``.
 
-Each app has its own registry, so several apps in one process (tests) don't collide.
+Each app has its own registry, so several apps in one process (tests) don't collide.  When
+the API runs as several worker processes (``producer/serve.py``), the counters live in files
+in ``PROMETHEUS_MULTIPROC_DIR`` and every scrape merges all the processes' counts.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -18,7 +21,7 @@ from dataclasses import dataclass
 import redis
 from fastapi import FastAPI
 from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
@@ -31,6 +34,9 @@ from hotpipe.shared.logs import JOB_ID
 
 #: seconds; the API answers in milliseconds, except long-polls and event streams (time to first byte)
 HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+#: where prometheus_client keeps the counters of several API processes (set by ``serve``; read when
+#: prometheus_client is first imported, so it must be set before the worker processes start)
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 #: the route label of requests no route matched (keeps the label set bounded)
 UNMATCHED = "unmatched"
 
@@ -151,16 +157,21 @@ def job_id_of(path: str) -> str | None:
 
 def install_metrics(app: FastAPI, client: redis.Redis) -> ApiMetrics:
     """Add the request middleware and ``GET /metrics`` to ``app``; returns the counters to update."""
-    registry = CollectorRegistry()
-    ProcessCollector(registry=registry)
-    PlatformCollector(registry=registry)
-    registry.register(QueueCollector(client))
-    metrics = ApiMetrics(registry)
+    metrics = ApiMetrics(CollectorRegistry())
+    shared_dir = os.environ.get(MULTIPROC_ENV)
+    if shared_dir:  # several API processes: serve every process's counters, merged
+        served = CollectorRegistry()
+        multiprocess.MultiProcessCollector(served, shared_dir)
+    else:  # one process: its own counters, and its resource use
+        served = metrics.registry
+        ProcessCollector(registry=served)
+    PlatformCollector(registry=served)
+    served.register(QueueCollector(client))
     app.add_middleware(MetricsMiddleware, metrics=metrics)
 
     @app.get("/metrics", include_in_schema=False)
     def prometheus_metrics() -> Response:
         """Prometheus text exposition of the API's metrics."""
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(served), media_type=CONTENT_TYPE_LATEST)
 
     return metrics

@@ -2,8 +2,9 @@
 
 Order matters: every check that can fail because of the caller runs before anything is
 written, so a refused request leaves no record, no object and no message behind.  The
-record is written before the message is published, so a worker never sees a job id it
-cannot find; if publishing fails, the record is failed at once (never left queued).
+record and its run message are then written by one Lua script (``JobStore.create``): a
+worker never sees a job id it cannot find, and no record is ever left ``queued`` without
+a message — if Redis fails, neither was written and the caller gets a 503.
 """
 
 from __future__ import annotations
@@ -15,17 +16,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from celery import Celery
-
 from hotpipe.producer.admission import Admission
 from hotpipe.producer.routing import Router
 from hotpipe.shared import call_args
-from hotpipe.shared.celery_app import enqueue
 from hotpipe.shared.checkpoints import HubFetch, Resolved, resolve
-from hotpipe.shared.errors import Conflict, InvalidRequest, Unavailable
+from hotpipe.shared.errors import Conflict, InvalidRequest
 from hotpipe.shared.images import InputImage, check_image, decode_data_uri
-from hotpipe.shared.job import TASK_INPUTS, JobError, JobRecord, JobRequest, Params, Task, new_job_id
+from hotpipe.shared.job import TASK_INPUTS, JobRecord, JobRequest, Params, Task, new_job_id
 from hotpipe.shared.keys import DEFAULT_TENANT
+from hotpipe.shared.messages import run_message
 from hotpipe.shared.registry import checkpoint_id
 from hotpipe.shared.safety import CheckpointNotAllowed, checkpoint_allowed, fetch_input, parse_patterns
 from hotpipe.shared.settings import Settings
@@ -50,7 +49,6 @@ class Submitter:
     settings: Settings
     store: JobStore
     storage: Storage
-    celery: Celery
     #: fetches Hub config files at submit (default: straight from the Hub cache, uncached)
     hub: HubFetch | None = None
     #: rate limits and queue bounds, checked before anything is written (None: no limits)
@@ -89,10 +87,11 @@ class Submitter:
                              timeout_s=req.timeout_s, webhook_url=req.webhook_url,
                              webhook_events=tuple(req.webhook_events),
                              webhook_progress_s=self.settings.webhook_progress_interval_s)
+        message = run_message(job_id, resolved.base_family, req.priority, queue=self._queue_for(resolved, req))
         try:
             record = self.store.create(job_id, family=resolved.base_family, pipeline=resolved.pipeline,
                                        checkpoint=req.checkpoint, revision=resolved.revision, task=req.task,
-                                       spec=spec, options=options)
+                                       spec=spec, options=options, message=message)
         except (JobExists, KeyTaken) as lost:  # a concurrent request with the same id or key got there first
             if isinstance(lost, KeyTaken):  # (a taken id's input keys are the winner's own: keep them)
                 self._discard_inputs(spec["inputs"])
@@ -100,14 +99,6 @@ class Submitter:
             if prior is None:
                 raise Conflict(f"job {job_id} is being created by another request; retry", field="id") from None
             return Submitted(prior, created=False)
-        queue = self._queue_for(resolved, req)
-        try:
-            enqueue(self.celery, job_id, resolved.base_family, req.priority, queue=queue)
-        except Exception as exc:
-            self.store.fail(job_id, None, JobError(code="enqueue_failed", message=f"could not enqueue: {exc}"))
-            if digest is not None:  # a retry with the same key should try again, not get this failure
-                self.store.forget_idempotency(tenant, digest, job_id)
-            raise Unavailable("the job queue is unavailable; retry shortly") from exc
         return Submitted(record)
 
     def _queue_for(self, resolved: Resolved, req: JobRequest) -> str | None:

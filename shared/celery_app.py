@@ -59,10 +59,3 @@ def kombu_priority(priority: int) -> int:
     """Kombu's priority (0 first) for an API priority (9 first)."""
     return max(PRIORITIES) - priority
 
-
-def enqueue(app: Celery, job_id: str, family: str, priority: int = DEFAULT_PRIORITY,
-            queue: str | None = None) -> None:
-    """Publish the run message for ``job_id`` at ``priority`` (0-9, 9 first) on its family's
-    queue, or on ``queue`` (a worker's own queue, when routed to a warm worker)."""
-    app.send_task(TASK_NAME, args=[job_id], queue=queue or queue_name(family), ignore_result=True,
-                  priority=kombu_priority(priority))

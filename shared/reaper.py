@@ -5,7 +5,7 @@ worker there is a reaper, and it survives its own pool child being killed.  Any 
 may run at once: taking a job back is one Lua script, so exactly one reaper wins each
 job, and only the winner publishes its message.
 
-Requeueing (Redis) and publishing (Kombu) can't be one atomic step, so the requeue also
+Requeueing (the record) and publishing (the run message) are two steps, so the requeue also
 writes an outbox entry that is cleared once the message is out.  An entry left behind
 by a reaper that died in between is adopted by another reaper after ``silence_s`` and
 published again.  A job may so get a duplicate message, never none; the duplicate finds
@@ -27,7 +27,7 @@ from hotpipe.shared.store import JobStore, Requeue
 
 log = logging.getLogger(__name__)
 
-#: publishes the run message of (job id, family, priority): ``partial(celery_app.enqueue, app)``
+#: publishes the run message of (job id, family, priority): ``partial(messages.enqueue, client)``
 Publish = Callable[[str, str, int], None]
 
 _SAYS = {

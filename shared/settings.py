@@ -19,6 +19,7 @@ from typing import Any
 ENV_PREFIX = "HOTPIPE_"
 #: values of HOTPIPE_LOG_FORMAT
 LOG_FORMATS = ("text", "json")
+API_LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 DTYPE_NAMES = ("float32", "float16", "bfloat16")
 
 
@@ -80,6 +81,11 @@ class Settings:
                                              "each failed try, up to 300 s.")
     webhook_progress_interval_s: float = _setting(1.0, "Minimum seconds between two progress webhooks of a job.")
     webhook_dispatcher: bool = _setting(True, "Run the webhook dispatcher thread in the API process.")
+    api_workers: int = _setting(1, "Processes serving the API in one `hotpipe api` (uvicorn workers on one port): "
+                                   "each has its own connections and webhook dispatcher, and /metrics merges "
+                                   "their counters. `hotpipe api --workers` sets it.")
+    api_log_level: str = _setting("info", "Log level of the API processes (debug, info, warning, error); "
+                                          "`hotpipe api --log-level` sets it.")
     log_format: str = _setting("text", "Log lines as text or json (one JSON object a line, with job_id where "
                                        "there is one); API and workers.")
     worker_metrics_port: int = _setting(9464, "Port of a worker's Prometheus /metrics (served by the worker's "
@@ -122,12 +128,10 @@ class Settings:
     def __post_init__(self) -> None:
         positive = {"lease_s": self.lease_s, "reaper_interval_s": self.reaper_interval_s,
                     "max_attempts": self.max_attempts, "worker_ttl_s": self.worker_ttl_s,
-                    "route_backlog_max": self.route_backlog_max}
+                    "route_backlog_max": self.route_backlog_max, "api_workers": self.api_workers}
         for name, value in positive.items():
             if not (value > 0 and math.isfinite(value)):
                 raise ValueError(f"{ENV_PREFIX}{name.upper()} is {value!r}; it must be a finite number above 0")
-        if self.log_format not in LOG_FORMATS:
-            raise ValueError(f"{ENV_PREFIX}LOG_FORMAT is {self.log_format!r}; use one of {', '.join(LOG_FORMATS)}")
         if not 0 <= self.worker_metrics_port <= 65535:
             raise ValueError(f"{ENV_PREFIX}WORKER_METRICS_PORT is {self.worker_metrics_port}; use a TCP port "
                              "(1-65535), or 0 to turn worker metrics off")
@@ -141,7 +145,9 @@ class Settings:
                              "number of seconds, 0 or more")
 
         for name, choice, allowed in (("cache_policy", self.cache_policy, ("lru", "lfu")),
-                                      ("routing", self.routing, ("affinity", "family"))):
+                                      ("routing", self.routing, ("affinity", "family")),
+                                      ("log_format", self.log_format, LOG_FORMATS),
+                                      ("api_log_level", self.api_log_level.lower(), API_LOG_LEVELS)):
             if choice not in allowed:
                 raise ValueError(f"{ENV_PREFIX}{name.upper()} is {choice!r}; use one of {', '.join(allowed)}")
         self.family_dtype_map()

@@ -27,6 +27,7 @@ import redis.asyncio as aioredis
 
 from hotpipe.shared import keys
 from hotpipe.shared.job import JobError, JobRecord, JobResult, Progress, Stage, Task
+from hotpipe.shared.messages import RunMessage
 from hotpipe.shared.status import ALLOWED_FROM, TERMINAL, Status, TransitionError
 
 #: error code of a job whose worker was lost on its last allowed attempt
@@ -97,11 +98,13 @@ local function announce(event)
 end
 """
 
-# KEYS: job, idempotency key (the job key again when none), queue deadlines.
+# KEYS: job, idempotency key (the job key again when none), queue deadlines, the run message's
+#       list (the job key again when none).
 # ARGV: idempotency value ('' = none), its ttl, index score (µs), queue timeout ms ('' = none),
-#       then field/value pairs (``index`` among them).
+#       run message ('' = none), then field/value pairs (``index`` among them).
 # Returns {'created'}, {'exists', fingerprint, tenant} when the id is taken, or
 # {'taken', "job fingerprint"} when the idempotency key already names a job.
+# The record and its run message are written together or not at all.
 _CREATE = _NOW + """
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return {'exists', redis.call('HGET', KEYS[1], 'fingerprint') or '', redis.call('HGET', KEYS[1], 'tenant') or ''}
@@ -111,7 +114,7 @@ if ARGV[1] ~= '' then
   if prior then return {'taken', prior} end
   redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+redis.call('HSET', KEYS[1], unpack(ARGV, 6))
 local base, id = redis.call('HGET', KEYS[1], 'index'), redis.call('HGET', KEYS[1], 'id')
 if base then
   redis.call('ZADD', base, ARGV[3], id)
@@ -122,6 +125,7 @@ if ARGV[4] ~= '' then
   redis.call('HSET', KEYS[1], 'queue_deadline', deadline)
   redis.call('ZADD', KEYS[3], deadline, id)
 end
+if ARGV[5] ~= '' then redis.call('LPUSH', KEYS[4], ARGV[5]) end
 return {'created'}
 """
 
@@ -446,11 +450,13 @@ class JobStore:
 
     # -- producer side ----------------------------------------------------------------
     def create(self, job_id: str, *, family: str, pipeline: str, checkpoint: str, revision: str | None,
-               task: Task, spec: dict[str, Any], options: JobOptions | None = None) -> JobRecord:
-        """Write a new ``queued`` record, indexed for its tenant, and return it.
+               task: Task, spec: dict[str, Any], options: JobOptions | None = None,
+               message: RunMessage | None = None) -> JobRecord:
+        """Write a new ``queued`` record, indexed for its tenant, and push its run ``message``
+        (``shared/messages.py``) in the same script; return the record.
 
         Refuses to overwrite an existing job (``JobExists``) and, with an idempotency key,
-        to create a second job for it (``KeyTaken``); either way nothing is written.
+        to create a second job for it (``KeyTaken``); either way nothing is written or pushed.
         """
         opts = options or JobOptions()
         now = time.time()
@@ -464,8 +470,10 @@ class JobStore:
         idem_key = keys.idempotency(opts.tenant, opts.idempotency_key) if opts.idempotency_key else keys.job(job_id)
         queue_ms = "" if opts.queue_timeout_s is None else str(round(opts.queue_timeout_s * 1000))
         argv: list[str | int] = [f"{job_id} {opts.fingerprint}" if opts.idempotency_key else "", opts.idempotency_ttl_s,
-                round(now * 1e6), queue_ms, *(x for pair in fields.items() for x in pair)]
-        reply = self._create(keys=[keys.job(job_id), idem_key, keys.queue_deadlines()], args=argv)
+                round(now * 1e6), queue_ms, message.payload if message else "",
+                *(x for pair in fields.items() for x in pair)]
+        reply = self._create(keys=[keys.job(job_id), idem_key, keys.queue_deadlines(),
+                                   message.list_key if message else keys.job(job_id)], args=argv)
         if reply[0] == "exists":
             raise JobExists(job_id, reply[1], reply[2])
         if reply[0] == "taken":

@@ -63,7 +63,10 @@ def settings(redis_server: str, s3_server: str, model_root: Path) -> Settings:
 STACK_WEBHOOK_SECRET = "stack-webhook-secret"
 STACK_ENV = {"HOTPIPE_PROGRESS_INTERVAL_S": "0", "HOTPIPE_WEBHOOK_SECRET": STACK_WEBHOOK_SECRET,
              "HOTPIPE_WEBHOOK_ALLOW_PRIVATE": "true", "HOTPIPE_WEBHOOK_BACKOFF_S": "0.2",
-             "HOTPIPE_WEBHOOK_PROGRESS_INTERVAL_S": "0", "HOTPIPE_REAPER_INTERVAL_S": "1"}
+             "HOTPIPE_WEBHOOK_PROGRESS_INTERVAL_S": "0", "HOTPIPE_REAPER_INTERVAL_S": "1",
+             # two API processes on one port, as `hotpipe api --workers 2`: every e2e test that uses this
+             # stack goes through either (other stacks run one, the default)
+             "HOTPIPE_API_WORKERS": "2"}
 
 
 @pytest.fixture(scope="session")

@@ -38,10 +38,11 @@ from celery import Celery, bootsteps, signals
 from celery.utils.nodenames import default_nodename, host_format
 from kombu.asynchronous.timer import Entry
 
-from hotpipe.shared.celery_app import TASK_NAME, enqueue, make_celery, queue_name
+from hotpipe.shared.celery_app import TASK_NAME, make_celery, queue_name
 from hotpipe.shared.checkpoints import resolve
 from hotpipe.shared.errors import InvalidRequest
 from hotpipe.shared.job import Task
+from hotpipe.shared.messages import enqueue
 from hotpipe.shared.reaper import Reaper
 from hotpipe.shared.registry import Registry, worker_queue
 from hotpipe.shared.safety import parse_patterns
@@ -117,7 +118,7 @@ def build_runner(settings: Settings) -> JobRunner:
     store = JobStore(client, settings.record_ttl_s, lease_s=settings.lease_s)
     metrics = WorkerMetrics(None, settings.device, cache_stats=cache.stats)
     return JobRunner(store, Storage(settings), cache, settings.progress_interval_s,
-                     publish=functools.partial(enqueue, make_celery(settings)), metrics=metrics,
+                     publish=functools.partial(enqueue, client), metrics=metrics,
                      allowlist=parse_patterns(settings.checkpoint_allowlist),
                      time_limit_s=settings.job_time_limit_s, on_time_limit=replace_child,
                      dtypes=family_dtypes(settings))
@@ -174,13 +175,13 @@ def warm_up(runner: JobRunner, presence: Presence, settings: Settings, families:
 
 
 def build_reaper(settings: Settings) -> Reaper:
-    """A reaper with its own Redis client and its own Celery app for publishing."""
+    """A reaper with its own Redis client, which it also publishes messages with."""
     client = redis.Redis.from_url(settings.redis_url, decode_responses=True, health_check_interval=30,
                                   socket_timeout=REAPER_SOCKET_TIMEOUT_S,
                                   socket_connect_timeout=REAPER_SOCKET_TIMEOUT_S)
     store = JobStore(client, settings.record_ttl_s, lease_s=settings.lease_s)
     # An outbox entry a whole lease old has outlived the reaper that wrote it.
-    return Reaper(store, functools.partial(enqueue, make_celery(settings)), settings.max_attempts,
+    return Reaper(store, functools.partial(enqueue, client), settings.max_attempts,
                   silence_s=settings.lease_s, registry=Registry(client, settings.worker_ttl_s))
 
 

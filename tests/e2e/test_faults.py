@@ -24,7 +24,8 @@ import redis
 from hotpipe.devstack import LocalStack, Proc, find_redis_server
 from hotpipe.producer.client import Client
 from hotpipe.shared import keys
-from hotpipe.shared.celery_app import enqueue, make_celery, queue_name
+from hotpipe.shared.celery_app import queue_name
+from hotpipe.shared.messages import enqueue
 from hotpipe.shared.status import Status
 from hotpipe.shared.storage import Storage
 from hotpipe.shared.store import WORKER_LOST, JobStore, StoredJob
@@ -211,7 +212,7 @@ def test_duplicate_delivery_runs_the_job_once(
         workers: dict[str, Proc], store: JobStore, client: Client, storage: Storage,
         fault_stack: LocalStack) -> None:
     job_id = submit(client, seed=4, num_inference_steps=20)
-    enqueue(make_celery(fault_stack.settings), job_id, FAMILY)  # the same message, delivered again
+    enqueue(redis.Redis.from_url(fault_stack.settings.redis_url), job_id, FAMILY)  # the same message, again
 
     done = finished(store, job_id)
     stood_down = f"job {job_id} not claimable"

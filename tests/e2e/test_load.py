@@ -15,7 +15,7 @@ pytestmark = pytest.mark.e2e
 
 
 def test_a_hundred_concurrent_jobs_all_finish_once(stack: LocalStack) -> None:
-    report = run_load(stack, jobs=100, clients=10, timeout_s=600)
+    report = run_load(stack, jobs=100, clients=10, timeout_s=600, client="sdk")
     print("\n".join(report.lines()))
 
     assert report.lost == []

@@ -28,9 +28,10 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, model_root: Path) -> Iterator[LocalStack]:
-    """A stack of its own (so counts start at zero) whose processes log JSON; short leases, so a
-    lost job is taken back within seconds."""
-    env = {"HOTPIPE_LOG_FORMAT": "json", "HOTPIPE_LEASE_S": "3", "HOTPIPE_REAPER_INTERVAL_S": "1"}
+    """A stack of its own (so counts start at zero) whose processes log JSON, with two API
+    processes; short leases, so a lost job is taken back within seconds."""
+    env = {"HOTPIPE_LOG_FORMAT": "json", "HOTPIPE_LEASE_S": "3", "HOTPIPE_REAPER_INTERVAL_S": "1",
+           "HOTPIPE_API_WORKERS": "2"}  # two API processes: /metrics must merge their counts
     with LocalStack(tmp_path_factory.mktemp("metrics"), model_root, redis_binary=find_redis_server("system"),
                     extra_env=env) as s:
         yield s
@@ -84,6 +85,31 @@ def test_a_job_moves_the_api_and_worker_metrics(stack: LocalStack) -> None:
     assert value(worker, "hotpipe_cache_resident_pipelines") == 1
     assert value(worker, "hotpipe_worker_busy") == 0
     assert value(worker, "hotpipe_worker_info", family=FAMILY, device="cpu", version="0.1.0") == 1
+
+
+def serving_processes(stack: LocalStack) -> int:
+    """The API's worker processes: the children uvicorn spawned (its supervisor is the API process)."""
+    pid = stack.procs["api"].popen.pid
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return sum("spawn_main" in Path(f"/proc/{child}/cmdline").read_text() for child in children)
+
+
+def test_two_api_processes_serve_and_every_scrape_counts_both(stack: LocalStack) -> None:
+    assert serving_processes(stack) == 2
+    before = scrape(stack.api_url + "/metrics")
+    ids = []
+    for seed in range(10):  # a new connection each: the kernel hands them to either process
+        response = httpx.post(stack.api_url + "/v1/jobs", timeout=30, json={
+            "checkpoint": "tiny-sd", "task": "text2image",
+            "params": {"prompt": "a cube", "num_inference_steps": 1, "height": 32, "width": 32, "seed": seed}})
+        assert response.status_code == 202, response.text
+        ids.append(response.json()["id"])
+    with Client(stack.api_url) as client:
+        assert {client.wait(job_id, timeout_s=120).status for job_id in ids} == {Status.SUCCEEDED}
+    for _ in range(4):  # whichever process answers the scrape, it reports every process's submissions
+        after = scrape(stack.api_url + "/metrics")
+        assert value(after, "hotpipe_jobs_submitted_total", family=FAMILY, priority="5") - \
+            value(before, "hotpipe_jobs_submitted_total", family=FAMILY, priority="5") == 10
 
 
 def test_a_running_job_shows_on_the_api_and_the_worker(stack: LocalStack) -> None:

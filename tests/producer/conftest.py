@@ -1,6 +1,6 @@
 """The API in-process (FastAPI's TestClient) over the session's real redis-server and S3 server.
 
-Celery publishes to the real redis, so what a request enqueued is read back from the
+A submit pushes its run message onto the real redis, so what a request enqueued is read back from the
 broker's lists, and what it recorded from the job hashes: a refused request must leave
 both untouched.
 """
@@ -78,7 +78,6 @@ def make_api(redis_client: redis.Redis, storage: Storage, aws_credentials: None)
     for client in made:
         client.__exit__(None, None, None)
         services: Services = client.app.state.services  # type: ignore[attr-defined]
-        services.celery.close()
         services.redis.close()
 
 

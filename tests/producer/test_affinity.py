@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import functools
-
 import pytest
 import redis
 
 from hotpipe.producer.routing import Router
-from hotpipe.shared.celery_app import enqueue, make_celery
+from hotpipe.shared.messages import enqueue
 from hotpipe.shared.registry import HotCheckpoint, Registry, WorkerInfo, worker_queue
-from hotpipe.shared.settings import Settings
 
 FAMILY = "stable-diffusion"
 
@@ -33,9 +30,9 @@ def worker(registry: Registry, name: str, *hot: tuple[str, int], ready: bool = T
 
 
 def fill(redis_server: str, queue: str, n: int) -> None:
-    app = make_celery(Settings.from_env({}, redis_url=redis_server))
+    client = redis.Redis.from_url(redis_server)
     for i in range(n):
-        functools.partial(enqueue, app)(f"job{i}", FAMILY, queue=queue)
+        enqueue(client, f"job{i}", FAMILY, queue=queue)
 
 
 def test_no_live_worker_means_the_family_queue(router: Router, registry: Registry) -> None:

@@ -209,7 +209,7 @@ def test_concurrent_requests_with_one_key_create_one_job(api: TestClient, backlo
     from hotpipe.shared.job import JobRequest
 
     svc: Services = api.app.state.services  # type: ignore[attr-defined]
-    submitter = Submitter(svc.settings, svc.store, svc.storage, svc.celery)
+    submitter = Submitter(svc.settings, svc.store, svc.storage)
     request = JobRequest.model_validate(text2image(seed=5))
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(lambda _: submitter.submit(request, idempotency_key="race"), range(8)))

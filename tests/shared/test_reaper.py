@@ -19,10 +19,10 @@ from redis.retry import Retry
 
 from hotpipe.devstack import free_port
 from hotpipe.shared import keys
-from hotpipe.shared.celery_app import DEFAULT_PRIORITY, enqueue, make_celery, queue_name
+from hotpipe.shared.celery_app import DEFAULT_PRIORITY, queue_name
 from hotpipe.shared.job import Task, new_job_id
+from hotpipe.shared.messages import enqueue
 from hotpipe.shared.reaper import Publish, Reaper
-from hotpipe.shared.settings import Settings
 from hotpipe.shared.status import Status
 from hotpipe.shared.store import JobStore
 
@@ -38,9 +38,9 @@ def store(redis_client: redis.Redis) -> JobStore:
 
 
 @pytest.fixture
-def publish(redis_server: str) -> Publish:
-    """Publishes through Celery to the session's redis (its database is flushed per test)."""
-    return functools.partial(enqueue, make_celery(Settings.from_env({}, redis_url=redis_server)))
+def publish(redis_client: redis.Redis) -> Publish:
+    """Publishes run messages to the session's redis (its database is flushed per test)."""
+    return functools.partial(enqueue, redis_client)
 
 
 def published_by_list(store: JobStore) -> dict[str, list[str]]:
@@ -115,7 +115,7 @@ def test_last_attempt_fails_and_a_pending_cancel_cancels_without_a_message(store
 
 def test_a_failed_publish_stays_owed_until_a_later_pass_pays_it(store: JobStore, publish: Publish) -> None:
     job_id = running_job(store)
-    nowhere = make_celery(Settings.from_env({}, redis_url=f"redis://127.0.0.1:{free_port()}/0"))
+    nowhere = redis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0")
     broken = Reaper(store, functools.partial(enqueue, nowhere), max_attempts=3, silence_s=SILENCE_S).run_once()
     assert broken.queued == [job_id] and broken.unpublished == [job_id]
     assert status(store, job_id) is Status.QUEUED and published(store) == []

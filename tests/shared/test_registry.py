@@ -1,4 +1,4 @@
-"""The worker registry and the drain of dead workers' queues, on the real redis-server and Celery."""
+"""The worker registry and the drain of dead workers' queues, on the real redis-server."""
 
 from __future__ import annotations
 
@@ -7,15 +7,13 @@ import time
 
 import pytest
 import redis
-from celery import Celery
 
 from hotpipe.shared import keys
-from hotpipe.shared.celery_app import enqueue, make_celery
 from hotpipe.shared.drain import drain_dead
 from hotpipe.shared.job import Task, new_job_id
+from hotpipe.shared.messages import enqueue
 from hotpipe.shared.reaper import Publish, Reaper
 from hotpipe.shared.registry import HotCheckpoint, Registry, WorkerInfo, message_job_id, queue_lists, worker_queue
-from hotpipe.shared.settings import Settings
 from hotpipe.shared.store import JobStore
 from tests.e2e.polling import wait_for
 from tests.shared.test_reaper import published_by_list
@@ -29,13 +27,8 @@ def store(redis_client: redis.Redis) -> JobStore:
 
 
 @pytest.fixture
-def app(redis_server: str) -> Celery:
-    return make_celery(Settings.from_env({}, redis_url=redis_server))
-
-
-@pytest.fixture
-def publish(app: Celery) -> Publish:
-    return functools.partial(enqueue, app)
+def publish(redis_client: redis.Redis) -> Publish:
+    return functools.partial(enqueue, redis_client)
 
 
 def info(name: str, *hot: str, ready: bool = True) -> WorkerInfo:
@@ -74,22 +67,22 @@ def test_retire_makes_a_worker_dead_at_once(redis_client: redis.Redis) -> None:
     assert registry.live() == [] and registry.dead(0) == ["a@h"]
 
 
-def test_backlog_counts_every_priority_list(redis_client: redis.Redis, app: Celery, store: JobStore) -> None:
+def test_backlog_counts_every_priority_list(redis_client: redis.Redis, store: JobStore) -> None:
     registry = Registry(redis_client)
     queue = worker_queue("a@h")
     for priority in (0, 5, 9):
-        enqueue(app, queued_job(store), FAMILY, priority, queue=queue)
+        enqueue(redis_client, queued_job(store), FAMILY, priority, queue=queue)
     assert registry.backlogs([queue, worker_queue("b@h")]) == {queue: 3, worker_queue("b@h"): 0}
 
 
 def test_a_dead_workers_queue_is_drained_to_the_family_queue(redis_client: redis.Redis, store: JobStore,
-                                                             app: Celery, publish: Publish) -> None:
+                                                             publish: Publish) -> None:
     registry = Registry(redis_client, ttl_s=0.2)
     registry.publish(info("a@h"))
     registry.publish(info("b@h"))
     urgent, normal, canceled = queued_job(store, 9), queued_job(store, 5), queued_job(store)
     for job_id, priority in ((urgent, 9), (normal, 5), (canceled, 5)):
-        enqueue(app, job_id, FAMILY, priority, queue=worker_queue("a@h"))
+        enqueue(redis_client, job_id, FAMILY, priority, queue=worker_queue("a@h"))
     store.cancel(canceled)
 
     assert drain_dead(registry, store, publish, forget_after_s=60) == []  # both alive: nothing moves
@@ -107,11 +100,11 @@ def test_a_dead_workers_queue_is_drained_to_the_family_queue(redis_client: redis
     assert redis_client.zrange(keys.workers(), 0, -1) == ["b@h"]
 
 
-def test_the_reaper_drains_dead_workers(redis_client: redis.Redis, store: JobStore, app: Celery,
+def test_the_reaper_drains_dead_workers(redis_client: redis.Redis, store: JobStore,
                                        publish: Publish) -> None:
     registry = Registry(redis_client, ttl_s=60)
     job_id = queued_job(store)
-    enqueue(app, job_id, FAMILY, queue=worker_queue("gone@h"))
+    enqueue(redis_client, job_id, FAMILY, queue=worker_queue("gone@h"))
     registry.publish(info("gone@h"))
     registry.retire("gone@h")
     report = Reaper(store, publish, max_attempts=3, silence_s=30, registry=registry).run_once()

@@ -3,13 +3,16 @@ listing indexes kept by the transitions, stages, queue deadlines, the webhook ou
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
 import redis
 
 from hotpipe.shared import keys
+from hotpipe.shared.celery_app import queue_lists
 from hotpipe.shared.job import JobError, Stage, Task, new_job_id
+from hotpipe.shared.messages import run_message
 from hotpipe.shared.reaper import Reaper
 from hotpipe.shared.status import Status
 from hotpipe.shared.store import DEADLINE_EXCEEDED, Cursor, JobExists, JobOptions, JobStore, KeyTaken
@@ -26,11 +29,34 @@ def store(redis_client: redis.Redis) -> JobStore:
 
 
 def create(store: JobStore, job_id: str | None = None, **options: object) -> str:
+    """A job created with its run message, as a submit creates it."""
     job_id = job_id or new_job_id()
     store.create(job_id, family="stable-diffusion", pipeline="StableDiffusionPipeline", checkpoint="tiny-sd",
                  revision=None, task=Task.TEXT2IMAGE, spec={"params": {"prompt": "a cat"}},
-                 options=JobOptions(**options))  # type: ignore[arg-type]
+                 options=JobOptions(**options), message=run_message(job_id, "stable-diffusion"))  # type: ignore[arg-type]
     return job_id
+
+
+def messages(store: JobStore) -> list[str]:
+    """Job ids of the run messages waiting on the family's queue (every priority list)."""
+    return [json.loads(base64.b64decode(json.loads(m)["body"]))[0][0]
+            for name in queue_lists("stable-diffusion") for m in store.redis.lrange(name, 0, -1)]
+
+
+# -- create: the record and its message, together or not at all ------------------------------
+def test_create_pushes_the_run_message_with_the_record(store: JobStore) -> None:
+    job_id = create(store)
+    assert messages(store) == [job_id]
+    assert listed(store) == [job_id]
+
+
+def test_a_refused_create_pushes_no_message(store: JobStore) -> None:
+    first = create(store, "my-job-2", idempotency_key="k")
+    with pytest.raises(JobExists):
+        create(store, "my-job-2")
+    with pytest.raises(KeyTaken):
+        create(store, idempotency_key="k")
+    assert messages(store) == [first]
 
 
 def listed(store: JobStore, tenant: str = keys.DEFAULT_TENANT, status: Status | None = None) -> list[str]:

@@ -13,9 +13,10 @@ import redis
 import torch
 
 from hotpipe.shared import keys
-from hotpipe.shared.celery_app import enqueue, make_celery, queue_name
+from hotpipe.shared.celery_app import queue_name
 from hotpipe.shared.checkpoints import resolve
 from hotpipe.shared.job import Task, new_job_id
+from hotpipe.shared.messages import enqueue
 from hotpipe.shared.settings import Settings
 from hotpipe.shared.status import Status
 from hotpipe.shared.storage import Storage
@@ -220,7 +221,7 @@ def test_ownership_is_checked_right_before_the_upload(job_runner: JobRunner, sto
 
 
 def test_drain_past_the_grace_gives_the_job_back(store: JobStore, storage: Storage, settings: Settings) -> None:
-    publish = functools.partial(enqueue, make_celery(settings))
+    publish = functools.partial(enqueue, store.redis)
     runner = JobRunner(store, storage, PipelineCache("cpu", torch.float32), progress_interval_s=0, publish=publish)
     job_id = submit(store, settings, num_inference_steps=10)
     on_progress(store, drain_at_step(runner, 2, grace_s=0.0))
