@@ -1,23 +1,24 @@
 """Load: N jobs from C concurrent clients to W workers; nothing lost, nothing done twice.
 
-One run, one local stack (real redis-server, moto S3 with versioning on, the uvicorn API,
-W Celery prefork workers), tiny SD, 1 step, 32x32:
+One run, one local stack (real redis-server, moto S3 with versioning on, the API — one or
+several processes — and W Celery prefork workers), tiny SD, 1 step, 32x32.  The N jobs go
+in R rounds (default 5), and each round measures both rates side by side, so the drift of a
+shared machine hits both alike:
 
-1. **raw enqueue**: C threads ``send_task`` N messages with hotpipe's own Celery settings to
-   a queue no worker reads (the ceiling for putting work on Redis from Python), workers idle;
-2. **submission**: C clients ``POST /v1/jobs`` N jobs over HTTP (validation, resolution,
-   record and message in one script), while the workers already consume (unless
-   ``--workers-after``: they start once every job is submitted).  The clients are ``lean``
+1. **raw enqueue**: C threads ``send_task`` N/R messages with hotpipe's own Celery settings
+   to a queue no worker reads (the ceiling for putting work on Redis from Python);
+2. **submission**: C clients ``POST /v1/jobs`` the next N/R jobs over HTTP (validation,
+   resolution, routing, record and message in one script).  The clients are ``lean``
    (stdlib ``http.client``, one keep-alive connection per client thread: a load generator
-   that costs the 2-core host ~0.5 ms of CPU a request, like ``wrk``/``hey`` would) or
+   that costs the 2-core host ~0.5 ms of CPU a request, as ``wrk``/``hey`` would) or
    ``sdk`` (the project's ``Client`` on httpx, ~2.5-3 ms of CPU a request, taken from the
-   same cores the API runs on);
-3. **raw enqueue again**, right after, while the workers are busy with the backlog: on a
-   small machine the workers' CPU use slows everything else, so the ratio is also given
-   against raw enqueue under that same load;
-4. wait until every job is terminal, then count: jobs not terminal (lost), jobs whose
-   image was written more than once (object versions in S3), queue latency
-   (``started_at - created_at`` of the last attempt) percentiles.
+   same cores the API runs on).
+
+The workers consume from the first round on (unless ``--workers-after``: they start once
+every job is submitted), so from round 2 both rates are measured while they are busy.  Then
+it waits until every job is terminal and counts: jobs not terminal (lost), jobs whose image
+was written more than once (object versions in S3), queue latency (``started_at -
+created_at`` of the last attempt) percentiles.
 
 Usage: ``python -m benchmarks.load [--jobs 2000 --clients 20 --workers 2 --api-workers 2 --client lean]``.
 """
@@ -25,6 +26,7 @@ Usage: ``python -m benchmarks.load [--jobs 2000 --clients 20 --workers 2 --api-w
 from __future__ import annotations
 
 import argparse
+import functools
 import http.client
 import json
 import statistics
@@ -56,9 +58,9 @@ WORKER_ENV = {"HOTPIPE_TORCH_THREADS": "1", "HOTPIPE_PROGRESS_INTERVAL_S": "1"}
 class LoadReport:
     jobs: int
     clients: int
-    raw_per_s: float
-    submit_per_s: float
-    raw_busy_per_s: float
+    raw_per_s: float  # over all rounds
+    submit_per_s: float  # over all rounds
+    round_ratios: list[float]  # submissions / raw, round by round
     drain_s: float
     client: str = "lean"
     api_workers: int = 1
@@ -78,10 +80,9 @@ class LoadReport:
             f"jobs {self.jobs}, {self.clients} {self.client} clients, {self.api_workers} API process(es): "
             f"statuses {self.statuses}",
             f"lost (not terminal) {len(self.lost)}, completed twice {len(self.written_twice)}",
-            f"raw Celery send_task      {self.raw_per_s:8.1f} /s  (workers idle)",
-            f"raw Celery send_task      {self.raw_busy_per_s:8.1f} /s  (workers busy)",
-            f"POST /v1/jobs submissions {self.submit_per_s:8.1f} /s  ({self.ratio:.0%} of raw idle, "
-            f"{self.submit_per_s / self.raw_busy_per_s:.0%} of raw busy)",
+            f"raw Celery send_task      {self.raw_per_s:8.1f} /s",
+            f"POST /v1/jobs submissions {self.submit_per_s:8.1f} /s  = {self.ratio:.0%} of raw "
+            f"(rounds: {', '.join(f'{r:.0%}' for r in self.round_ratios)})",
             f"queue latency p50 {q['p50']:.0f} ms, p95 {q['p95']:.0f} ms, p99 {q['p99']:.0f} ms, max {q['max']:.0f} ms",
             f"all terminal {self.drain_s:.1f} s after the first submission",
         ]
@@ -96,6 +97,7 @@ def in_threads(n: int, clients: int, work: Callable[[int], Any]) -> tuple[list[A
 
 
 def raw_enqueue(stack: LocalStack, n: int, clients: int) -> float:
+    """Messages per second ``clients`` threads put on Redis with Celery's ``send_task``."""
     app = make_celery(stack.settings)
     try:
         _, took = in_threads(n, clients, lambda i: app.send_task(TASK_NAME, args=[f"raw-{i}"], queue=RAW_QUEUE,
@@ -144,9 +146,31 @@ def lean_submitter(api_url: str) -> Callable[[int], str]:
 SUBMITTERS: dict[str, Callable[[str], Callable[[int], str]]] = {"lean": lean_submitter, "sdk": sdk_submitter}
 
 
-def submit_all(stack: LocalStack, n: int, clients: int, client: str = "lean") -> tuple[list[str], float]:
-    ids, took = in_threads(n, clients, SUBMITTERS[client](stack.api_url))
-    return ids, n / took
+@dataclass
+class Rates:
+    """Both rates, round by round."""
+
+    raw_s: list[float] = field(default_factory=list)  # seconds each round's raw enqueue took
+    submit_s: list[float] = field(default_factory=list)  # seconds each round's submissions took
+    sizes: list[int] = field(default_factory=list)
+
+    def per_s(self, took: list[float]) -> float:
+        return sum(self.sizes) / sum(took)
+
+
+def measure(stack: LocalStack, n: int, clients: int, rounds: int, client: str) -> tuple[list[str], Rates]:
+    """``rounds`` of (raw enqueue, submissions) of n/rounds each; the submitted job ids."""
+    submit = SUBMITTERS[client](stack.api_url)
+    ids: list[str] = []
+    rates = Rates()
+    for r in range(rounds):
+        size = n // rounds + (1 if r < n % rounds else 0)
+        rates.raw_s.append(size / raw_enqueue(stack, size, clients))
+        done, took = in_threads(size, clients, functools.partial(lambda first, i: submit(first + i), len(ids)))
+        ids += done
+        rates.submit_s.append(took)
+        rates.sizes.append(size)
+    return ids, rates
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -177,20 +201,20 @@ def wait_terminal(store: JobStore, ids: list[str], timeout_s: float) -> None:
 
 
 def run_load(stack: LocalStack, jobs: int, clients: int, timeout_s: float = 1800,
-             start_workers: Callable[[], object] | None = None, client: str = "lean") -> LoadReport:
+             start_workers: Callable[[], object] | None = None, client: str = "lean", rounds: int = 5) -> LoadReport:
     """The scenario on a running stack (versioning is turned on here), submitting with ``client``
     (``SUBMITTERS``); ``start_workers``, when given, is called once every job is submitted."""
     storage = stack.storage()
     storage.client.put_bucket_versioning(Bucket=storage.bucket, VersioningConfiguration={"Status": "Enabled"})
     store = JobStore(redis.Redis.from_url(stack.settings.redis_url, decode_responses=True), 3600)
-    raw = raw_enqueue(stack, jobs, clients)
     start = time.perf_counter()
-    ids, submit_per_s = submit_all(stack, jobs, clients, client)
+    ids, rates = measure(stack, jobs, clients, rounds, client)
     if start_workers is not None:
         start_workers()
-    raw_busy = raw_enqueue(stack, jobs, clients)
     wait_terminal(store, ids, timeout_s)
-    report = LoadReport(jobs, clients, raw, submit_per_s, raw_busy, time.perf_counter() - start, client=client,
+    report = LoadReport(jobs, clients, rates.per_s(rates.raw_s), rates.per_s(rates.submit_s),
+                        [raw / sub for raw, sub in zip(rates.raw_s, rates.submit_s, strict=True)],
+                        time.perf_counter() - start, client=client,
                         api_workers=int(stack.extra_env.get("HOTPIPE_API_WORKERS", "1")))
     latencies: list[float] = []
     for job_id in ids:
@@ -220,6 +244,7 @@ def main() -> None:
     p.add_argument("--workers-after", action="store_true", help="start the workers once every job is submitted")
     p.add_argument("--api-workers", type=int, default=2, help="processes serving the API (HOTPIPE_API_WORKERS)")
     p.add_argument("--client", choices=sorted(SUBMITTERS), default="lean", help="how the clients submit")
+    p.add_argument("--rounds", type=int, default=5, help="rounds of (raw enqueue, submissions)")
     args = p.parse_args()
     from hotpipe.workers.dev_checkpoints import make_checkpoints
 
@@ -231,7 +256,7 @@ def main() -> None:
             workers: dict[str, dict[str, str]] = {f"worker{i}": {} for i in range(args.workers)}
             if not args.workers_after:
                 stack.start_workers(workers)
-            report = run_load(stack, args.jobs, args.clients, client=args.client,
+            report = run_load(stack, args.jobs, args.clients, client=args.client, rounds=args.rounds,
                               start_workers=(lambda: stack.start_workers(workers)) if args.workers_after else None)
     print("\n".join(report.lines()))
 

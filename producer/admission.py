@@ -2,7 +2,8 @@
 
 The rate limit is a token bucket per tenant, kept in Redis and changed by one Lua script
 on Redis's clock, so every API replica shares it and no host's clock matters.  The queue
-bound counts the messages waiting in the family's Celery queue (every priority list);
+bound counts the messages waiting for the family (every priority list of its Celery queue and
+of its live workers' own queues);
 concurrent submissions may overshoot it by at most the number in flight.
 """
 
@@ -13,8 +14,8 @@ from dataclasses import dataclass
 
 import redis
 
+from hotpipe.producer.queues import waiting_lists
 from hotpipe.shared import keys
-from hotpipe.shared.celery_app import queue_lists
 from hotpipe.shared.errors import TooManyRequests
 from hotpipe.shared.settings import Settings
 
@@ -73,8 +74,8 @@ class Admission:
                                   retry_after_s=math.ceil(wait_ms / 1000), code="rate_limited")
 
     def waiting(self, family: str) -> int:
-        """Messages waiting in ``family``'s queue, all priorities."""
-        return int(self._waiting(keys=queue_lists(family)))
+        """Messages waiting for ``family``: its queue and its live workers' own queues, all priorities."""
+        return int(self._waiting(keys=waiting_lists(self.client, [family])[family]))
 
     def check_queue(self, family: str) -> None:
         """Raises ``TooManyRequests`` (queue_full) when ``family``'s queue holds ``max_queued`` messages."""

@@ -1,9 +1,13 @@
-"""How much work each family has: jobs queued (every priority list) and jobs running.
+"""How much work each family has: jobs queued (every priority list, the family's queue and its
+workers' own queues) and jobs running.
 
 Read from Redis on demand, for ``/metrics`` and for ``GET /v1/queues/{family}``, which the
 chart's KEDA ScaledObjects poll: a pool needs one worker per running job plus enough for its
 queue, and running jobs are in no Redis list (Kombu holds their messages in its unacked hash),
-so a scaler that counts lists alone would scale busy workers away.
+so a scaler that counts lists alone would scale busy workers away.  Jobs that affinity routing
+sent to a live worker's own queue wait too, so they count for the worker's families (a worker
+serving several families counts its own queue for each: an over-count of at most
+``route_backlog_max`` per such worker).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from hotpipe.shared import keys
 from hotpipe.shared.celery_app import queue_lists
 from hotpipe.shared.errors import NotFound
 from hotpipe.shared.families import FAMILIES, base_family
+from hotpipe.shared.registry import Registry
 
 #: families that have a queue: variants run on their base family's workers
 QUEUED_FAMILIES: tuple[str, ...] = tuple(sorted({base_family(f) for f in FAMILIES}))
@@ -41,9 +46,19 @@ class Backlog:
     running: Counter[str]
 
 
-def read_backlog(client: redis.Redis, families: Iterable[str]) -> Backlog:
-    """Two pipelined round trips: LLEN of every priority list, then the family of every running job."""
+def waiting_lists(client: redis.Redis, families: Iterable[str]) -> dict[str, list[str]]:
+    """Every Redis list whose messages wait for each of ``families``: its queue's priority lists
+    and those of the own queues of the live workers serving it."""
     lists = {family: queue_lists(family) for family in families}
+    for worker in Registry(client).live():
+        for family in lists.keys() & set(worker.families):
+            lists[family] += queue_lists(worker.queue)
+    return lists
+
+
+def read_backlog(client: redis.Redis, families: Iterable[str]) -> Backlog:
+    """Pipelined round trips: the live workers, LLEN of every list, the family of every running job."""
+    lists = waiting_lists(client, families)
     pipe = client.pipeline(transaction=False)
     for names in lists.values():
         for name in names:

@@ -16,6 +16,7 @@ from hotpipe.producer.metrics import QueueCollector, job_id_of
 from hotpipe.shared import keys
 from hotpipe.shared.celery_app import make_celery, queue_lists
 from hotpipe.shared.job import Task, new_job_id
+from hotpipe.shared.registry import Registry, WorkerInfo, worker_queue
 from hotpipe.shared.settings import Settings
 from hotpipe.shared.store import JobStore
 from tests.producer.conftest import Backlog
@@ -125,6 +126,21 @@ def test_queue_state_is_what_the_autoscaler_reads(api: TestClient, redis_client:
     assert state.status_code == 200
     assert state.json() == {"family": "stable-diffusion", "queued": 3, "running": 1}
     assert api.get("/v1/queues/flux").json() == {"family": "flux", "queued": 0, "running": 0}
+
+
+def test_jobs_waiting_in_live_workers_own_queues_count_for_their_families(api: TestClient,
+                                                                          redis_client: redis.Redis) -> None:
+    registry = Registry(redis_client, ttl_s=60)
+    for name, families in (("a@h", ["stable-diffusion"]), ("b@h", ["stable-diffusion", "flux"]),
+                           ("c@h", ["kandinsky22"])):
+        registry.publish(WorkerInfo(name=name, queue=worker_queue(name), families=families, device="cpu", ready=True))
+        redis_client.rpush(queue_lists(worker_queue(name))[4], "message")
+    redis_client.rpush(queue_lists(worker_queue("dead@h"))[0], "message")  # no record: the reaper drains it
+    redis_client.rpush(queue_lists("stable-diffusion")[0], "message")
+    queued = {f: api.get(f"/v1/queues/{f}").json()["queued"] for f in ("stable-diffusion", "flux", "kandinsky22")}
+    assert queued == {"stable-diffusion": 3, "flux": 1, "kandinsky22": 1}
+    metrics = api.get("/metrics").text
+    assert 'hotpipe_queue_depth{family="stable-diffusion"} 3.0' in metrics
 
 
 def test_queue_state_of_a_family_without_a_queue_says_where_its_jobs_go(api: TestClient) -> None:
