@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import redis
 
-from hotpipe.producer.queues import waiting_lists
 from hotpipe.shared import keys
 from hotpipe.shared.errors import TooManyRequests
+from hotpipe.shared.registry import waiting_lists
 from hotpipe.shared.settings import Settings
 
 #: what a caller told "queue full" should wait before trying again

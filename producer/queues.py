@@ -21,10 +21,9 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 
 from hotpipe.shared import keys
-from hotpipe.shared.celery_app import queue_lists
 from hotpipe.shared.errors import NotFound
 from hotpipe.shared.families import FAMILIES, base_family
-from hotpipe.shared.registry import Registry
+from hotpipe.shared.registry import waiting_lists
 
 #: families that have a queue: variants run on their base family's workers
 QUEUED_FAMILIES: tuple[str, ...] = tuple(sorted({base_family(f) for f in FAMILIES}))
@@ -44,16 +43,6 @@ class Backlog:
 
     queued: dict[str, int]
     running: Counter[str]
-
-
-def waiting_lists(client: redis.Redis, families: Iterable[str]) -> dict[str, list[str]]:
-    """Every Redis list whose messages wait for each of ``families``: its queue's priority lists
-    and those of the own queues of the live workers serving it."""
-    lists = {family: queue_lists(family) for family in families}
-    for worker in Registry(client).live():
-        for family in lists.keys() & set(worker.families):
-            lists[family] += queue_lists(worker.queue)
-    return lists
 
 
 def read_backlog(client: redis.Redis, families: Iterable[str]) -> Backlog:

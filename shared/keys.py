@@ -33,6 +33,16 @@ def requeues() -> str:
     return f"{NAMESPACE}:requeues"
 
 
+def queued_jobs() -> str:
+    """Sorted set of every ``queued`` job id, scored by when it entered ``queued`` or a reaper last
+    found its message missing and published it again (server time, ms).
+
+    The store's scripts keep it: create adds, every move out of ``queued`` removes, a requeue
+    adds back.  The reaper's sweep reads its oldest members (``shared/sweep.py``).
+    """
+    return f"{NAMESPACE}:queued"
+
+
 def hub_file(repo_id: str, revision: str | None, filename: str) -> str:
     """A cached Hub resolution: one config file of a repo at a revision (``None``: the default branch),
     with the commit hash it resolved to.  Expires after ``hub_cache_ttl_s``."""

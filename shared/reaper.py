@@ -24,6 +24,7 @@ from hotpipe.shared.celery_app import DEFAULT_PRIORITY
 from hotpipe.shared.drain import drain_dead
 from hotpipe.shared.registry import Registry
 from hotpipe.shared.store import JobStore, Requeue
+from hotpipe.shared.sweep import sweep_lost_messages
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,8 @@ _SAYS = {
     "republished": "its requeue was never published (reaper died); published again",
     "deadline_exceeded": "it did not start before its queue deadline; failed (deadline_exceeded)",
     "drained": "its worker died with the job in its own queue; moved to the family queue",
+    "resent": "queued for long with nothing waiting for its family: its message was lost in flight (a worker "
+              "froze holding it); published again",
 }
 
 
@@ -58,6 +61,7 @@ class ReapReport:
     unpublished: list[str] = field(default_factory=list)  # left in the outbox for a later pass
     deadline_exceeded: list[str] = field(default_factory=list)
     drained: list[str] = field(default_factory=list)  # moved from a dead worker's own queue
+    resent: list[str] = field(default_factory=list)  # queued jobs whose message was lost in flight
 
 
 @dataclass
@@ -71,9 +75,12 @@ class Reaper:
     batch: int = 100
     #: the worker registry: dead workers' own queues are drained back to the family queues
     registry: Registry | None = None
+    #: a job queued this long with nothing waiting for its family gets its message again (0: off)
+    stale_queued_s: float = 0.0
 
     def run_once(self) -> ReapReport:
-        """One pass over expired leases, orphaned outbox entries, queue deadlines, expired index entries."""
+        """One pass over expired leases, orphaned outbox entries, queue deadlines, expired index
+        entries, dead workers' queues and queued jobs whose message was lost."""
         report = ReapReport()
         while ids := self.store.expired_leases(self.batch):
             for job_id in ids:
@@ -93,6 +100,8 @@ class Reaper:
         if self.registry is not None:
             report.drained = drain_dead(self.registry, self.store, self.publish,
                                         forget_after_s=self.registry.ttl_ms / 1000)
+        if self.stale_queued_s > 0:
+            report.resent = sweep_lost_messages(self.store, self.publish, self.stale_queued_s, self.batch)
         return report
 
     def _expire_queued(self, report: ReapReport) -> None:

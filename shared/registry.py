@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -167,3 +168,14 @@ def message_job_id(raw: str) -> str | None:
         return str(args[0]) if args else None
     except (ValueError, KeyError, IndexError, TypeError):
         return None
+
+
+def waiting_lists(client: redis.Redis, families: Iterable[str]) -> dict[str, list[str]]:
+    """Every Redis list whose messages wait for each of ``families``: its queue's priority lists
+    and those of the own queues of the live workers serving it (a worker serving several
+    families counts for each)."""
+    lists = {family: queue_lists(family) for family in families}
+    for worker in Registry(client).live():
+        for family in lists.keys() & set(worker.families):
+            lists[family] += queue_lists(worker.queue)
+    return lists

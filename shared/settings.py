@@ -122,6 +122,9 @@ class Settings:
                                         "checkpoint) or family (always the family queue).")
     route_backlog_max: int = _setting(3, "Affinity routing sends a job to a warm worker's own queue only while "
                                          "fewer than this many jobs wait there.")
+    stale_queued_s: float = _setting(300.0, "A job queued this long while nothing waits in its family's queues has "
+                                            "lost its message (a worker froze holding it): a reaper publishes it "
+                                            "again. 0: off.")
     route_claim_s: float = _setting(30.0, "How long the first worker sent a checkpoint nobody holds stays its "
                                           "loader, so concurrent first requests don't load it everywhere.")
 
@@ -135,14 +138,15 @@ class Settings:
         if not 0 <= self.worker_metrics_port <= 65535:
             raise ValueError(f"{ENV_PREFIX}WORKER_METRICS_PORT is {self.worker_metrics_port}; use a TCP port "
                              "(1-65535), or 0 to turn worker metrics off")
-        if not (self.job_time_limit_s >= 0 and math.isfinite(self.job_time_limit_s)):
-            raise ValueError(f"{ENV_PREFIX}JOB_TIME_LIMIT_S is {self.job_time_limit_s!r}; it must be 0 (off) or more")
         if not (self.rate_limit_per_s >= 0 and math.isfinite(self.rate_limit_per_s)) or self.rate_limit_burst < 1:
             raise ValueError(f"{ENV_PREFIX}RATE_LIMIT_PER_S must be 0 (off) or more and {ENV_PREFIX}RATE_LIMIT_BURST "
                              "at least 1")
-        if not (self.shutdown_grace_s >= 0 and math.isfinite(self.shutdown_grace_s)):
-            raise ValueError(f"{ENV_PREFIX}SHUTDOWN_GRACE_S is {self.shutdown_grace_s!r}; it must be a finite "
-                             "number of seconds, 0 or more")
+        zero_or_more = {"job_time_limit_s": self.job_time_limit_s, "shutdown_grace_s": self.shutdown_grace_s,
+                        "stale_queued_s": self.stale_queued_s}
+        for name, value in zero_or_more.items():
+            if not (value >= 0 and math.isfinite(value)):
+                raise ValueError(f"{ENV_PREFIX}{name.upper()} is {value!r}; it must be a finite number of seconds, "
+                                 "0 (off) or more")
 
         for name, choice, allowed in (("cache_policy", self.cache_policy, ("lru", "lfu")),
                                       ("routing", self.routing, ("affinity", "family")),

@@ -50,10 +50,15 @@ end
 # state change and its webhook event are one atomic write: none is lost, none is invented.
 _LIB = _NOW + f"""
 local EXPIRING, HOOK_DUE, HOOK_EVENTS = '{keys.index_expiry()}', '{keys.webhook_due()}', '{keys.webhook_events()}'
+local QUEUED = '{keys.queued_jobs()}'
 local HOOK_OF = {{running = 'start', progress = 'progress', succeeded = 'completed', failed = 'completed',
                  canceled = 'completed'}}
 """ + """
 local function reindex(from, to)
+  if from ~= to and (from == 'queued' or to == 'queued') then
+    local job_id = redis.call('HGET', KEYS[1], 'id')
+    if to == 'queued' then redis.call('ZADD', QUEUED, now_ms(), job_id) else redis.call('ZREM', QUEUED, job_id) end
+  end
   local base = redis.call('HGET', KEYS[1], 'index')
   if not base or from == to then return end
   local id = redis.call('HGET', KEYS[1], 'id')
@@ -99,7 +104,7 @@ end
 """
 
 # KEYS: job, idempotency key (the job key again when none), queue deadlines, the run message's
-#       list (the job key again when none).
+#       list (the job key again when none), the queued-jobs set.
 # ARGV: idempotency value ('' = none), its ttl, index score (µs), queue timeout ms ('' = none),
 #       run message ('' = none), then field/value pairs (``index`` among them).
 # Returns {'created'}, {'exists', fingerprint, tenant} when the id is taken, or
@@ -126,6 +131,7 @@ if ARGV[4] ~= '' then
   redis.call('ZADD', KEYS[3], deadline, id)
 end
 if ARGV[5] ~= '' then redis.call('LPUSH', KEYS[4], ARGV[5]) end
+redis.call('ZADD', KEYS[5], now_ms(), id)
 return {'created'}
 """
 
@@ -321,6 +327,17 @@ return #due
 """
 
 # KEYS: an idempotency key.  ARGV: "{job id} " — drop the key only while it names that job.
+# KEYS: job, queued jobs.  ARGV: job id.  A swept job's message was published again: restart its
+# clock (if it is still queued; a member whose job moved on or is gone is dropped).
+_TOUCH_QUEUED = _NOW + """
+if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  return 0
+end
+redis.call('ZADD', KEYS[2], 'XX', now_ms(), ARGV[1])
+return 1
+"""
+
 _FORGET = """
 local value = redis.call('GET', KEYS[1])
 if value and string.sub(value, 1, #ARGV[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
@@ -447,6 +464,7 @@ class JobStore:
         self._expire_queued = client.register_script(_EXPIRE_QUEUED)
         self._prune = client.register_script(_PRUNE)
         self._forget = client.register_script(_FORGET)
+        self._touch_queued = client.register_script(_TOUCH_QUEUED)
 
     # -- producer side ----------------------------------------------------------------
     def create(self, job_id: str, *, family: str, pipeline: str, checkpoint: str, revision: str | None,
@@ -473,7 +491,8 @@ class JobStore:
                 round(now * 1e6), queue_ms, message.payload if message else "",
                 *(x for pair in fields.items() for x in pair)]
         reply = self._create(keys=[keys.job(job_id), idem_key, keys.queue_deadlines(),
-                                   message.list_key if message else keys.job(job_id)], args=argv)
+                                   message.list_key if message else keys.job(job_id), keys.queued_jobs()],
+                            args=argv)
         if reply[0] == "exists":
             raise JobExists(job_id, reply[1], reply[2])
         if reply[0] == "taken":
@@ -621,6 +640,15 @@ class JobStore:
         ``failed`` with code ``worker_lost``, one with a cancel pending ends ``canceled``.
         """
         return self._take_back(job_id, "", str(max_attempts))
+
+    def stale_queued(self, older_than_s: float, limit: int = 100) -> list[str]:
+        """Ids of jobs ``queued`` (or last swept) at least ``older_than_s`` ago, oldest first."""
+        return list(self._due(keys=[keys.queued_jobs()], args=[round(older_than_s * 1000), limit]))
+
+    def touch_queued(self, job_id: str) -> bool:
+        """Restart a queued job's clock after its message was published again; False (and the id
+        dropped from the set) when it is no longer queued."""
+        return bool(self._touch_queued(keys=[keys.job(job_id), keys.queued_jobs()], args=[job_id]))
 
     def requeue_published(self, job_id: str, stamp: int) -> None:
         """The requeued job's message is out: clear its outbox entry (if still this stamp)."""

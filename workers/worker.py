@@ -182,7 +182,8 @@ def build_reaper(settings: Settings) -> Reaper:
     store = JobStore(client, settings.record_ttl_s, lease_s=settings.lease_s)
     # An outbox entry a whole lease old has outlived the reaper that wrote it.
     return Reaper(store, functools.partial(enqueue, client), settings.max_attempts,
-                  silence_s=settings.lease_s, registry=Registry(client, settings.worker_ttl_s))
+                  silence_s=settings.lease_s, registry=Registry(client, settings.worker_ttl_s),
+                  stale_queued_s=settings.stale_queued_s)
 
 
 def reaper_step(settings: Settings) -> type[bootsteps.StartStopStep]:

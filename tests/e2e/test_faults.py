@@ -24,8 +24,9 @@ import redis
 from hotpipe.devstack import LocalStack, Proc, find_redis_server
 from hotpipe.producer.client import Client
 from hotpipe.shared import keys
-from hotpipe.shared.celery_app import queue_name
+from hotpipe.shared.celery_app import queue_lists, queue_name
 from hotpipe.shared.messages import enqueue
+from hotpipe.shared.registry import message_job_id
 from hotpipe.shared.status import Status
 from hotpipe.shared.storage import Storage
 from hotpipe.shared.store import WORKER_LOST, JobStore, StoredJob
@@ -41,7 +42,9 @@ FAULT_ENV = {"HOTPIPE_LEASE_S": str(LEASE_S), "HOTPIPE_REAPER_INTERVAL_S": str(R
              # every tiny-sd job to the one worker holding it; tests/e2e/test_workers.py covers that)
              "HOTPIPE_ROUTING": "family",
              # warm when ready: a cold worker's first job starts late enough to miss the other's
-             "HOTPIPE_PRELOAD": "tiny-sd"}
+             "HOTPIPE_PRELOAD": "tiny-sd",
+             # a job queued this long with nothing waiting for its family gets its message again
+             "HOTPIPE_STALE_QUEUED_S": "3"}
 #: on SIGTERM, ``a`` lets its job finish (long grace) and ``b`` gives its job back at once
 WORKERS = {"a": {"HOTPIPE_SHUTDOWN_GRACE_S": "300"}, "b": {"HOTPIPE_SHUTDOWN_GRACE_S": "0"}}
 FAMILY = "stable-diffusion"
@@ -222,6 +225,28 @@ def test_duplicate_delivery_runs_the_job_once(
     assert waiting(store) == 0  # both deliveries consumed
     assert puts(storage, image_key(storage, job_id)) == 1
     assert puts(storage, storage.sidecar_key(job_id)) == 1
+
+
+def test_a_message_lost_in_a_frozen_consumers_socket_is_sent_again(
+        workers: dict[str, Proc], store: JobStore, client: Client, storage: Storage,
+        fault_stack: LocalStack) -> None:
+    """A consumer blocked in BRPOP that froze: Redis pops the next message into its socket and it
+    never reads it, then dies.  Played by a raw connection that BRPOPs the family's lists and is
+    closed unread; no lease or outbox knows the job, only the sweep does."""
+    frozen = redis.Redis.from_url(fault_stack.settings.redis_url).connection_pool.get_connection()
+    frozen.send_command("BRPOP", *queue_lists(FAMILY), 0)  # block until a message comes, forever
+    time.sleep(2.5)  # the workers' own BRPOPs (1 s timeouts) re-block behind this one: it is served first
+    job_id = submit(client, seed=6, num_inference_steps=2)
+    popped = frozen.read_response()  # [list, message]: it was this job's, and it is out of Redis now
+    assert message_job_id(popped[1].decode()) == job_id
+    frozen.disconnect()
+    assert waiting(store) == 0 and job(store, job_id).record.status is Status.QUEUED
+
+    done = finished(store, job_id)  # a reaper's sweep finds it queued with nothing waiting, and re-sends it
+    assert done.record.status is Status.SUCCEEDED and done.record.attempts == 1, done.record.error
+    assert any(f"reaper: job {job_id}: queued for long" in p.log_path.read_text(errors="replace")
+               for p in workers.values())
+    assert puts(storage, image_key(storage, job_id)) == 1
 
 
 def one_job_each(store: JobStore, client: Client, seed: int) -> dict[str, str]:

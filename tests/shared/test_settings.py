@@ -97,6 +97,8 @@ def test_reference_table_covers_every_field() -> None:
     ("HOTPIPE_REAPER_INTERVAL_S", "0"),
     ("HOTPIPE_MAX_ATTEMPTS", "0"),
     ("HOTPIPE_SHUTDOWN_GRACE_S", "-1"),
+    ("HOTPIPE_STALE_QUEUED_S", "-1"),
+    ("HOTPIPE_STALE_QUEUED_S", "inf"),
 ])
 def test_recovery_settings_out_of_range_name_the_variable(var: str, raw: str) -> None:
     with pytest.raises(ValueError, match=f"{var} is .*; it must be"):
