@@ -115,6 +115,24 @@ def _webhooks(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reaper(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from hotpipe.shared.logs import configure_logging
+    from hotpipe.shared.reaper import reaper_from_settings, run_reaper
+    from hotpipe.shared.settings import Settings
+
+    settings = Settings.from_env()
+    configure_logging(settings.log_format)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    logging.getLogger("hotpipe.reaper").info("reaper: a pass every %s s until SIGTERM", settings.reaper_interval_s)
+    run_reaper(reaper_from_settings(settings), settings.reaper_interval_s, stop)
+    return 0
+
+
 def _workers(args: argparse.Namespace) -> int:
     from hotpipe.producer.client import Client
     from hotpipe.producer.fleet_cli import print_workers
@@ -231,6 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
     nk = keys.add_parser("new", help="make an API key for a tenant and print the hash to configure")
     nk.add_argument("--tenant", required=True)
     nk.set_defaults(fn=_new_key)
+
+    rp = sub.add_parser("reaper", help="requeue lost jobs, drain dead workers' queues, re-send lost messages "
+                        "(every worker runs one too; this one runs while no worker does)")
+    rp.set_defaults(fn=_reaper)
 
     ws = sub.add_parser("workers", help="list live workers: families, device, hot checkpoints, current job")
     ws.add_argument("--api", default=api_default)

@@ -14,7 +14,9 @@ the record no longer ``queued`` and stands down.
 
 from __future__ import annotations
 
+import functools
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -22,7 +24,9 @@ import redis
 
 from hotpipe.shared.celery_app import DEFAULT_PRIORITY
 from hotpipe.shared.drain import drain_dead
+from hotpipe.shared.messages import enqueue
 from hotpipe.shared.registry import Registry
+from hotpipe.shared.settings import Settings
 from hotpipe.shared.store import JobStore, Requeue
 from hotpipe.shared.sweep import sweep_lost_messages
 
@@ -30,6 +34,8 @@ log = logging.getLogger(__name__)
 
 #: publishes the run message of (job id, family, priority): ``partial(messages.enqueue, client)``
 Publish = Callable[[str, str, int], None]
+#: a reaper's Redis calls never block its caller (a worker's event loop) longer than this
+SOCKET_TIMEOUT_S = 5.0
 
 _SAYS = {
     "queued": "its worker stopped renewing the lease; requeued",
@@ -131,3 +137,21 @@ class Reaper:
             report.unpublished.append(requeue.job_id)
             return False
         return True
+
+
+def reaper_from_settings(settings: Settings) -> Reaper:
+    """A reaper with its own Redis client, which it also publishes messages with."""
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True, health_check_interval=30,
+                                  socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=SOCKET_TIMEOUT_S)
+    store = JobStore(client, settings.record_ttl_s, lease_s=settings.lease_s)
+    # An outbox entry a whole lease old has outlived the reaper that wrote it.
+    return Reaper(store, functools.partial(enqueue, client), settings.max_attempts,
+                  silence_s=settings.lease_s, registry=Registry(client, settings.worker_ttl_s),
+                  stale_queued_s=settings.stale_queued_s)
+
+
+def run_reaper(reaper: Reaper, interval_s: float, stop: threading.Event) -> None:
+    """Pass after pass, every ``interval_s``, until ``stop`` is set (``hotpipe reaper``)."""
+    while not stop.is_set():
+        reaper.tick()
+        stop.wait(interval_s)

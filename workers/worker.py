@@ -43,7 +43,7 @@ from hotpipe.shared.checkpoints import resolve
 from hotpipe.shared.errors import InvalidRequest
 from hotpipe.shared.job import Task
 from hotpipe.shared.messages import enqueue
-from hotpipe.shared.reaper import Reaper
+from hotpipe.shared.reaper import SOCKET_TIMEOUT_S, reaper_from_settings
 from hotpipe.shared.registry import Registry, worker_queue
 from hotpipe.shared.safety import parse_patterns
 from hotpipe.shared.settings import Settings
@@ -61,8 +61,6 @@ log = logging.getLogger(__name__)
 #: what the parent sends its pool child when a shutdown starts: drain the running job.
 #: (SIGTERM itself is reset to "die" in pool children, and billiard uses SIGUSR1.)
 DRAIN_SIGNAL = signal.SIGUSR2
-#: the reaper's Redis calls run on the parent's event loop: never block it for long
-REAPER_SOCKET_TIMEOUT_S = 5.0
 
 #: how much later than the job time limit Celery's own hard limit kills a pool child
 CELERY_BACKSTOP_S = 60.0
@@ -155,7 +153,7 @@ def resolve_any_task(name: str, settings: Settings) -> dict[str, Any]:
 def start_presence(runner: JobRunner, settings: Settings, name: str, families: list[str]) -> Presence:
     """Child: publish this worker in the registry, and keep it published."""
     client = redis.Redis.from_url(settings.redis_url, decode_responses=True, health_check_interval=30,
-                                  socket_timeout=REAPER_SOCKET_TIMEOUT_S)
+                                  socket_timeout=SOCKET_TIMEOUT_S)
     presence = Presence(Registry(client, settings.worker_ttl_s), name, families, runner.cache)
     runner.cache.on_change = presence.publish
     runner.on_job = presence.set_job
@@ -174,18 +172,6 @@ def warm_up(runner: JobRunner, presence: Presence, settings: Settings, families:
     done.touch()
 
 
-def build_reaper(settings: Settings) -> Reaper:
-    """A reaper with its own Redis client, which it also publishes messages with."""
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True, health_check_interval=30,
-                                  socket_timeout=REAPER_SOCKET_TIMEOUT_S,
-                                  socket_connect_timeout=REAPER_SOCKET_TIMEOUT_S)
-    store = JobStore(client, settings.record_ttl_s, lease_s=settings.lease_s)
-    # An outbox entry a whole lease old has outlived the reaper that wrote it.
-    return Reaper(store, functools.partial(enqueue, client), settings.max_attempts,
-                  silence_s=settings.lease_s, registry=Registry(client, settings.worker_ttl_s),
-                  stale_queued_s=settings.stale_queued_s)
-
-
 def reaper_step(settings: Settings) -> type[bootsteps.StartStopStep]:
     """A worker bootstep that runs the reaper every ``reaper_interval_s`` on the parent's timer."""
 
@@ -197,7 +183,7 @@ def reaper_step(settings: Settings) -> type[bootsteps.StartStopStep]:
             self.entry: Entry | None = None
 
         def start(self, parent: Any) -> None:
-            reaper, metrics = build_reaper(settings), ReaperMetrics(None)
+            reaper, metrics = reaper_from_settings(settings), ReaperMetrics(None)
             self.entry = parent.timer.call_repeatedly(settings.reaper_interval_s,
                                                       lambda: metrics.record(reaper.tick()), priority=10)
 
