@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import redis
+from redis.client import Pipeline
 
 from hotpipe.shared import keys
 from hotpipe.shared.celery_app import PRIORITIES
@@ -58,6 +60,7 @@ class HotCheckpoint:
     checkpoint: str
     uses: int = 0
     bytes: int = 0
+    family: str = ""  # the base family it was requested for (whose popularity counts it)
 
 
 @dataclass
@@ -74,6 +77,8 @@ class WorkerInfo:
     current_job: str | None = None
     capacity: int = 0  # most pipelines its cache holds; 0: bounded by memory only
     evicts_next: str | None = None  # the checkpoint its cache would evict to load another
+    full: bool = False  # loading another would evict one (by count, or by memory at the mean entry size)
+    policy: str = ""  # its cache's eviction policy (HOTPIPE_CACHE_POLICY)
     stats: dict[str, Any] = field(default_factory=dict)
     host: str = ""
     pid: int = 0
@@ -128,12 +133,24 @@ class Registry:
     def backlogs(self, queues: list[str]) -> dict[str, int]:
         """Messages waiting in each queue (all its priority lists)."""
         pipe = self.redis.pipeline(transaction=False)
+        read = self.queue_backlogs(pipe, queues)
+        return read(pipe.execute())
+
+    @staticmethod
+    def queue_backlogs(pipe: Pipeline, queues: list[str]) -> Callable[[list[Any]], dict[str, int]]:
+        """Queue the reads of ``backlogs`` on ``pipe``; call what this returns with ``pipe.execute()``'s
+        results to get them."""
+        start = len(pipe)
         for queue in queues:
             for name in queue_lists(queue):
                 pipe.llen(name)
-        counts = pipe.execute()
         n = len(PRIORITIES)
-        return {queue: sum(counts[i * n:(i + 1) * n]) for i, queue in enumerate(queues)}
+
+        def read(results: list[Any]) -> dict[str, int]:
+            counts = results[start:start + n * len(queues)]
+            return {queue: sum(counts[i * n:(i + 1) * n]) for i, queue in enumerate(queues)}
+
+        return read
 
     def dead(self, grace_s: float, limit: int = 100) -> list[str]:
         """Workers whose record expired at least ``grace_s`` ago (Redis's clock)."""
