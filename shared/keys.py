@@ -112,7 +112,8 @@ def worker(name: str) -> str:
 
 def loader_claim(family: str, checkpoint: str) -> str:
     """Which worker was sent the first job of a checkpoint nobody holds (short TTL), so
-    concurrent first requests go to that one worker instead of making every worker load it."""
+    concurrent first requests go to that one worker instead of making every worker load it.
+    That worker's registry record releases it once the checkpoint is hot there."""
     return f"{NAMESPACE}:loader:{family}:{checkpoint}"
 
 

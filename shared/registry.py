@@ -29,6 +29,11 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[3])
+for i = 3, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[3] then
+    redis.call('DEL', KEYS[i])
+  end
+end
 return now
 """
 
@@ -111,8 +116,13 @@ class Registry:
         self._dead = client.register_script(_DEAD)
 
     def publish(self, info: WorkerInfo) -> None:
-        """Write (or renew) ``info``; it stays live for one TTL unless published again."""
-        info.updated_ms = int(self._publish(keys=[keys.worker(info.name), keys.workers()],
+        """Write (or renew) ``info``; it stays live for one TTL unless published again.
+
+        Loader claims this worker holds for checkpoints now hot in ``info`` are released in the same
+        step: the record says where the checkpoint is from now on, and once it is evicted, the next
+        request for it goes wherever loading it costs least, not back here by an old claim."""
+        claims = [keys.loader_claim(h.family, h.checkpoint) for h in info.hot if h.family]
+        info.updated_ms = int(self._publish(keys=[keys.worker(info.name), keys.workers(), *claims],
                                             args=[info.to_json(), self.ttl_ms, info.name]))
 
     def retire(self, name: str) -> None:

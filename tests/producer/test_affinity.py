@@ -159,3 +159,22 @@ def test_room_to_spare_beats_evicting_even_the_rarest(
     assert counting_router.queue_for(FAMILY, "new") == b
     worker(registry, "b@h", ("hot", 1), full=True)  # its memory budget is used up now
     assert counting_router.queue_for(FAMILY, "newer") == worker_queue("a@h")
+
+
+def test_a_loader_claim_ends_once_the_checkpoint_is_hot_there(
+        counting_router: Router, registry: Registry, popularity: Popularity) -> None:
+    a = worker(registry, "a@h", ("x", 1), capacity=2)
+    b = worker(registry, "b@h", capacity=2)
+    assert counting_router.queue_for(FAMILY, "new") == b
+    worker(registry, "b@h", loading=("new",), capacity=2)
+    assert registry.loader(FAMILY, "new") == "b@h"  # still loading: the claim stands
+    worker(registry, "c@h", ("new", 1), capacity=2)  # another worker's record does not end b's claim
+    assert registry.loader(FAMILY, "new") == "b@h"
+    registry.retire("c@h")
+    worker(registry, "b@h", ("new", 1), capacity=2)
+    assert registry.loader(FAMILY, "new") is None  # hot there: its record says so from now on
+    # b evicts it for two popular ones; the next request for it goes where loading costs least (a has
+    # room), not back to b by a claim from before
+    worker(registry, "b@h", ("hot", 1), ("hot2", 1), capacity=2)
+    requested(popularity, hot=5, hot2=5)
+    assert counting_router.queue_for(FAMILY, "new") == a
