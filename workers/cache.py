@@ -123,11 +123,9 @@ def least_popular(entries: list[_Entry], counts: Counts | None = None) -> _Entry
     if counts is not None:
         try:
             scores = counts([(e.key.family, e.key.label) for e in entries])
+            return min(zip(scores, entries, strict=True), key=lambda p: (p[0], p[1].uses, p[1].last_used))[1]
         except Exception as exc:  # any failure to read advice: local counts
             log.warning("popularity unreadable (%s); evicting by this worker's own uses", exc)
-        else:
-            ranked = zip(scores, entries, strict=True)
-            return min(ranked, key=lambda p: (p[0], p[1].uses, p[1].last_used))[1]
     return least_used(entries)
 
 
