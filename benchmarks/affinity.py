@@ -9,7 +9,8 @@ and the ceiling — the share of requests whose checkpoint is among the 8 most r
 which no placement of 2 x 4 pipelines can beat.  Target: affinity ≥ 95% of the ceiling,
 clearly above family-queue-only.
 
-Usage: ``python -m benchmarks.affinity [--jobs 300] [--concurrency 4] [--modes affinity:lru,family:lru]``.
+Usage: ``python -m benchmarks.affinity [--jobs 300] [--concurrency 4] [--modes affinity,affinity:lfu,family:lru]``
+(a mode is routing[:eviction policy]; without a policy, the default ``HOTPIPE_CACHE_POLICY``).
 """
 
 from __future__ import annotations
@@ -75,9 +76,10 @@ class Outcome:
 def run_mode(mode: str, models: Path, workdir: Path, requests: list[str], concurrency: int,
              backlog_max: int) -> Outcome:
     routing, _, policy = mode.partition(":")
-    env = {"HOTPIPE_ROUTING": routing, "HOTPIPE_CACHE_POLICY": policy or "lru",
-           "HOTPIPE_CACHE_MAX_PIPELINES": str(SLOTS), "HOTPIPE_TORCH_THREADS": "1",
+    env = {"HOTPIPE_ROUTING": routing, "HOTPIPE_CACHE_MAX_PIPELINES": str(SLOTS), "HOTPIPE_TORCH_THREADS": "1",
            "HOTPIPE_ROUTE_BACKLOG_MAX": str(backlog_max)}
+    if policy:  # else the default HOTPIPE_CACHE_POLICY
+        env["HOTPIPE_CACHE_POLICY"] = policy
     with LocalStack(workdir, models, redis_binary=find_redis_server("system"), workers=0, extra_env=env) as stack:
         stack.start_workers({f"w{i}": {} for i in range(WORKERS)})
         with Client(stack.api_url) as client:
@@ -115,8 +117,9 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=300)
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--modes", default="affinity:lru,family:lru",
-                    help="routing:policy pairs; routing affinity|family, policy lru|lfu")
+    ap.add_argument("--modes", default="affinity,affinity:lfu,family:lru",
+                    help="routing[:policy] items; routing affinity|family, policy popular|lfu|lru (none: the "
+                         "default HOTPIPE_CACHE_POLICY)")
     ap.add_argument("--backlog-max", type=int,
                     help="HOTPIPE_ROUTE_BACKLOG_MAX (default: --concurrency, so a holder is never skipped only "
                          "because every other request in flight waits for it)")

@@ -9,6 +9,7 @@ import redis
 from fastapi import FastAPI
 
 from hotpipe.producer.routing import Router
+from hotpipe.shared.popularity import Popularity
 from hotpipe.shared.registry import Registry
 from hotpipe.shared.settings import Settings
 
@@ -17,7 +18,8 @@ def make_router(client: redis.Redis, settings: Settings) -> Router | None:
     """The affinity router for these settings; None when routing is family-queue-only."""
     if settings.routing != "affinity":
         return None
-    return Router(Registry(client, settings.worker_ttl_s), settings.route_backlog_max, settings.route_claim_s)
+    return Router(Registry(client, settings.worker_ttl_s), settings.route_backlog_max, settings.route_claim_s,
+                  popularity=Popularity(client, settings.popularity_half_life_s))
 
 
 def fleet(registry: Registry) -> dict[str, Any]:

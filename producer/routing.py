@@ -8,8 +8,13 @@ worker's own queue, or says "the family queue" (``None``):
 2. if workers hold it but all are over the bound: the family queue (any free worker);
 3. if nobody holds it: the worker that claimed its first load a moment ago (a short
    marker, so concurrent first requests don't make every worker load it), else the open
-   worker holding the fewest pipelines — among those, the one whose next eviction victim
-   has been used least (the cheapest to lose) — which then claims it.
+   worker where loading it costs least — with room to spare (nothing evicted), or whose
+   eviction victim is the least popular fleet-wide (``shared/popularity.py``) — and, among
+   equals, the one serving the least popularity already (popular checkpoints spread over the
+   workers) — which then claims it.
+
+Every routed submit also counts one request of its checkpoint in the global popularity
+counts, on the same pipeline as the backlog reads (no round trip of its own).
 
 Routing is advice: a wrong or stale choice costs a load, never a job.  If the registry
 can't be read, jobs go to the family queue.
@@ -18,11 +23,13 @@ can't be read, jobs go to the family queue.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
 
-from hotpipe.shared.registry import Registry, WorkerInfo
+from hotpipe.shared.popularity import Popularity
+from hotpipe.shared.registry import HotCheckpoint, Registry, WorkerInfo
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +41,11 @@ class Router:
     registry: Registry
     backlog_max: int = 3
     claim_s: float = 30.0
+    #: global request counts: bumped once per routed job, read to place a checkpoint nobody holds
+    popularity: Popularity | None = None
 
     def queue_for(self, family: str, checkpoint: str) -> str | None:
+        """The queue for one submitted job of ``checkpoint`` (called once per job: it counts the request)."""
         try:
             return self._queue_for(family, checkpoint)
         except (redis.RedisError, ValueError, TypeError, KeyError) as exc:  # a record we can't read, too
@@ -44,11 +54,21 @@ class Router:
 
     def _queue_for(self, family: str, checkpoint: str) -> str | None:
         workers = [w for w in self.registry.live() if w.ready and family in w.families]
+        holders = [w for w in workers if w.holds(checkpoint)]
+        pipe = self.registry.redis.pipeline(transaction=False)
+        if self.popularity is not None:
+            self.popularity.bump(family, checkpoint, pipe)
+        read_backlogs = self.registry.queue_backlogs(pipe, [w.queue for w in workers])
+        refs: list[tuple[str, str]] = []
+        read_counts = None
+        if workers and not holders and self.popularity is not None:
+            refs = list(dict.fromkeys((h.family or family, h.checkpoint) for w in workers for h in w.hot))
+            read_counts = self.popularity.queue_counts(pipe, refs)
+        results = pipe.execute()
         if not workers:
             return None
-        backlog = self.registry.backlogs([w.queue for w in workers])
+        backlog = read_backlogs(results)
         open_ = [w for w in workers if backlog[w.queue] < self.backlog_max]
-        holders = [w for w in workers if w.holds(checkpoint)]
         if holders:
             warm = [w for w in holders if w in open_]
             return min(warm, key=lambda w: (backlog[w.queue], w.name)).queue if warm else None
@@ -58,15 +78,26 @@ class Router:
             return by_name[claimed].queue
         if not open_:
             return None
-        pick = min(open_, key=lambda w: (w.held(), cheapest_eviction(w), backlog[w.queue], w.name))
+        counts = dict(zip(refs, read_counts(results), strict=True)) if read_counts is not None else {}
+
+        def count(h: HotCheckpoint) -> float:
+            return counts.get((h.family or family, h.checkpoint), 0.0)
+
+        pick = min(open_, key=lambda w: (*placement_cost(w, count), backlog[w.queue], w.name))
         winner = self.registry.claim_loader(family, checkpoint, pick.name, self.claim_s)
         return by_name[winner].queue if winner in by_name else None
 
 
-def cheapest_eviction(worker: WorkerInfo) -> int:
-    """Uses of the pipeline the worker would evict to load one more (its policy's choice, as it
-    published it; else its least used): loading there costs the fewest future hits."""
-    uses = {h.checkpoint: h.uses for h in worker.hot}
-    if worker.evicts_next in uses:
-        return uses[worker.evicts_next]
-    return min(uses.values(), default=0)
+def placement_cost(worker: WorkerInfo, count: Callable[[HotCheckpoint], float]) -> tuple[float, float, int, int]:
+    """What loading one more checkpoint on ``worker`` costs, least first: the global popularity of
+    the pipeline it would evict (0 with room to spare); the popularity it serves already (so
+    popular checkpoints spread over the workers); the pipelines it holds; and its own uses of
+    the victim (without global counts: the cheapest to lose there)."""
+    if not worker.hot:
+        return 0.0, 0.0, worker.held(), 0
+    load = sum(count(h) for h in worker.hot)
+    victim = next((h for h in worker.hot if h.checkpoint == worker.evicts_next), None)
+    if victim is None or worker.policy == "popular":  # it evicts the least popular, by the counts read now
+        victim = min(worker.hot, key=lambda h: (count(h), h.uses))
+    full = worker.full or bool(worker.capacity and worker.held() >= worker.capacity)
+    return (count(victim) if full else 0.0), load, worker.held(), victim.uses

@@ -122,5 +122,17 @@ def worker(name: str) -> str:
 
 def loader_claim(family: str, checkpoint: str) -> str:
     """Which worker was sent the first job of a checkpoint nobody holds (short TTL), so
-    concurrent first requests go to that one worker instead of making every worker load it."""
+    concurrent first requests go to that one worker instead of making every worker load it.
+    That worker's registry record releases it once the checkpoint is hot there."""
     return f"{NAMESPACE}:loader:{family}:{checkpoint}"
+
+
+def popularity(family: str) -> str:
+    """Sorted set of a family's checkpoint ids scored by their requests, exponentially decayed
+    (``shared/popularity.py``): each request adds ``2 ** ((t - epoch) / half_life)``."""
+    return f"{NAMESPACE}:popularity:{family}"
+
+
+def popularity_epoch(family: str) -> str:
+    """When (Redis server time, s) the scores in ``popularity(family)`` are counted from."""
+    return f"{NAMESPACE}:popularity-epoch:{family}"

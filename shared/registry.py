@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import redis
+from redis.client import Pipeline
 
 from hotpipe.shared import keys
 from hotpipe.shared.celery_app import PRIORITIES
@@ -28,6 +29,11 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[3])
+for i = 3, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[3] then
+    redis.call('DEL', KEYS[i])
+  end
+end
 return now
 """
 
@@ -59,6 +65,7 @@ class HotCheckpoint:
     checkpoint: str
     uses: int = 0
     bytes: int = 0
+    family: str = ""  # the base family it was requested for (whose popularity counts it)
 
 
 @dataclass
@@ -75,6 +82,8 @@ class WorkerInfo:
     current_job: str | None = None
     capacity: int = 0  # most pipelines its cache holds; 0: bounded by memory only
     evicts_next: str | None = None  # the checkpoint its cache would evict to load another
+    full: bool = False  # loading another would evict one (by count, or by memory at the mean entry size)
+    policy: str = ""  # its cache's eviction policy (HOTPIPE_CACHE_POLICY)
     stats: dict[str, Any] = field(default_factory=dict)
     host: str = ""
     pid: int = 0
@@ -107,8 +116,13 @@ class Registry:
         self._dead = client.register_script(_DEAD)
 
     def publish(self, info: WorkerInfo) -> None:
-        """Write (or renew) ``info``; it stays live for one TTL unless published again."""
-        info.updated_ms = int(self._publish(keys=[keys.worker(info.name), keys.workers()],
+        """Write (or renew) ``info``; it stays live for one TTL unless published again.
+
+        Loader claims this worker holds for checkpoints now hot in ``info`` are released in the same
+        step: the record says where the checkpoint is from now on, and once it is evicted, the next
+        request for it goes wherever loading it costs least, not back here by an old claim."""
+        claims = [keys.loader_claim(h.family, h.checkpoint) for h in info.hot if h.family]
+        info.updated_ms = int(self._publish(keys=[keys.worker(info.name), keys.workers(), *claims],
                                             args=[info.to_json(), self.ttl_ms, info.name]))
 
     def retire(self, name: str) -> None:
@@ -129,12 +143,24 @@ class Registry:
     def backlogs(self, queues: list[str]) -> dict[str, int]:
         """Messages waiting in each queue (all its priority lists)."""
         pipe = self.redis.pipeline(transaction=False)
+        read = self.queue_backlogs(pipe, queues)
+        return read(pipe.execute())
+
+    @staticmethod
+    def queue_backlogs(pipe: Pipeline, queues: list[str]) -> Callable[[list[Any]], dict[str, int]]:
+        """Queue the reads of ``backlogs`` on ``pipe``; call what this returns with ``pipe.execute()``'s
+        results to get them."""
+        start = len(pipe)
         for queue in queues:
             for name in queue_lists(queue):
                 pipe.llen(name)
-        counts = pipe.execute()
         n = len(PRIORITIES)
-        return {queue: sum(counts[i * n:(i + 1) * n]) for i, queue in enumerate(queues)}
+
+        def read(results: list[Any]) -> dict[str, int]:
+            counts = results[start:start + n * len(queues)]
+            return {queue: sum(counts[i * n:(i + 1) * n]) for i, queue in enumerate(queues)}
+
+        return read
 
     def dead(self, grace_s: float, limit: int = 100) -> list[str]:
         """Workers whose record expired at least ``grace_s`` ago (Redis's clock)."""

@@ -21,6 +21,8 @@ ENV_PREFIX = "HOTPIPE_"
 LOG_FORMATS = ("text", "json")
 API_LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 DTYPE_NAMES = ("float32", "float16", "bfloat16")
+#: eviction policies of the workers' pipeline cache (``workers/cache.py`` POLICIES)
+CACHE_POLICIES = ("popular", "lfu", "lru")
 
 
 def _setting(default: Any, help: str) -> Any:
@@ -107,11 +109,13 @@ class Settings:
     max_queued_per_family: int = _setting(0, "Most messages waiting in one family's queue; past it submissions are "
                                              "refused with 429. 0: unbounded.")
     cache_budget_mb: int = _setting(0, "Memory a worker's pipeline cache may hold, in MiB, measured (GPU memory on "
-                                       "CUDA, tensor bytes on CPU); least recently used pipelines are evicted "
-                                       "beyond it. 0: no memory bound.")
+                                       "CUDA, tensor bytes on CPU); pipelines are evicted beyond it "
+                                       "(HOTPIPE_CACHE_POLICY). 0: no memory bound.")
     cache_max_pipelines: int = _setting(0, "Most checkpoints a worker keeps loaded at once; 0: no count bound.")
-    cache_policy: str = _setting("lru", "Which pipeline the cache evicts: lru (least recently used) or lfu "
-                                        "(fewest uses while resident, then least recent).")
+    cache_policy: str = _setting("popular", "Which pipeline the cache evicts: popular (fewest requests fleet-wide "
+                                            "lately, from the counts affinity routing keeps in Redis; this worker's "
+                                            "own uses when those are missing or unreadable), lfu (fewest uses on "
+                                            "this worker, then least recent) or lru (least recently used).")
     family_dtypes: str = _setting("", "Per-family dtype on CUDA, e.g. 'flux=bfloat16,stable-diffusion=float16'; "
                                       "other families use HOTPIPE_DTYPE. CPU workers always use HOTPIPE_DTYPE.")
     preload: str = _setting("", "Checkpoints (comma-separated) a worker loads before it consumes and reports "
@@ -127,11 +131,16 @@ class Settings:
                                             "again. 0: off.")
     route_claim_s: float = _setting(30.0, "How long the first worker sent a checkpoint nobody holds stays its "
                                           "loader, so concurrent first requests don't load it everywhere.")
+    popularity_half_life_s: float = _setting(1800.0, "Half-life of the per-checkpoint request counts affinity "
+                                                     "routing keeps in Redis (global popularity, read by routing "
+                                                     "and the popular eviction policy): a request this old "
+                                                     "counts half.")
 
     def __post_init__(self) -> None:
         positive = {"lease_s": self.lease_s, "reaper_interval_s": self.reaper_interval_s,
                     "max_attempts": self.max_attempts, "worker_ttl_s": self.worker_ttl_s,
-                    "route_backlog_max": self.route_backlog_max, "api_workers": self.api_workers}
+                    "route_backlog_max": self.route_backlog_max, "api_workers": self.api_workers,
+                    "popularity_half_life_s": self.popularity_half_life_s}
         for name, value in positive.items():
             if not (value > 0 and math.isfinite(value)):
                 raise ValueError(f"{ENV_PREFIX}{name.upper()} is {value!r}; it must be a finite number above 0")
@@ -148,7 +157,7 @@ class Settings:
                 raise ValueError(f"{ENV_PREFIX}{name.upper()} is {value!r}; it must be a finite number of seconds, "
                                  "0 (off) or more")
 
-        for name, choice, allowed in (("cache_policy", self.cache_policy, ("lru", "lfu")),
+        for name, choice, allowed in (("cache_policy", self.cache_policy, CACHE_POLICIES),
                                       ("routing", self.routing, ("affinity", "family")),
                                       ("log_format", self.log_format, LOG_FORMATS),
                                       ("api_log_level", self.api_log_level.lower(), API_LOG_LEVELS)):

@@ -12,10 +12,11 @@ entry and is freed with it.
 
 The cache holds at most ``max_pipelines`` entries and ``budget_bytes`` of measured memory
 (``memory.py``: unique tensor storages, or the CUDA allocator's count around each load).
-When a load would go over, entries are evicted first — by the eviction policy, least
-recently used by default — and an evicted entry is really freed: hooks removed, every
-sibling dropped, garbage collected, CUDA's cached blocks released.  A load that runs out
-of memory evicts every other entry and is tried once more.
+When a load would go over, entries are evicted first — by the eviction policy: least
+recently used, fewest uses here, or (``popular``) fewest requests fleet-wide — and an
+evicted entry is really freed: hooks removed, every sibling dropped, garbage collected,
+CUDA's cached blocks released.  A load that runs out of memory evicts every other entry and
+is tried once more.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class CacheKey:
     variant: str | None = None
     controlnet: str | None = None
     name: str = field(default="", compare=False)
+    family: str = field(default="", compare=False)  # the base family, whose popularity counts it
 
     @property
     def label(self) -> str:
@@ -98,21 +100,36 @@ class _Entry:
         return list({id(p): p for p in (self.base, *self.by_class.values())}.values())
 
 
-#: eviction policy: the entry to evict among those given
-Policy = Callable[[list[_Entry]], _Entry]
+#: global request counts of (family, checkpoint label) pairs (``shared/popularity.py``); may raise
+Counts = Callable[[list[tuple[str, str]]], list[float]]
+#: eviction policy: the entry to evict among those given (with the global counts, if any)
+Policy = Callable[[list[_Entry], Counts | None], _Entry]
 
 
-def least_recently_used(entries: list[_Entry]) -> _Entry:
+def least_recently_used(entries: list[_Entry], counts: Counts | None = None) -> _Entry:
     return min(entries, key=lambda e: e.last_used)
 
 
-def least_used(entries: list[_Entry]) -> _Entry:
+def least_used(entries: list[_Entry], counts: Counts | None = None) -> _Entry:
     """Fewest uses (ever, on this worker), then least recent: a one-off checkpoint goes before a
     popular one, even one that was just reloaded."""
     return min(entries, key=lambda e: (e.uses, e.last_used))
 
 
-POLICIES: dict[str, Policy] = {"lru": least_recently_used, "lfu": least_used}
+def least_popular(entries: list[_Entry], counts: Counts | None = None) -> _Entry:
+    """Fewest requests fleet-wide lately (the global counts), then fewest uses here, then least
+    recent: what the whole fleet asks for stays, not what this worker happened to run.  Without
+    counts, or when they can't be read, ``least_used`` — eviction never fails for want of Redis."""
+    if counts is not None:
+        try:
+            scores = counts([(e.key.family, e.key.label) for e in entries])
+            return min(zip(scores, entries, strict=True), key=lambda p: (p[0], p[1].uses, p[1].last_used))[1]
+        except Exception as exc:  # any failure to read advice: local counts
+            log.warning("popularity unreadable (%s); evicting by this worker's own uses", exc)
+    return least_used(entries)
+
+
+POLICIES: dict[str, Policy] = {"lru": least_recently_used, "lfu": least_used, "popular": least_popular}
 #: keys whose use counts the cache remembers after eviction (the least used are forgotten first)
 USES_KEPT = 1024
 
@@ -121,7 +138,7 @@ class PipelineCache:
     """Hot pipelines by ``CacheKey``; each entry holds its task siblings by class name."""
 
     def __init__(self, device: str, dtype: torch.dtype, *, budget_bytes: int = 0, max_pipelines: int = 0,
-                 loader: Loader | None = None, policy: str = "lru",
+                 loader: Loader | None = None, policy: str = "lru", counts: Counts | None = None,
                  on_change: Callable[[], None] | None = None, allow_pickle: bool = False):
         self.device = device
         self.dtype = dtype
@@ -129,7 +146,9 @@ class PipelineCache:
         self.max_pipelines = max_pipelines  # 0: no count bound
         self.allow_pickle = allow_pickle
         self.loader = loader or functools.partial(load_pipeline, allow_pickle=allow_pickle)
+        self.policy_name = policy
         self.policy = POLICIES[policy]
+        self.counts = counts  # global popularity, for the ``popular`` policy
         self.on_change = on_change
         self.loading: str | None = None  # label of the checkpoint being loaded right now
         self._stats = CacheStats()
@@ -140,8 +159,9 @@ class PipelineCache:
         self._lock = threading.RLock()
 
     def key(self, location: str, revision: str | None, *, dtype: torch.dtype | None = None,
-            variant: str | None = None, controlnet: str | None = None, name: str = "") -> CacheKey:
-        return CacheKey(location, revision, dtype or self.dtype, variant, controlnet, name)
+            variant: str | None = None, controlnet: str | None = None, name: str = "",
+            family: str = "") -> CacheKey:
+        return CacheKey(location, revision, dtype or self.dtype, variant, controlnet, name, family)
 
     def get(self, location: str, revision: str | None, task: Task, pipeline: str,
             extra: loading.ExtraRef | None = None, **key: Any) -> Any:
@@ -214,7 +234,18 @@ class PipelineCache:
     def next_victim(self) -> CacheKey | None:
         """The key the eviction policy would evict next (what loading one more would cost)."""
         entries = list(self._entries.values())
-        return self.policy(entries).key if entries else None
+        return self.policy(entries, self.counts).key if entries else None
+
+    def full(self) -> bool:
+        """Whether loading one more checkpoint would evict one: by count, or by memory when one more
+        entry of the mean resident size would not fit."""
+        entries = list(self._entries.values())
+        if self.max_pipelines and len(entries) + (self.loading is not None) >= self.max_pipelines:
+            return True
+        if self.budget_bytes and entries:
+            resident = sum(e.nbytes for e in entries)
+            return resident + resident / len(entries) > self.budget_bytes
+        return False
 
     def _remember_use(self, key: CacheKey, uses: int) -> None:
         if key not in self._uses and len(self._uses) >= USES_KEPT:
@@ -284,7 +315,7 @@ class PipelineCache:
             self._evict_one(others)
 
     def _evict_one(self, candidates: list[_Entry]) -> None:
-        victim = self.policy(candidates)
+        victim = self.policy(candidates, self.counts)
         del self._entries[victim.key]
         self._free(victim)
         memory.release(self.device)

@@ -192,10 +192,10 @@ class JobRunner:
     def cache_key(self, resolved: dict[str, Any]) -> CacheKey:
         """The cache key of a job's resolved checkpoint, in its family's dtype.  (A ControlNet or a
         decoder's prior is not part of it: it is built into a sibling on the same hot modules.)"""
-        return self.cache.key(resolved["location"], resolved["revision"],
-                              dtype=self.dtypes.get(resolved.get("base_family") or resolved["family"]),
+        family = resolved.get("base_family") or resolved["family"]
+        return self.cache.key(resolved["location"], resolved["revision"], dtype=self.dtypes.get(family),
                               variant=resolved.get("variant"),
-                              name=checkpoint_id(resolved["checkpoint"], resolved["revision"]))
+                              name=checkpoint_id(resolved["checkpoint"], resolved["revision"]), family=family)
 
     def _attempt(self, job: StoredJob, attempt: int) -> str:
         job_id = job.record.id

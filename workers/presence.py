@@ -28,7 +28,8 @@ class Presence:
     def __init__(self, registry: Registry, name: str, families: list[str], cache: PipelineCache):
         self.registry, self.cache = registry, cache
         self.info = WorkerInfo(name=name, queue=worker_queue(name), families=families, device=cache.device,
-                               capacity=cache.max_pipelines, host=socket.gethostname(), pid=os.getpid())
+                               capacity=cache.max_pipelines, policy=cache.policy_name, host=socket.gethostname(),
+                               pid=os.getpid())
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="presence", daemon=True)
@@ -57,10 +58,11 @@ class Presence:
         if self._stop.is_set():
             return
         with self._lock:
-            self.info.hot = [HotCheckpoint(k.label, uses, nbytes) for k, uses, nbytes in self.cache.holds()]
+            self.info.hot = [HotCheckpoint(k.label, uses, nbytes, k.family) for k, uses, nbytes in self.cache.holds()]
             self.info.loading = [self.cache.loading] if self.cache.loading else []
             victim = self.cache.next_victim()
             self.info.evicts_next = victim.label if victim else None
+            self.info.full = self.cache.full()
             self.info.stats = dataclasses.asdict(self.cache.stats())
             try:
                 self.registry.publish(self.info)

@@ -37,12 +37,15 @@ import torch
 from celery import Celery, bootsteps, signals
 from celery.utils.nodenames import default_nodename, host_format
 from kombu.asynchronous.timer import Entry
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from hotpipe.shared.celery_app import TASK_NAME, make_celery, queue_name
 from hotpipe.shared.checkpoints import resolve
 from hotpipe.shared.errors import InvalidRequest
 from hotpipe.shared.job import Task
 from hotpipe.shared.messages import enqueue
+from hotpipe.shared.popularity import Popularity
 from hotpipe.shared.reaper import SOCKET_TIMEOUT_S, reaper_from_settings
 from hotpipe.shared.registry import Registry, worker_queue
 from hotpipe.shared.safety import parse_patterns
@@ -50,7 +53,7 @@ from hotpipe.shared.settings import Settings
 from hotpipe.shared.storage import Storage
 from hotpipe.shared.store import JobStore
 from hotpipe.workers import memory
-from hotpipe.workers.cache import PipelineCache
+from hotpipe.workers.cache import Counts, PipelineCache
 from hotpipe.workers.exporter import MetricsExporter
 from hotpipe.workers.job_runner import JobRunner
 from hotpipe.workers.metrics import ReaperMetrics, WorkerMetrics
@@ -61,6 +64,8 @@ log = logging.getLogger(__name__)
 #: what the parent sends its pool child when a shutdown starts: drain the running job.
 #: (SIGTERM itself is reset to "die" in pool children, and billiard uses SIGUSR1.)
 DRAIN_SIGNAL = signal.SIGUSR2
+#: socket timeouts of the popularity reads an eviction makes (then it evicts by local uses)
+POPULARITY_TIMEOUT_S = 1.0
 
 #: how much later than the job time limit Celery's own hard limit kills a pool child
 CELERY_BACKSTOP_S = 60.0
@@ -101,9 +106,18 @@ def family_dtypes(settings: Settings) -> dict[str, torch.dtype]:
 
 
 def build_cache(settings: Settings) -> PipelineCache:
+    counts = popularity_counts(settings) if settings.cache_policy == "popular" else None
     return PipelineCache(settings.device, pick_dtype(settings.dtype, settings.device),
                          budget_bytes=settings.cache_budget_mb * 2**20, max_pipelines=settings.cache_max_pipelines,
-                         policy=settings.cache_policy)
+                         policy=settings.cache_policy, counts=counts)
+
+
+def popularity_counts(settings: Settings) -> Counts:
+    """The global popularity reader the ``popular`` policy evicts by: its own Redis client, with
+    short timeouts and no retries, so an eviction while Redis is away falls back at once."""
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=POPULARITY_TIMEOUT_S,
+                                  socket_connect_timeout=POPULARITY_TIMEOUT_S, retry=Retry(NoBackoff(), 0))
+    return Popularity(client, settings.popularity_half_life_s).counts
 
 
 def build_runner(settings: Settings) -> JobRunner:

@@ -23,6 +23,7 @@ import redis
 
 from hotpipe.devstack import LocalStack, find_redis_server
 from hotpipe.producer.client import Client
+from hotpipe.shared.popularity import Popularity
 from hotpipe.shared.registry import queue_lists, worker_queue
 from hotpipe.shared.status import Status
 from tests.e2e.polling import wait_for
@@ -80,6 +81,8 @@ def test_preloaded_worker_is_ready_with_its_checkpoint_hot(client: Client, hot_s
     workers = by_name(client)
     warm, cold = workers["warm"], workers["cold"]
     assert warm["ready"] and [h["checkpoint"] for h in warm["hot"]] == ["tiny-sd"]
+    assert warm["hot"][0]["family"] == "stable-diffusion"  # the family whose popularity counts it
+    assert warm["policy"] == "popular" and not warm["full"]  # the default policy; no count bound
     assert warm["stats"]["resident_pipelines"] == 1 and warm["stats"]["resident_bytes"] > 0
     assert warm["stats"]["misses"] == 0  # hot without a miss: loaded by the preload, not by a job
     assert cold["ready"] and cold["hot"] == []
@@ -102,7 +105,7 @@ def test_a_failed_preload_never_turns_ready(hot_stack: LocalStack, client: Clien
         proc.stop()
 
 
-def test_jobs_go_to_the_worker_holding_their_checkpoint(client: Client) -> None:
+def test_jobs_go_to_the_worker_holding_their_checkpoint(client: Client, hot_stack: LocalStack) -> None:
     before = by_name(client)
     for seed in range(6):
         run(client, seed=seed)
@@ -112,6 +115,11 @@ def test_jobs_go_to_the_worker_holding_their_checkpoint(client: Client) -> None:
     assert after["warm"]["stats"]["hits"] - before["warm"]["stats"]["hits"] == 6
     assert "tiny-sd" not in after["cold"]["stats"]["checkpoints"]
     assert after["cold"]["stats"]["misses"] == before["cold"]["stats"]["misses"]
+    # the API's router counted each job in the fleet-wide popularity the workers evict by: six
+    # requests, none a half-life old (the waits are bounded well below it), so each counts over half
+    popularity = Popularity(redis.Redis.from_url(hot_stack.settings.redis_url, decode_responses=True),
+                            hot_stack.settings.popularity_half_life_s)
+    assert popularity.counts([("stable-diffusion", "tiny-sd")])[0] >= 3
 
 
 def test_concurrent_first_requests_load_the_checkpoint_once(client: Client) -> None:

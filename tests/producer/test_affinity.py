@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import redis
 
 from hotpipe.producer.routing import Router
 from hotpipe.shared.messages import enqueue
+from hotpipe.shared.popularity import Popularity
 from hotpipe.shared.registry import HotCheckpoint, Registry, WorkerInfo, worker_queue
 
 FAMILY = "stable-diffusion"
@@ -22,11 +25,29 @@ def router(registry: Registry) -> Router:
     return Router(registry, backlog_max=2, claim_s=30)
 
 
+@pytest.fixture
+def popularity(redis_client: redis.Redis) -> Popularity:
+    return Popularity(redis_client, half_life_s=3600)
+
+
+@pytest.fixture
+def counting_router(registry: Registry, popularity: Popularity) -> Router:
+    return Router(registry, backlog_max=2, claim_s=30, popularity=popularity)
+
+
 def worker(registry: Registry, name: str, *hot: tuple[str, int], ready: bool = True,
-           families: tuple[str, ...] = (FAMILY,), loading: tuple[str, ...] = ()) -> str:
+           families: tuple[str, ...] = (FAMILY,), loading: tuple[str, ...] = (), **info: Any) -> str:
     registry.publish(WorkerInfo(name=name, queue=worker_queue(name), families=list(families), device="cpu",
-                                ready=ready, hot=[HotCheckpoint(c, uses=u) for c, u in hot], loading=list(loading)))
+                                ready=ready, hot=[HotCheckpoint(c, uses=u, family=FAMILY) for c, u in hot],
+                                loading=list(loading), **info))
     return worker_queue(name)
+
+
+def requested(popularity: Popularity, **times: int) -> None:
+    """Count requests fleet-wide, as submits through other producers would have."""
+    for checkpoint, n in times.items():
+        for _ in range(n):
+            popularity.bump(FAMILY, checkpoint)
 
 
 def fill(redis_server: str, queue: str, n: int) -> None:
@@ -90,3 +111,68 @@ def test_a_malformed_record_falls_back_to_the_family_queue(router: Router, regis
     worker(registry, "a@h", ("tiny-sd", 1))
     registry.redis.set(keys.worker("a@h"), '{"name": "a@h"}')
     assert router.queue_for(FAMILY, "tiny-sd") is None
+
+
+def test_every_routed_job_counts_one_request_of_its_checkpoint(
+        counting_router: Router, registry: Registry, popularity: Popularity) -> None:
+    assert counting_router.queue_for(FAMILY, "tiny-sd") is None  # no worker yet: counted all the same
+    a = worker(registry, "a@h", ("tiny-sd", 1))
+    assert counting_router.queue_for(FAMILY, "tiny-sd") == a  # a holder
+    assert counting_router.queue_for(FAMILY, "other") == a  # nobody holds it
+    assert popularity.counts([(FAMILY, "tiny-sd"), (FAMILY, "other")]) == pytest.approx([2, 1], abs=0.01)
+
+
+def test_a_full_fleet_loads_where_the_victim_is_least_popular_fleet_wide(
+        router: Router, counting_router: Router, registry: Registry, popularity: Popularity) -> None:
+    # a ran x only once itself, but x is the fleet's favourite; b ran z often, but nobody asks for z lately
+    worker(registry, "a@h", ("x", 1), ("y", 5), capacity=2, evicts_next="x")
+    b = worker(registry, "b@h", ("z", 50), ("w", 50), capacity=2, evicts_next="z")
+    requested(popularity, x=10, y=5, z=1, w=6)
+    assert router.queue_for(FAMILY, "new-1") == worker_queue("a@h")  # by local uses alone: evict x
+    assert counting_router.queue_for(FAMILY, "new-2") == b
+
+
+def test_a_popular_policy_worker_is_judged_by_the_counts_not_its_published_victim(
+        counting_router: Router, registry: Registry, popularity: Popularity) -> None:
+    # b published "w" as its next victim a while ago; by the counts now it would evict z, the rarest
+    worker(registry, "a@h", ("x", 1), ("y", 1), capacity=2, evicts_next="x", policy="popular")
+    b = worker(registry, "b@h", ("z", 1), ("w", 1), capacity=2, evicts_next="w", policy="popular")
+    requested(popularity, x=3, y=3, z=1, w=9)
+    assert counting_router.queue_for(FAMILY, "new") == b
+
+
+def test_with_room_everywhere_the_checkpoint_goes_where_less_popularity_is_served(
+        counting_router: Router, registry: Registry, popularity: Popularity) -> None:
+    worker(registry, "a@h", ("hot", 1), capacity=4)
+    b = worker(registry, "b@h", ("y", 1), ("z", 1), capacity=4)
+    requested(popularity, hot=10, y=1, z=1)
+    assert counting_router.queue_for(FAMILY, "new") == b  # b holds more pipelines, but a serves the traffic
+
+
+def test_room_to_spare_beats_evicting_even_the_rarest(
+        counting_router: Router, registry: Registry, popularity: Popularity) -> None:
+    worker(registry, "a@h", ("rare", 1), capacity=1)
+    b = worker(registry, "b@h", ("hot", 1), full=False)  # memory-bound, with room
+    requested(popularity, rare=1, hot=20)
+    assert counting_router.queue_for(FAMILY, "new") == b
+    worker(registry, "b@h", ("hot", 1), full=True)  # its memory budget is used up now
+    assert counting_router.queue_for(FAMILY, "newer") == worker_queue("a@h")
+
+
+def test_a_loader_claim_ends_once_the_checkpoint_is_hot_there(
+        counting_router: Router, registry: Registry, popularity: Popularity) -> None:
+    a = worker(registry, "a@h", ("x", 1), capacity=2)
+    b = worker(registry, "b@h", capacity=2)
+    assert counting_router.queue_for(FAMILY, "new") == b
+    worker(registry, "b@h", loading=("new",), capacity=2)
+    assert registry.loader(FAMILY, "new") == "b@h"  # still loading: the claim stands
+    worker(registry, "c@h", ("new", 1), capacity=2)  # another worker's record does not end b's claim
+    assert registry.loader(FAMILY, "new") == "b@h"
+    registry.retire("c@h")
+    worker(registry, "b@h", ("new", 1), capacity=2)
+    assert registry.loader(FAMILY, "new") is None  # hot there: its record says so from now on
+    # b evicts it for two popular ones; the next request for it goes where loading costs least (a has
+    # room), not back to b by a claim from before
+    worker(registry, "b@h", ("hot", 1), ("hot2", 1), capacity=2)
+    requested(popularity, hot=5, hot2=5)
+    assert counting_router.queue_for(FAMILY, "new") == a

@@ -157,14 +157,16 @@ def test_hot_cache_and_routing_settings() -> None:
                            "HOTPIPE_PRELOAD": "tiny-sd, other,", "HOTPIPE_CACHE_BUDGET_MB": "2048"})
     assert s.family_dtype_map() == {"flux": "bfloat16", "stable-diffusion": "float16"}
     assert s.preload_list() == ["tiny-sd", "other"] and s.cache_budget_mb == 2048
+    assert s.cache_policy == "popular"  # evict what the fleet asks for least (BENCHMARKS.md, affinity)
 
 
 @pytest.mark.parametrize(("env", "says"), [
     ({"HOTPIPE_FAMILY_DTYPES": "flux=fp8"}, "write family=dtype"),
     ({"HOTPIPE_FAMILY_DTYPES": "bfloat16"}, "write family=dtype"),
     ({"HOTPIPE_ROUTING": "random"}, "HOTPIPE_ROUTING is 'random'; use one of affinity, family"),
-    ({"HOTPIPE_CACHE_POLICY": "fifo"}, "use one of lru, lfu"),
+    ({"HOTPIPE_CACHE_POLICY": "fifo"}, "use one of popular, lfu, lru"),
     ({"HOTPIPE_WORKER_TTL_S": "0"}, "HOTPIPE_WORKER_TTL_S is 0.0"),
+    ({"HOTPIPE_POPULARITY_HALF_LIFE_S": "0"}, "HOTPIPE_POPULARITY_HALF_LIFE_S is 0.0"),
 ])
 def test_bad_hot_cache_and_routing_settings_are_refused(env: dict[str, str], says: str) -> None:
     with pytest.raises(ValueError, match=re.escape(says)):

@@ -10,13 +10,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import torch
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from hotpipe.shared.job import Task
+from hotpipe.shared.popularity import Popularity
 from hotpipe.workers import memory
 from hotpipe.workers.cache import CacheKey, PipelineCache, load_pipeline
 
 T2I = (Task.TEXT2IMAGE, "StableDiffusionPipeline")
+SD = "stable-diffusion"
 ALL_TASKS = [T2I, (Task.IMAGE2IMAGE, "StableDiffusionImg2ImgPipeline"),
              (Task.INPAINTING, "StableDiffusionInpaintPipeline")]
 
@@ -157,3 +162,62 @@ def test_least_used_remembers_uses_across_evictions(copies: list[str]) -> None:
     cache.get(copies[3], None, *T2I)  # evicts copies[2] (1 use), not the reloaded popular one
     assert sorted(cache.stats().checkpoints) == sorted([copies[0], copies[3]])
     assert cache.next_victim() == cache.key(copies[3], None)
+
+
+def fleet_counts(client: redis.Redis, **times: int) -> Popularity:
+    """Global popularity with requests counted, as the producers' routers count them."""
+    popularity = Popularity(client, half_life_s=3600)
+    for location, n in times.items():
+        for _ in range(n):
+            popularity.bump(SD, location)
+    return popularity
+
+
+def test_popular_policy_evicts_the_least_requested_fleet_wide(copies: list[str], redis_client: redis.Redis) -> None:
+    """This worker ran copies[1] most, but the fleet asks for it least: it goes, not copies[0]."""
+    popularity = fleet_counts(redis_client, **{copies[0]: 9, copies[1]: 2, copies[2]: 5})
+    cache = PipelineCache("cpu", torch.float32, max_pipelines=2, policy="popular", counts=popularity.counts)
+    for location in (copies[0], copies[1], copies[1], copies[1]):
+        cache.get(location, None, *T2I, family=SD)
+    assert cache.next_victim() == cache.key(copies[1], None)
+    cache.get(copies[2], None, *T2I, family=SD)
+    assert sorted(cache.stats().checkpoints) == sorted([copies[0], copies[2]])
+    assert cache.next_victim() == cache.key(copies[2], None)  # 5 requests against 9
+    for _ in range(5):  # the fleet's mix changes: read at each choice, the counts follow it
+        popularity.bump(SD, copies[2])
+    assert cache.next_victim() == cache.key(copies[0], None)
+
+
+def test_popular_policy_without_counts_evicts_the_least_used_here(copies: list[str], redis_client: redis.Redis) -> None:
+    """Checkpoints nobody counted (family-queue routing) tie at 0: this worker's own uses decide."""
+    popularity = Popularity(redis_client)
+    cache = PipelineCache("cpu", torch.float32, max_pipelines=2, policy="popular", counts=popularity.counts)
+    for location in (copies[0], copies[0], copies[1], copies[2]):
+        cache.get(location, None, *T2I, family=SD)
+    assert sorted(cache.stats().checkpoints) == sorted([copies[0], copies[2]])
+
+
+def test_popular_policy_evicts_by_local_uses_while_redis_is_down(copies: list[str]) -> None:
+    dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
+    cache = PipelineCache("cpu", torch.float32, max_pipelines=2, policy="popular", counts=Popularity(dead).counts)
+    for location in (copies[0], copies[0], copies[1], copies[2]):  # the third load must evict: copies[1]
+        cache.get(location, None, *T2I, family=SD)
+    stats = cache.stats()
+    assert sorted(stats.checkpoints) == sorted([copies[0], copies[2]])
+    assert (stats.misses, stats.evictions) == (3, 1)
+    assert cache.next_victim() == cache.key(copies[2], None)
+
+
+def test_full_says_whether_one_more_load_would_evict(copies: list[str]) -> None:
+    cache = PipelineCache("cpu", torch.float32, max_pipelines=2)
+    assert not cache.full()
+    cache.get(copies[0], None, *T2I)
+    assert not cache.full()
+    cache.get(copies[1], None, *T2I)
+    assert cache.full()
+    one = cache.stats().resident_bytes // 2
+    by_memory = PipelineCache("cpu", torch.float32, budget_bytes=int(one * 2.5))
+    by_memory.get(copies[0], None, *T2I)
+    assert not by_memory.full()  # room for another of the same size
+    by_memory.get(copies[1], None, *T2I)
+    assert by_memory.full()

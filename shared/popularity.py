@@ -1,0 +1,132 @@
+"""Global popularity: how often each checkpoint of a family has been requested lately, in Redis.
+
+Every submit adds one request (``Popularity.bump``, queued on the router's pipeline, so it
+costs no round trip of its own).  The router reads the counts to place a checkpoint nobody
+holds where the pipeline it would evict is least popular, and the workers' ``popular``
+eviction policy evicts the resident pipeline with the lowest count — the whole fleet's
+requests, not one worker's own uses.
+
+Counts decay exponentially with a half-life (``popularity_half_life_s``), so the mix can
+change: a request ``t`` seconds old counts ``2 ** (-t / half_life)``.  Stored as one sorted
+set per family (``keys.popularity``) whose scores are counted from an epoch
+(``keys.popularity_epoch``): a request at time ``t`` adds ``2 ** ((t - epoch) / half_life)``,
+so nothing has to be rewritten as time passes, and a count is ``score * 2 ** (-(now - epoch) /
+half_life)``.  Once the epoch is ``RESCALE_HALF_LIVES`` old (before the weights lose
+precision) the script that bumps rescales the set to a fresh epoch, dropping counts under
+``FORGET_BELOW``; a set full at ``MAX_MEMBERS`` checkpoints drops its least requested to
+make room for a new one (which must be able to enter, to ever become popular).  Both keys
+expire ``EXPIRE_HALF_LIVES`` after a family's last request.  Times are Redis's clock, so
+every producer counts alike.
+
+Counts are advice, like routing: a lost bump costs at most a worse eviction, never a job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import redis
+from redis.client import Pipeline
+
+from hotpipe.shared import keys
+
+#: rescale the scores once the epoch is this many half-lives old (weights up to 2**32)
+RESCALE_HALF_LIVES = 32
+#: counts (in requests) below this are dropped at a rescale
+FORGET_BELOW = 1e-3
+#: the most checkpoints one family's set keeps (the least requested go first)
+MAX_MEMBERS = 1024
+#: a family's keys expire this many half-lives after its last request (counts are ~1e-6 by then)
+EXPIRE_HALF_LIVES = 20
+
+# KEYS: the family's set, its epoch; ARGV: checkpoint id, half-life s, rescale after, forget below,
+# most members, expire after (ms)
+_BUMP = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+local half_life = tonumber(ARGV[2])
+local epoch = tonumber(redis.call('GET', KEYS[2]))
+if not epoch then
+  epoch = now
+  redis.call('DEL', KEYS[1])
+  redis.call('SET', KEYS[2], string.format('%.6f', epoch))
+end
+local age = math.max(0, (now - epoch) / half_life)
+if age > tonumber(ARGV[3]) then
+  local factor = 2 ^ (-age)
+  local scored = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+  for i = 1, #scored, 2 do
+    local count = tonumber(scored[i + 1]) * factor
+    if count < tonumber(ARGV[4]) then
+      redis.call('ZREM', KEYS[1], scored[i])
+    else
+      redis.call('ZADD', KEYS[1], string.format('%.17g', count), scored[i])
+    end
+  end
+  epoch, age = now, 0
+  redis.call('SET', KEYS[2], string.format('%.6f', epoch))
+end
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  local over = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[5]) + 1
+  if over > 0 then
+    redis.call('ZREMRANGEBYRANK', KEYS[1], 0, over - 1)
+  end
+end
+redis.call('ZINCRBY', KEYS[1], string.format('%.17g', 2 ^ age), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+redis.call('PEXPIRE', KEYS[2], ARGV[6])
+return 1
+"""
+
+#: (family, checkpoint id) — what a count is kept for
+Ref = tuple[str, str]
+
+
+class Popularity:
+    """Bumps and reads the decayed request counts of checkpoints, per family."""
+
+    def __init__(self, client: redis.Redis, half_life_s: float = 1800.0):
+        if not half_life_s > 0:
+            raise ValueError(f"half_life_s is {half_life_s!r}; it must be above 0")
+        self.redis = client
+        self.half_life_s = half_life_s
+
+    def bump(self, family: str, checkpoint: str, pipe: Pipeline | None = None) -> None:
+        """Count one request of ``checkpoint``; queued on ``pipe`` when given (its caller executes it)."""
+        target: Any = pipe if pipe is not None else self.redis
+        # EVAL, not EVALSHA: redis-py checks a pipeline's registered scripts with an extra round trip
+        target.eval(_BUMP, 2, keys.popularity(family), keys.popularity_epoch(family), checkpoint,
+                    repr(self.half_life_s), RESCALE_HALF_LIVES, repr(FORGET_BELOW), MAX_MEMBERS,
+                    max(1, round(EXPIRE_HALF_LIVES * self.half_life_s * 1000)))
+
+    def counts(self, refs: Iterable[Ref]) -> list[float]:
+        """Each ref's count now (decayed requests; 0 for one never requested), in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        read = self.queue_counts(pipe, refs)
+        return read(pipe.execute())
+
+    def queue_counts(self, pipe: Pipeline, refs: Iterable[Ref]) -> Callable[[list[Any]], list[float]]:
+        """Queue the reads of ``counts`` on ``pipe``; call what this returns with ``pipe.execute()``'s
+        results to get them."""
+        refs = list(refs)
+        families = list(dict.fromkeys(family for family, _ in refs))
+        members = {f: list(dict.fromkeys(c for fam, c in refs if fam == f)) for f in families}
+        start = len(pipe)
+        pipe.time()
+        for family in families:
+            pipe.get(keys.popularity_epoch(family))
+            pipe.zmscore(keys.popularity(family), members[family])
+
+        def read(results: list[Any]) -> list[float]:
+            seconds, micros = results[start]
+            now = int(seconds) + int(micros) / 1e6
+            found: dict[Ref, float] = {}
+            for i, family in enumerate(families):
+                epoch, scores = results[start + 1 + 2 * i], results[start + 2 + 2 * i]
+                decay = 0.0 if epoch is None else 2 ** (-max(0.0, now - float(epoch)) / self.half_life_s)
+                for checkpoint, score in zip(members[family], scores, strict=True):
+                    found[family, checkpoint] = float(score or 0.0) * decay
+            return [found[ref] for ref in refs]
+
+        return read
