@@ -45,6 +45,13 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
     ("a misspelt pool key", {"workers": {"pools": {"stable-diffusion": {"famliy": "flux"}}}},
      "additional properties 'famliy' not allowed"),
     ("an unknown setting", {"settings": {"s3_buckt": "x"}}, "invalid propertyName 's3_buckt'"),
+    ("a plaintext API key", {"apiKeys": {"entries": [{"sha256": "hp_0123456789abcdef", "tenant": "acme"}]}},
+     "'hp_0123456789abcdef' does not match pattern"),
+    ("API keys from two places", {"apiKeys": {"existingSecret": "keys", "entries": [
+        {"sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", "tenant": "acme"}]}},
+     "apiKeys: set existingSecret or entries, not both"),
+    ("the key file as a setting", {"settings": {"api_keys_file": "/keys"}},
+     "settings.api_keys_file is set by the chart"),
     ("a pool name that is not a DNS label", {"workers": {"pools": {"SD_XL": {"family": "stable-diffusion-xl"}}}},
      "'SD_XL' does not match pattern"),
 ]
