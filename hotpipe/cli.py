@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -16,8 +15,6 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from hotpipe.shared.job import JobRecord
-
-DEFAULT_API = "http://127.0.0.1:8000"
 
 
 def _api(args: argparse.Namespace) -> int:
@@ -53,9 +50,9 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from hotpipe.producer.client import Client
+    from hotpipe.producer.cli_client import client_for
 
-    with Client(args.api) as client:
+    with client_for(args) as client:
         try:
             record = client.get(args.job_id, wait_s=args.wait)
         except KeyboardInterrupt:  # Ctrl-C while waiting: offer to cancel the job
@@ -85,9 +82,9 @@ def _print_record(record: JobRecord) -> None:
 
 
 def _cancel(args: argparse.Namespace) -> int:
-    from hotpipe.producer.client import Client
+    from hotpipe.producer.cli_client import client_for
 
-    with Client(args.api) as client:
+    with client_for(args) as client:
         record = client.cancel(args.job_id)
     if args.json:
         print(record.model_dump_json(exclude_none=True))
@@ -134,10 +131,10 @@ def _reaper(args: argparse.Namespace) -> int:
 
 
 def _workers(args: argparse.Namespace) -> int:
-    from hotpipe.producer.client import Client
+    from hotpipe.producer.cli_client import client_for
     from hotpipe.producer.fleet_cli import print_workers
 
-    with Client(args.api) as client:
+    with client_for(args) as client:
         workers = client.workers()
     print_workers(workers, as_json=args.json)
     return 0
@@ -174,9 +171,10 @@ def _new_key(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from hotpipe.producer.cli_client import add_client_options
+
     p = argparse.ArgumentParser(prog="hotpipe", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
-    api_default = os.environ.get("HOTPIPE_API_URL", DEFAULT_API)
 
     api = sub.add_parser("api", help="serve the HTTP API")
     api.add_argument("--host", default="127.0.0.1")
@@ -196,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.set_defaults(fn=_worker)
 
     s = sub.add_parser("submit", help="submit a job through the API")
-    s.add_argument("--api", default=api_default)
+    add_client_options(s)
     s.add_argument("--checkpoint", help="required unless every line of --from names one")
     s.add_argument("--revision")
     s.add_argument("--task", default="text2image", choices=["text2image", "image2image", "inpainting"])
@@ -222,14 +220,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     st = sub.add_parser("status", help="show a job's record")
     st.add_argument("job_id")
-    st.add_argument("--api", default=api_default)
+    add_client_options(st)
     st.add_argument("--wait", type=float, default=0.0, help="wait up to S seconds for a terminal state")
     st.add_argument("--json", action="store_true")
     st.set_defaults(fn=_status)
 
     c = sub.add_parser("cancel", help="cancel a job")
     c.add_argument("job_id")
-    c.add_argument("--api", default=api_default)
+    add_client_options(c)
     c.add_argument("--json", action="store_true")
     c.set_defaults(fn=_cancel)
 
@@ -238,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     wh.set_defaults(fn=_webhooks)
 
     j = sub.add_parser("jobs", help="list your jobs, newest first")
-    j.add_argument("--api", default=api_default)
+    add_client_options(j)
     j.add_argument("--status", choices=["queued", "running", "succeeded", "failed", "canceled"])
     j.add_argument("--limit", type=int, default=20)
     j.add_argument("--cursor", help="next page: the cursor the previous page printed")
@@ -255,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.set_defaults(fn=_reaper)
 
     ws = sub.add_parser("workers", help="list live workers: families, device, hot checkpoints, current job")
-    ws.add_argument("--api", default=api_default)
+    add_client_options(ws)
     ws.add_argument("--json", action="store_true")
     ws.set_defaults(fn=_workers)
 
@@ -285,10 +283,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         sys.exit(fn(args))
     except Exception as exc:  # API errors and unreachable servers end in one clear line
+        from hotpipe.producer.cli_client import describe
         from hotpipe.producer.client import APIError
 
         if isinstance(exc, APIError):
-            print(f"error: {exc.message} ({exc.code}{', field ' + exc.field if exc.field else ''})", file=sys.stderr)
+            print(f"error: {describe(exc)}", file=sys.stderr)
             sys.exit(2)
         import httpx
 

@@ -24,7 +24,8 @@ Every hotpipe process reads its settings from `HOTPIPE_*` environment variables;
 come through boto3's usual chain (`AWS_ACCESS_KEY_ID`, a profile, an instance or pod role).
 Set only what you change: an unset variable keeps its default, and an empty one unsets an optional
 setting. In the Helm chart, `settings` takes these by name (`s3_bucket: my-bucket`); the chart
-itself sets `HOTPIPE_REDIS_URL` and `HOTPIPE_S3_ENDPOINT_URL` from Secrets and
+itself sets `HOTPIPE_REDIS_URL` and `HOTPIPE_S3_ENDPOINT_URL` from Secrets,
+`HOTPIPE_API_KEYS_FILE` from `apiKeys` (a Secret of key hashes, mounted read-only) and
 `HOTPIPE_DEVICE`, `HOTPIPE_DTYPE`, `HOTPIPE_WORKER_READY_FILE` and `HOTPIPE_SHUTDOWN_GRACE_S` per
 worker pool.
 

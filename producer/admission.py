@@ -1,7 +1,9 @@
 """Admission control before anything is written: per-tenant rate limit, bounded queues.
 
 The rate limit is a token bucket per tenant, kept in Redis and changed by one Lua script
-on Redis's clock, so every API replica shares it and no host's clock matters.  The queue
+on Redis's clock, so every API replica shares it and no host's clock matters.  Reads (a
+job, the list, an event stream) may have a bucket of their own (``ReadLimit``), with its
+own, larger budget, so polling never spends a tenant's submissions.  The queue
 bound counts the messages waiting for the family (every priority list of its Celery queue and
 of its live workers' own queues);
 concurrent submissions may overshoot it by at most the number in flight.
@@ -86,3 +88,31 @@ class Admission:
             raise TooManyRequests(f"the {family} queue is full ({waiting} jobs waiting, at most "
                                   f"{self.max_queued}); retry later", retry_after_s=QUEUE_FULL_RETRY_AFTER_S,
                                   code="queue_full")
+
+
+@dataclass
+class ReadLimit:
+    """A tenant's reads (GET a job, the job list, an event stream): the same token bucket as
+    submissions, in a bucket of its own with its own budget; off when ``rate_per_s`` is 0."""
+
+    client: redis.Redis
+    rate_per_s: float
+    burst: int
+
+    @classmethod
+    def from_settings(cls, client: redis.Redis, settings: Settings) -> ReadLimit:
+        return cls(client, settings.read_rate_limit_per_s, settings.read_rate_limit_burst)
+
+    def __post_init__(self) -> None:
+        self._take = self.client.register_script(_TAKE)
+
+    def take_token(self, tenant: str) -> None:
+        """One read of ``tenant``; raises ``TooManyRequests`` (rate_limited) when over its read rate."""
+        if self.rate_per_s <= 0:
+            return
+        wait_ms = int(self._take(keys=[keys.read_rate_bucket(tenant)], args=[self.rate_per_s, self.burst]))
+        if wait_ms > 0:
+            raise TooManyRequests(f"tenant {tenant!r} is over its read limit of {self.rate_per_s:g} reads per "
+                                  f"second (burst {self.burst}); poll less often (GET with ?wait=S, or follow "
+                                  "the job's events) and retry after the Retry-After header's seconds",
+                                  retry_after_s=math.ceil(wait_ms / 1000), code="rate_limited")

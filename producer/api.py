@@ -23,8 +23,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hotpipe import __version__
-from hotpipe.producer.admission import Admission
-from hotpipe.producer.auth import KeyTable, Tenant
+from hotpipe.producer.admission import Admission, ReadLimit
+from hotpipe.producer.auth import KeyTable, ReadingTenant, Tenant
 from hotpipe.producer.events import job_events
 from hotpipe.producer.fleet import add_worker_routes, make_router
 from hotpipe.producer.lifecycle_routes import (
@@ -106,6 +106,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     _install_error_handlers(app)
     app.state.key_table = KeyTable.from_settings(settings)
     app.state.key_table.warn_if_open()
+    app.state.read_limit = ReadLimit.from_settings(svc.redis, settings)
     _add_job_routes(app, svc, readers, metrics)
     add_queue_routes(app, svc.redis)
     _add_health_routes(app, svc)
@@ -168,7 +169,7 @@ def _add_job_routes(app: FastAPI, svc: Services, readers: list[AsyncJobReader], 
                          lambda record, body: metrics.job_submitted(record.family, body.priority))
 
     @app.get("/v1/jobs/{job_id}", response_model=JobRecord, response_model_exclude_none=True)
-    async def get_job(job_id: str, tenant: Tenant, wait: Annotated[float, Query(ge=0)] = 0.0) -> Response:
+    async def get_job(job_id: str, tenant: ReadingTenant, wait: Annotated[float, Query(ge=0)] = 0.0) -> Response:
         """The job's record; with ``wait=S``, returns once terminal or after S seconds."""
         if wait > wait_max_s:
             raise InvalidRequest(f"wait is {wait}; at most {wait_max_s} seconds", field="wait")
@@ -181,7 +182,7 @@ def _add_job_routes(app: FastAPI, svc: Services, readers: list[AsyncJobReader], 
     @app.get("/v1/jobs/{job_id}/events", response_class=StreamingResponse,
              responses={200: {"content": {"text/event-stream": {}},
                               "description": "SSE: `status` and `progress` events, data = the job record"}})
-    async def job_events_stream(job_id: str, tenant: Tenant) -> StreamingResponse:
+    async def job_events_stream(job_id: str, tenant: ReadingTenant) -> StreamingResponse:
         """Server-Sent Events: the current state first, then every change; ends when terminal."""
         reader = readers[0]
         found(job_id, await reader.get(job_id) if JOB_ID_RE.match(job_id) else None, tenant)

@@ -122,3 +122,13 @@ async def current_tenant(request: Request,
 
 
 Tenant = Annotated[str, Depends(current_tenant)]
+
+
+def reading_tenant(request: Request, tenant: Tenant) -> str:
+    """The calling tenant of a read route, after its read token (429 when over the read limit)."""
+    request.app.state.read_limit.take_token(tenant)
+    return tenant
+
+
+#: a read route's tenant: authenticated, then counted against the tenant's read limit
+ReadingTenant = Annotated[str, Depends(reading_tenant)]

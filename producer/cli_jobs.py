@@ -8,7 +8,7 @@ from datetime import datetime
 from rich.console import Console
 from rich.table import Table
 
-from hotpipe.producer.client import Client
+from hotpipe.producer.cli_client import client_for
 from hotpipe.shared.job import JobRecord
 
 COLUMNS = ("id", "status", "stage", "progress", "task", "checkpoint", "created", "queued", "ran", "error")
@@ -28,7 +28,7 @@ def row(record: JobRecord) -> tuple[str, ...]:
 
 
 def jobs(args: argparse.Namespace) -> int:
-    with Client(args.api) as client:
+    with client_for(args) as client:
         page = client.list(status=args.status, limit=args.limit, cursor=args.cursor)
     if args.json:
         for record in page.jobs:

@@ -20,6 +20,7 @@ import httpx
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
+from hotpipe.producer.cli_client import client_for, describe
 from hotpipe.producer.client import APIError, Client, data_uri
 from hotpipe.shared.job import JobRecord
 from hotpipe.shared.status import TERMINAL, Status
@@ -153,7 +154,7 @@ def report(results: list[JobRecord | APIError], as_json: bool, out: Path | None)
     console = Console(stderr=True)
     for item in results:
         if isinstance(item, APIError):
-            console.print(f"refused: {item.message} ({item.code}{', field ' + item.field if item.field else ''})")
+            console.print(f"refused: {describe(item)}", highlight=False)
             if as_json:
                 print(json.dumps({"error": {"code": item.code, "message": item.message, "field": item.field}}))
             continue
@@ -174,7 +175,7 @@ def submit(args: argparse.Namespace) -> int:
     bodies = requests_from_file(args.from_file, defaults) if args.from_file else [defaults]
     if not bodies:
         raise SystemExit("nothing to submit")
-    with Client(args.api) as client:
+    with client_for(args) as client:
         if not (args.wait or args.out or args.from_file):
             try:
                 print(client.submit(bodies[0]).id)

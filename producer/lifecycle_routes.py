@@ -18,7 +18,7 @@ from fastapi import FastAPI, Header, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from hotpipe.producer.auth import Tenant
+from hotpipe.producer.auth import ReadingTenant, Tenant
 from hotpipe.producer.service import Submitted, Submitter
 from hotpipe.shared.errors import InvalidRequest, TooLarge
 from hotpipe.shared.images import check_image
@@ -83,7 +83,7 @@ def add_lifecycle_routes(app: FastAPI, svc: Services, submitter: Submitter,
         return submitted_response(render, submitted)
 
     @app.get("/v1/jobs", response_model=JobList, response_model_exclude_none=True)
-    def list_jobs(tenant: Tenant, status: Status | None = None,
+    def list_jobs(tenant: ReadingTenant, status: Status | None = None,
                   limit: Annotated[int, Query(ge=1)] = 20, cursor: str | None = None) -> Response:
         """Your jobs, newest first; ``status`` filters, ``next_cursor`` fetches the next page."""
         if limit > max_limit:

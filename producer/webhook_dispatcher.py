@@ -7,6 +7,8 @@ small pool, so one slow receiver holds up one slot, not the others.  ``start`` a
 ``completed`` events are tried up to ``webhook_max_tries`` times, waiting
 ``webhook_backoff_s`` × 2ⁿ (at most 300 s) between tries; ``progress`` events once.
 Every try of an event carries the same event id and a fresh timestamp and signature.
+Each connection goes to an address checked when it was opened (``egress.pinned_client``):
+a receiver's name that resolves inward by delivery time (DNS rebinding) is refused.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ from dataclasses import dataclass, field
 import httpx
 import redis
 
+from hotpipe.shared.egress import pinned_client
 from hotpipe.shared.job import JobRecord
 from hotpipe.shared.settings import Settings
 from hotpipe.shared.store import record_from_fields
 from hotpipe.shared.webhook_outbox import Outbox, WebhookEvent
-from hotpipe.shared.webhooks import check_webhook_url, signed_headers
+from hotpipe.shared.webhooks import signed_headers, webhook_address
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +51,14 @@ class Dispatcher:
     outbox: Outbox
     settings: Settings
     render: Callable[[JobRecord], str]
-    http: httpx.Client = field(default_factory=lambda: httpx.Client(follow_redirects=False))
+    http: httpx.Client = field(init=False)
     _stop: threading.Event = field(default_factory=threading.Event, init=False)
     _thread: threading.Thread | None = field(default=None, init=False)
     _pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(4, "webhook"), init=False)
+
+    def __post_init__(self) -> None:
+        self.http = pinned_client("webhook_url", allow_private=self.settings.webhook_allow_private,
+                                  timeout_s=self.settings.webhook_timeout_s)
 
     def run_once(self) -> int:
         """Deliver what is due now; returns how many events were tried."""
@@ -64,7 +71,7 @@ class Dispatcher:
         """One try of ``event``; True when the receiver took it (2xx)."""
         secret = self.settings.webhook_secret or ""
         try:
-            check_webhook_url(event.url, self.settings.webhook_allow_private, field="webhook_url")
+            webhook_address(event.url)  # the addresses are checked as the connection is opened
             body = self.render(record_from_fields(event.record)).encode()
             response = self.http.post(event.url, content=body, timeout=self.settings.webhook_timeout_s,
                                       headers=signed_headers(secret, event.event, event.id, body))

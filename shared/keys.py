@@ -106,6 +106,11 @@ def rate_bucket(tenant: str) -> str:
     return f"{NAMESPACE}:rate:{tenant}"
 
 
+def read_rate_bucket(tenant: str) -> str:
+    """Hash holding one tenant's read token bucket (GET a job, list, events), like ``rate_bucket``."""
+    return f"{NAMESPACE}:rate-read:{tenant}"
+
+
 def workers() -> str:
     """Sorted set of worker names, scored by when their registry record expires (server time, ms).
 

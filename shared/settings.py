@@ -100,6 +100,10 @@ class Settings:
     rate_limit_per_s: float = _setting(0.0, "Job submissions per second each tenant may sustain (a token bucket in "
                                             "Redis); 0 turns the limit off.")
     rate_limit_burst: int = _setting(50, "Submissions a tenant may make at once before RATE_LIMIT_PER_S applies.")
+    read_rate_limit_per_s: float = _setting(0.0, "Reads per second each tenant may sustain (GET a job, the job list, "
+                                                 "an event stream; a token bucket apart from submissions'); 0 turns "
+                                                 "the limit off. Size it above your clients' polling.")
+    read_rate_limit_burst: int = _setting(200, "Reads a tenant may make at once before READ_RATE_LIMIT_PER_S applies.")
     allow_pickle_weights: bool = _setting(False, "Let workers load pickle (.bin) weights when a checkpoint has no "
                                                  "safetensors; pickles can run code, so leave it off.")
     checkpoint_allowlist: str | None = _setting(None, "Comma-separated glob patterns (org/*, tiny-*) a checkpoint must "
@@ -147,9 +151,7 @@ class Settings:
         if not 0 <= self.worker_metrics_port <= 65535:
             raise ValueError(f"{ENV_PREFIX}WORKER_METRICS_PORT is {self.worker_metrics_port}; use a TCP port "
                              "(1-65535), or 0 to turn worker metrics off")
-        if not (self.rate_limit_per_s >= 0 and math.isfinite(self.rate_limit_per_s)) or self.rate_limit_burst < 1:
-            raise ValueError(f"{ENV_PREFIX}RATE_LIMIT_PER_S must be 0 (off) or more and {ENV_PREFIX}RATE_LIMIT_BURST "
-                             "at least 1")
+        self._check_rate_limits()
         zero_or_more = {"job_time_limit_s": self.job_time_limit_s, "shutdown_grace_s": self.shutdown_grace_s,
                         "stale_queued_s": self.stale_queued_s}
         for name, value in zero_or_more.items():
@@ -164,6 +166,13 @@ class Settings:
             if choice not in allowed:
                 raise ValueError(f"{ENV_PREFIX}{name.upper()} is {choice!r}; use one of {', '.join(allowed)}")
         self.family_dtype_map()
+
+    def _check_rate_limits(self) -> None:
+        for limit, rate, burst in (("RATE_LIMIT", self.rate_limit_per_s, self.rate_limit_burst),
+                                   ("READ_RATE_LIMIT", self.read_rate_limit_per_s, self.read_rate_limit_burst)):
+            if not (rate >= 0 and math.isfinite(rate)) or burst < 1:
+                raise ValueError(f"{ENV_PREFIX}{limit}_PER_S must be 0 (off) or more and {ENV_PREFIX}{limit}_BURST "
+                                 "at least 1")
 
     def family_dtype_map(self) -> dict[str, str]:
         """``family_dtypes`` as family -> dtype name."""

@@ -66,28 +66,35 @@ def verify(secret: str, headers: Mapping[str, str], body: bytes, tolerance_s: fl
     return hmac.compare_digest(given, signature(secret, timestamp, body))
 
 
+def webhook_address(url: str, field: str = "webhook_url") -> tuple[str, int]:
+    """(host, port) of an http(s) URL with a host; ``InvalidRequest`` (422) otherwise."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidRequest(f"{field} must be an http:// or https:// URL with a host", field=field)
+    try:
+        return parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as exc:
+        raise InvalidRequest(f"{field} has an invalid port", field=field) from exc
+
+
 def check_webhook_url(url: str, allow_private: bool, field: str = "webhook_url",
                       resolve: Resolve = socket.getaddrinfo) -> None:
     """Refuse (422) a URL that is not http(s), or whose host is loopback, link-local or private.
 
     The host is resolved and every address must be public, unless ``allow_private``
     (local stacks and tests) — so a job can't make the service call into its own network.
+    This is the check at submit; a delivery checks again, on the addresses it connects to
+    (``egress.pinned_client``), so a name that resolves elsewhere by then is refused too.
     """
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidRequest(f"{field} must be an http:// or https:// URL with a host", field=field)
-    try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError as exc:
-        raise InvalidRequest(f"{field} has an invalid port", field=field) from exc
+    host, port = webhook_address(url, field)
     if allow_private:
         return
     try:
-        infos = resolve(parts.hostname, port, proto=socket.IPPROTO_TCP)
+        infos = resolve(host, port, proto=socket.IPPROTO_TCP)
     except OSError as exc:
-        raise InvalidRequest(f"{field}: host {parts.hostname!r} does not resolve", field=field) from exc
+        raise InvalidRequest(f"{field}: host {host!r} does not resolve", field=field) from exc
     for info in infos:
         address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
         if not address.is_global:
-            raise InvalidRequest(f"{field}: host {parts.hostname!r} is a loopback, link-local or private address "
+            raise InvalidRequest(f"{field}: host {host!r} is a loopback, link-local or private address "
                                  f"({address}); webhooks go to public addresses only", field=field)

@@ -45,6 +45,13 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
     ("a misspelt pool key", {"workers": {"pools": {"stable-diffusion": {"famliy": "flux"}}}},
      "additional properties 'famliy' not allowed"),
     ("an unknown setting", {"settings": {"s3_buckt": "x"}}, "invalid propertyName 's3_buckt'"),
+    ("a plaintext API key", {"apiKeys": {"entries": [{"sha256": "hp_0123456789abcdef", "tenant": "acme"}]}},
+     "'hp_0123456789abcdef' does not match pattern"),
+    ("API keys from two places", {"apiKeys": {"existingSecret": "keys", "entries": [
+        {"sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", "tenant": "acme"}]}},
+     "apiKeys: set existingSecret or entries, not both"),
+    ("the key file as a setting", {"settings": {"api_keys_file": "/keys"}},
+     "settings.api_keys_file is set by the chart"),
     ("a pool name that is not a DNS label", {"workers": {"pools": {"SD_XL": {"family": "stable-diffusion-xl"}}}},
      "'SD_XL' does not match pattern"),
 ]
@@ -75,9 +82,9 @@ def test_the_schema_offers_exactly_the_settings_of_the_code() -> None:
 
 def test_hotpipe_names_written_in_the_chart_and_images_are_settings() -> None:
     settings = {ENV_PREFIX + f.name.upper() for f in dataclasses.fields(Settings)}
-    # NOTES.txt tells the operator to export the CLI's API address, which the CLI reads itself
-    client = {"HOTPIPE_API_URL"}
-    assert all(name in (ROOT / "hotpipe" / "cli.py").read_text() for name in client)
+    # NOTES.txt tells the operator to export the CLI's API address and key, which the CLI reads itself
+    client = {"HOTPIPE_API_URL", "HOTPIPE_API_KEY"}
+    assert all(name in (ROOT / "producer" / "cli_client.py").read_text() for name in client)
     files = [p for p in [*CHART.rglob("*"), *(ROOT / "docker").rglob("*")] if p.is_file()]
     written = set().union(*(hotpipe_names(p.read_text()) for p in files))
     assert {"HOTPIPE_REDIS_URL", "HOTPIPE_WORKER_READY_FILE"} <= written

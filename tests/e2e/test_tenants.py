@@ -6,6 +6,10 @@ the job is run by the stack's own worker, which needs no key.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,3 +58,39 @@ def test_tenants_see_only_their_own_jobs(keyed_api: str) -> None:
 def test_the_local_stack_without_keys_warns_loudly(stack: LocalStack) -> None:
     api_log = stack.procs["api"].log_path.read_text()
     assert "NO API KEYS CONFIGURED" in api_log
+
+
+def cli(*args: str, env_key: str | None = None) -> subprocess.CompletedProcess[str]:
+    """``hotpipe ARGS`` in a fresh process; ``env_key`` is its ``HOTPIPE_API_KEY`` (else unset)."""
+    env = {k: v for k, v in os.environ.items() if k != "HOTPIPE_API_KEY"}
+    if env_key is not None:
+        env["HOTPIPE_API_KEY"] = env_key
+    return subprocess.run([sys.executable, "-m", "hotpipe", *args], env=env, capture_output=True, text=True,
+                          timeout=180)
+
+
+def test_the_cli_needs_a_key_from_its_flag_or_the_environment(keyed_api: str) -> None:
+    job = ["--checkpoint", "tiny-sd", "--prompt", "a cli cube", "--steps", "2", "--height", "32", "--width", "32"]
+    refused_list = cli("jobs", "--api", keyed_api)
+    refused_submit = cli("submit", "--api", keyed_api, *job)
+    wrong_flag_wins = cli("jobs", "--api", keyed_api, "--api-key", "hp_not-a-key", env_key=KEY_A)
+    submitted = cli("submit", "--api", keyed_api, "--api-key", KEY_A, "--wait", "--json", *job)
+    job_id = json.loads(submitted.stdout)["id"] if submitted.returncode == 0 else ""
+    shown = cli("status", job_id, "--api", keyed_api, "--json", env_key=KEY_A)
+    listed = cli("jobs", "--api", keyed_api, "--json", "--api-key", KEY_A)
+    other_tenant = cli("cancel", job_id, "--api", keyed_api, env_key=KEY_B)
+    fleet = cli("workers", "--api", keyed_api, "--json", env_key=KEY_B)
+
+    for refused in (refused_list, refused_submit, wrong_flag_wins):
+        assert refused.returncode == 2, refused
+        assert "unauthorized" in refused.stderr and "--api-key" in refused.stderr, refused.stderr
+        assert "HOTPIPE_API_KEY" in refused.stderr and "Traceback" not in refused.stderr, refused.stderr
+    assert submitted.returncode == 0, submitted.stderr
+    assert shown.returncode == 0, shown.stderr
+    record = json.loads(shown.stdout)
+    assert (record["id"], record["status"], record["tenant"]) == (job_id, "succeeded", "acme")
+    assert listed.returncode == 0 and job_id in {json.loads(line)["id"] for line in listed.stdout.splitlines()}
+    assert other_tenant.returncode == 2 and "not_found" in other_tenant.stderr, other_tenant.stderr
+    assert fleet.returncode == 0 and json.loads(fleet.stdout)["workers"], fleet.stderr
+    runs = (refused_list, refused_submit, wrong_flag_wins, submitted, shown, listed, other_tenant, fleet)
+    assert not [r.args for r in runs if KEY_A in r.stdout + r.stderr or KEY_B in r.stdout + r.stderr]

@@ -174,3 +174,33 @@ def test_a_caller_mistake_is_still_422_when_the_queue_is_full(make_api: Callable
     api.post("/v1/jobs", json=JOB)
     bad = api.post("/v1/jobs", json={**JOB, "params": {"prompt": "x", "num_inference_steps": 0}})
     assert bad.status_code == 422
+
+
+def test_reads_have_their_own_larger_limit(make_api: Callable[[Settings], TestClient], settings: Settings) -> None:
+    """Reads spend a read bucket (429 + Retry-After past it), never the submission bucket, and
+    each tenant has its own."""
+    api = make_api(dataclasses.replace(settings, api_keys=f"{hash_key(KEY_A)}:acme,{hash_key(KEY_B)}:globex",
+                                       rate_limit_per_s=0.01, rate_limit_burst=1,
+                                       read_rate_limit_per_s=0.01, read_rate_limit_burst=4))
+    job_id = api.post("/v1/jobs", json=JOB, headers=bearer(KEY_A)).json()["id"]
+    reads = [api.get(f"/v1/jobs/{job_id}", headers=bearer(KEY_A)).status_code,
+             api.get("/v1/jobs", headers=bearer(KEY_A)).status_code,
+             api.get(f"/v1/jobs/{job_id}", headers=bearer(KEY_A)).status_code,
+             api.get("/v1/jobs", headers=bearer(KEY_A)).status_code]
+    limited = [api.get(f"/v1/jobs/{job_id}", headers=bearer(KEY_A)), api.get("/v1/jobs", headers=bearer(KEY_A)),
+               api.get(f"/v1/jobs/{job_id}/events", headers=bearer(KEY_A))]
+
+    assert reads == [200, 200, 200, 200]
+    for response in limited:
+        error = assert_error(response, 429, "rate_limited")
+        assert "read" in error["message"] and int(response.headers["retry-after"]) >= 1
+    assert api.get("/v1/jobs", headers=bearer(KEY_B)).status_code == 200  # globex: its own bucket
+    # the submission bucket (burst 1) was spent by the submit, not refilled or drained by reads
+    assert_error(api.post("/v1/jobs", json=JOB, headers=bearer(KEY_A)), 429, "rate_limited")
+    assert "submissions" in api.post("/v1/jobs", json=JOB, headers=bearer(KEY_A)).json()["error"]["message"]
+
+
+def test_reads_are_unlimited_by_default(make_api: Callable[[Settings], TestClient], settings: Settings) -> None:
+    assert settings.read_rate_limit_per_s == 0
+    api = make_api(dataclasses.replace(settings, read_rate_limit_burst=1))
+    assert {api.get("/v1/jobs").status_code for _ in range(5)} == {200}

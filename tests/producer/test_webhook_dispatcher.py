@@ -24,6 +24,7 @@ from hotpipe.shared.webhooks import verify
 from tests.e2e.polling import wait_for
 from tests.receiver import Receiver, receiver
 from tests.shared.test_store import RESULT
+from tests.twin_hosts import NAME, PRIVATE, PUBLIC, rebinding, twin_hosts
 
 SECRET = "test-secret"
 
@@ -125,6 +126,25 @@ def test_the_body_is_the_record_as_it_was_when_the_event_happened(store: JobStor
     drain(dispatcher)
     (start,) = hook.of("start")
     assert json.loads(start.body)["status"] == "running"
+
+
+def test_a_delivery_goes_only_to_the_address_it_checked(store: JobStore, redis_client: redis.Redis,
+                                                        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The receiver's name answers public, then private (DNS rebinding): the first delivery reaches
+    the public address, the next connection is refused, and the private one never hears a thing."""
+    strict = dataclasses.replace(settings, webhook_secret=SECRET, webhook_allow_private=False, webhook_max_tries=1)
+    dispatcher = Dispatcher(Outbox(redis_client), strict, lambda r: r.model_dump_json(exclude_none=True))
+    try:
+        with twin_hosts() as twins:
+            lookups = rebinding(monkeypatch)
+            url = f"http://{NAME}:{twins.port}/hook"
+            for _ in range(2):
+                store.cancel(hooked_job(store, url, ("completed",)))
+                drain(dispatcher)
+            assert twins.got(PUBLIC) == [f"{NAME}:{twins.port}"] and twins.got(PRIVATE) == []
+            assert lookups == [NAME, NAME]
+    finally:
+        dispatcher.stop()
 
 
 def test_backoff_doubles_up_to_a_cap() -> None:

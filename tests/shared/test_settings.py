@@ -146,7 +146,8 @@ def test_safety_and_limit_defaults_are_the_safe_ones() -> None:
 
 
 @pytest.mark.parametrize(("var", "raw"), [("HOTPIPE_JOB_TIME_LIMIT_S", "-1"), ("HOTPIPE_RATE_LIMIT_PER_S", "-1"),
-                                          ("HOTPIPE_RATE_LIMIT_BURST", "0")])
+                                          ("HOTPIPE_RATE_LIMIT_BURST", "0"), ("HOTPIPE_READ_RATE_LIMIT_PER_S", "nan"),
+                                          ("HOTPIPE_READ_RATE_LIMIT_BURST", "0")])
 def test_limits_out_of_range_are_refused(var: str, raw: str) -> None:
     with pytest.raises(ValueError, match=var.removesuffix("_BURST").removesuffix("_PER_S")):
         Settings.from_env({var: raw})

@@ -122,3 +122,24 @@ app.kubernetes.io/component: api
 {{- define "hotpipe.settingsChecksum" -}}
 checksum/settings: {{ include (print .Template.BasePath "/configmap.yaml") . | sha256sum }}
 {{- end }}
+
+{{/* The Secret holding the API key hashes: apiKeys.existingSecret, or the one made from apiKeys.entries; "" when neither. */}}
+{{- define "hotpipe.apiKeys.secretName" -}}
+{{- if .Values.apiKeys.existingSecret }}
+{{- .Values.apiKeys.existingSecret }}
+{{- else if .Values.apiKeys.entries }}
+{{- include "hotpipe.suffixed" (list . "api-keys") }}
+{{- end }}
+{{- end }}
+
+{{/* Where the API key file is mounted (a directory: a Secret's volume). */}}
+{{- define "hotpipe.apiKeys.dir" -}}/etc/hotpipe/api-keys{{- end }}
+
+{{/* True (non-empty) when the API gets keys somehow: the chart's Secret, settings.api_keys, or api.env. */}}
+{{- define "hotpipe.apiKeys.configured" -}}
+{{- $fromEnv := false }}
+{{- range .Values.api.env }}
+{{- if has .name (list "HOTPIPE_API_KEYS" "HOTPIPE_API_KEYS_FILE") }}{{ $fromEnv = true }}{{ end }}
+{{- end }}
+{{- if or (include "hotpipe.apiKeys.secretName" .) .Values.settings.api_keys $fromEnv }}true{{ end }}
+{{- end }}

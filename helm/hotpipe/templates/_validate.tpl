@@ -6,10 +6,13 @@ Checks that values.schema.json can't express; fails once, listing every problem 
 {{- if not .Values.redis.existingSecret }}
 {{- $errors = append $errors (printf "redis.existingSecret is required: a Secret whose key %q holds the Redis URL (kubectl create secret generic hotpipe-redis --from-literal=%s=redis://HOST:6379/0)" .Values.redis.urlKey .Values.redis.urlKey) }}
 {{- end }}
-{{- range $key := list "redis_url" "s3_endpoint_url" "device" "dtype" "worker_ready_file" "shutdown_grace_s" "worker_metrics_port" }}
+{{- range $key := list "redis_url" "s3_endpoint_url" "device" "dtype" "worker_ready_file" "shutdown_grace_s" "worker_metrics_port" "api_keys_file" }}
 {{- if hasKey $.Values.settings $key }}
 {{- $errors = append $errors (printf "settings.%s is set by the chart (%s); remove it from settings" $key (get (include "hotpipe.managedSettings" $ | fromJson) $key)) }}
 {{- end }}
+{{- end }}
+{{- if and .Values.apiKeys.existingSecret .Values.apiKeys.entries }}
+{{- $errors = append $errors "apiKeys: set existingSecret or entries, not both (entries make a Secret of their own)" }}
 {{- end }}
 {{- if and .Values.models.volume (not (hasPrefix "/" (toString .Values.settings.model_root))) }}
 {{- $errors = append $errors (printf "settings.model_root must be an absolute path when models.volume is set (it is where the volume is mounted), not %q" (toString .Values.settings.model_root)) }}
@@ -39,7 +42,8 @@ Checks that values.schema.json can't express; fails once, listing every problem 
   "dtype" "per pool: workers.pools.<name>.dtype"
   "worker_ready_file" "for the readiness probe"
   "shutdown_grace_s" "per pool: workers.pools.<name>.gracefulShutdownSeconds"
-  "worker_metrics_port" "the workers' metrics port, which the PodMonitor scrapes") }}
+  "worker_metrics_port" "the workers' metrics port, which the PodMonitor scrapes"
+  "api_keys_file" "from apiKeys: existingSecret or entries") }}
 {{- end }}
 
 {{/* Problems with one enabled pool, as a JSON list. Takes (list $ name pool). */}}
