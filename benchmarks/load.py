@@ -41,6 +41,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import redis
+from celery import Celery
 
 from hotpipe.devstack import LocalStack, find_redis_server
 from hotpipe.producer.client import Client
@@ -96,16 +97,11 @@ def in_threads(n: int, clients: int, work: Callable[[int], Any]) -> tuple[list[A
     return results, time.perf_counter() - start
 
 
-def raw_enqueue(stack: LocalStack, n: int, clients: int) -> float:
-    """Messages per second ``clients`` threads put on Redis with Celery's ``send_task``."""
-    app = make_celery(stack.settings)
-    try:
-        _, took = in_threads(n, clients, lambda i: app.send_task(TASK_NAME, args=[f"raw-{i}"], queue=RAW_QUEUE,
-                                                                 ignore_result=True, priority=4))
-    finally:
-        client = redis.Redis.from_url(stack.settings.redis_url)
-        client.delete(*(keys.priority_list(RAW_QUEUE, step) for step in range(10)))
-        app.close()
+def raw_enqueue(app: Celery, n: int, clients: int) -> float:
+    """Messages per second ``clients`` threads put on Redis with Celery's ``send_task`` (``app``
+    already warm: connections and the queue's declaration are not timed)."""
+    _, took = in_threads(n, clients, lambda i: app.send_task(TASK_NAME, args=[f"raw-{i}"], queue=RAW_QUEUE,
+                                                             ignore_result=True, priority=4))
     return n / took
 
 
@@ -163,13 +159,19 @@ def measure(stack: LocalStack, n: int, clients: int, rounds: int, client: str) -
     submit = SUBMITTERS[client](stack.api_url)
     ids: list[str] = []
     rates = Rates()
-    for r in range(rounds):
-        size = n // rounds + (1 if r < n % rounds else 0)
-        rates.raw_s.append(size / raw_enqueue(stack, size, clients))
-        done, took = in_threads(size, clients, functools.partial(lambda first, i: submit(first + i), len(ids)))
-        ids += done
-        rates.submit_s.append(took)
-        rates.sizes.append(size)
+    app = make_celery(stack.settings)
+    try:
+        raw_enqueue(app, 4 * clients, clients)  # warm: producer pool connections, queue declared
+        for r in range(rounds):
+            size = n // rounds + (1 if r < n % rounds else 0)
+            rates.raw_s.append(size / raw_enqueue(app, size, clients))
+            done, took = in_threads(size, clients, functools.partial(lambda first, i: submit(first + i), len(ids)))
+            ids += done
+            rates.submit_s.append(took)
+            rates.sizes.append(size)
+    finally:
+        redis.Redis.from_url(stack.settings.redis_url).delete(*(keys.priority_list(RAW_QUEUE, s) for s in range(10)))
+        app.close()
     return ids, rates
 
 

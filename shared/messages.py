@@ -1,9 +1,9 @@
-"""The run message, written by hotpipe itself: byte-for-byte what Celery's ``send_task`` puts on Redis.
+"""The run message, written by hotpipe itself: field for field what Celery's ``send_task`` puts on Redis.
 
 Workers are plain Celery workers reading Kombu's Redis lists.  Producers don't go through
 Kombu to fill those lists: a submit writes the job record *and* its run message in one Lua
 script (``JobStore.create``), so a job is never recorded without a message or published
-without a record, and the whole submit is one Redis round trip.  Kombu's publish path
+without a record, and writing both is one Redis round trip.  Kombu's publish path
 (producer pool, channel, exchange lookup, queue declaration) costs about a millisecond of
 Python per message and a second round trip; the message itself is a small JSON document.
 

@@ -612,7 +612,7 @@ class JobStore:
         self._finish(job_id, attempt, Status.SUCCEEDED, {"result": result.model_dump_json()})
 
     def fail(self, job_id: str, attempt: int | None, error: JobError) -> None:
-        """End ``failed``; ``attempt=None`` fails a job that never started (enqueue error)."""
+        """End ``failed``; ``attempt=None`` fails a job that never started (it could not be run at all)."""
         self._finish(job_id, attempt, Status.FAILED, {"error": error.model_dump_json()})
 
     def mark_canceled(self, job_id: str, attempt: int) -> None:

@@ -203,6 +203,12 @@ class StoreMachine(RuleBasedStateMachine):
         running = {job_id for job_id, m in self.model.items() if m.status is Status.RUNNING}
         assert set(self.redis.zrange(keys.leases(), 0, -1)) == running
 
+    @invariant()
+    def the_queued_set_is_exactly_the_queued_jobs(self) -> None:
+        """What the lost-message sweep reads (``keys.queued_jobs``) never misses or keeps a job."""
+        queued = {job_id for job_id, m in self.model.items() if m.status is Status.QUEUED}
+        assert set(self.redis.zrange(keys.queued_jobs(), 0, -1)) == queued
+
 
 def test_store_transitions_are_legal_and_lose_nothing(redis_client: redis.Redis) -> None:
     bound = type("BoundStoreMachine", (StoreMachine,), {"client": redis_client})
