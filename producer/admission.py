@@ -18,7 +18,7 @@ import redis
 
 from hotpipe.shared import keys
 from hotpipe.shared.errors import TooManyRequests
-from hotpipe.shared.registry import waiting_lists
+from hotpipe.shared.registry import waiting
 from hotpipe.shared.settings import Settings
 
 #: what a caller told "queue full" should wait before trying again
@@ -41,12 +41,6 @@ redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) / rate) + 1000)
 return wait
 """
 
-_WAITING = """
-local n = 0
-for _, list in ipairs(KEYS) do n = n + redis.call('LLEN', list) end
-return n
-"""
-
 
 @dataclass
 class Admission:
@@ -63,7 +57,6 @@ class Admission:
 
     def __post_init__(self) -> None:
         self._take = self.client.register_script(_TAKE)
-        self._waiting = self.client.register_script(_WAITING)
 
     def take_token(self, tenant: str) -> None:
         """One submission of ``tenant``; raises ``TooManyRequests`` (rate_limited) when over its rate."""
@@ -77,7 +70,7 @@ class Admission:
 
     def waiting(self, family: str) -> int:
         """Messages waiting for ``family``: its queue and its live workers' own queues, all priorities."""
-        return int(self._waiting(keys=waiting_lists(self.client, [family])[family]))
+        return waiting(self.client, family)
 
     def check_queue(self, family: str) -> None:
         """Raises ``TooManyRequests`` (queue_full) when ``family``'s queue holds ``max_queued`` messages."""

@@ -205,3 +205,11 @@ def waiting_lists(client: redis.Redis, families: Iterable[str]) -> dict[str, lis
         for family in lists.keys() & set(worker.families):
             lists[family] += queue_lists(worker.queue)
     return lists
+
+
+def waiting(client: redis.Redis, family: str) -> int:
+    """Messages waiting for ``family`` in every list of ``waiting_lists``, in one pipelined round trip."""
+    pipe = client.pipeline(transaction=False)
+    for name in waiting_lists(client, [family])[family]:
+        pipe.llen(name)
+    return sum(int(n) for n in pipe.execute())

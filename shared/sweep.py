@@ -22,7 +22,7 @@ import logging
 
 from hotpipe.shared.celery_app import DEFAULT_PRIORITY
 from hotpipe.shared.drain import Publish
-from hotpipe.shared.registry import waiting_lists
+from hotpipe.shared.registry import waiting
 from hotpipe.shared.status import Status
 from hotpipe.shared.store import JobStore
 
@@ -41,11 +41,7 @@ def sweep_lost_messages(store: JobStore, publish: Publish, stale_s: float, limit
             continue
         family = job.record.family
         if family not in empty:
-            lists = waiting_lists(store.redis, [family])[family]
-            pipe = store.redis.pipeline(transaction=False)
-            for name in lists:
-                pipe.llen(name)
-            empty[family] = not any(pipe.execute())
+            empty[family] = waiting(store.redis, family) == 0
         if not empty[family]:
             continue
         priority = job.spec.get("priority")

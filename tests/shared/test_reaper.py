@@ -32,15 +32,6 @@ SILENCE_S = 30.0
 PRIORITY_SEP = "\x06\x16"
 
 
-@pytest.fixture
-def store(redis_client: redis.Redis) -> JobStore:
-    return JobStore(redis_client, record_ttl_s=600)
-
-
-@pytest.fixture
-def publish(redis_client: redis.Redis) -> Publish:
-    """Publishes run messages to the session's redis (its database is flushed per test)."""
-    return functools.partial(enqueue, redis_client)
 
 
 def published_by_list(store: JobStore) -> dict[str, list[str]]:

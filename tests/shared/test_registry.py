@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import functools
 import time
 
-import pytest
 import redis
 
 from hotpipe.shared import keys
@@ -21,14 +19,6 @@ from tests.shared.test_reaper import published_by_list
 FAMILY = "stable-diffusion"
 
 
-@pytest.fixture
-def store(redis_client: redis.Redis) -> JobStore:
-    return JobStore(redis_client, record_ttl_s=600)
-
-
-@pytest.fixture
-def publish(redis_client: redis.Redis) -> Publish:
-    return functools.partial(enqueue, redis_client)
 
 
 def info(name: str, *hot: str, ready: bool = True) -> WorkerInfo:

@@ -7,11 +7,6 @@ queued-since score in the past, so no test waits for a clock.
 
 from __future__ import annotations
 
-import functools
-
-import pytest
-import redis
-
 from hotpipe.shared import keys
 from hotpipe.shared.celery_app import queue_lists
 from hotpipe.shared.job import Task, new_job_id
@@ -26,14 +21,6 @@ FAMILY = "stable-diffusion"
 STALE_S = 60.0
 
 
-@pytest.fixture
-def store(redis_client: redis.Redis) -> JobStore:
-    return JobStore(redis_client, record_ttl_s=600)
-
-
-@pytest.fixture
-def publish(redis_client: redis.Redis) -> Publish:
-    return functools.partial(enqueue, redis_client)
 
 
 def submitted(store: JobStore, priority: int = 5, stale: bool = True) -> str:
