@@ -9,7 +9,7 @@ TORCH ?= torch==2.13.0
 
 .PHONY: install demo stack test lint typecheck unit e2e deploy bench tables docs clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
@@ -31,7 +31,7 @@ lint: install
 	$(PY) -m ruff check .
 
 typecheck: install
-	$(PY) -m mypy hotpipe tests benchmarks
+	$(PY) -m mypy hotpipe shared producer workers tests benchmarks setup.py
 
 unit: install
 	$(PY) -m pytest tests/shared tests/producer tests/workers
@@ -48,8 +48,8 @@ bench: install  ## benchmarks/ figures for BENCHMARKS.md (not tests)
 docs: install  ## regenerate docs/configuration.md from the settings model
 	$(PY) -m hotpipe.config_reference docs/configuration.md
 
-tables: install  ## regenerate shared/family_table.py from the installed Diffusers
-	$(PY) -m hotpipe.workers.tables_gen > shared/family_table.py.new && mv shared/family_table.py.new shared/family_table.py
+tables: install  ## regenerate shared/hotpipe/shared/family_table.py from the installed Diffusers
+	$(PY) -m hotpipe.workers.tables_gen > shared/hotpipe/shared/family_table.py.new && mv shared/hotpipe/shared/family_table.py.new shared/hotpipe/shared/family_table.py
 
 clean:
 	rm -rf $(VENV) .hotpipe demo-output .pytest_cache .mypy_cache .ruff_cache

@@ -227,7 +227,7 @@ def metrics_check(device: str) -> dict[str, Any]:
 def tiny_checkpoints(root: Path, device: str) -> dict[str, Any]:
     results: dict[str, Any] = {}
     # ControlNet models and Kandinsky's decoder/prior pairs are built into pipelines by the job's
-    # spec (workers/loading.py), not runnable on their own: the e2e tests cover them
+    # spec (workers/hotpipe/workers/loading.py), not runnable on their own: the e2e tests cover them
     names = sorted(n for n in BUILDERS if "controlnet" not in n and "kandinsky" not in n)
     for location in make_checkpoints(root / "tiny", names):
         cache = PipelineCache(device, torch.float16)

@@ -16,11 +16,11 @@ RUN groupadd --system --gid 10001 hotpipe \
     && chown -R hotpipe:hotpipe /cache
 
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY hotpipe/ hotpipe/
 COPY shared/ shared/
 COPY producer/ producer/
-COPY workers/ workers/
+# No workers/: setup.py packages only the source roots present, so this image has no hotpipe.workers.
 # Only the api extra: the producer resolves checkpoints from model_index.json and never imports torch.
 # DL3013: this installs the checkout itself; its dependencies and their ranges are in pyproject.toml.
 # hadolint ignore=DL3013

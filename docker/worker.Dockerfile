@@ -37,7 +37,7 @@ RUN apt-get update \
 RUN pip install --no-cache-dir "torch==${TORCH_VERSION}"
 
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY hotpipe/ hotpipe/
 COPY shared/ shared/
 COPY producer/ producer/

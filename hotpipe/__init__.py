@@ -6,7 +6,13 @@ so ``import hotpipe`` stays cheap for the API and the workers).
 
 from __future__ import annotations
 
+from pkgutil import extend_path
 from typing import TYPE_CHECKING, Any
+
+# The subpackages live in source roots of their own (shared/hotpipe/shared/, producer/hotpipe/producer/,
+# workers/hotpipe/workers/; see setup.py): with those roots on sys.path (pytest's config does it),
+# this package spans them.  An installed wheel has them all in one folder, where this is a no-op.
+__path__ = extend_path(__path__, __name__)
 
 __version__ = "0.1.0"
 

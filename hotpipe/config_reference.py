@@ -29,7 +29,7 @@ itself sets `HOTPIPE_REDIS_URL` and `HOTPIPE_S3_ENDPOINT_URL` from Secrets,
 `HOTPIPE_DEVICE`, `HOTPIPE_DTYPE`, `HOTPIPE_WORKER_READY_FILE` and `HOTPIPE_SHUTDOWN_GRACE_S` per
 worker pool.
 
-Generated from `shared/settings.py` by `python -m hotpipe.config_reference` (`make docs`);
+Generated from `shared/hotpipe/shared/settings.py` by `python -m hotpipe.config_reference` (`make docs`);
 do not edit by hand.
 """
 

@@ -84,7 +84,7 @@ def test_hotpipe_names_written_in_the_chart_and_images_are_settings() -> None:
     settings = {ENV_PREFIX + f.name.upper() for f in dataclasses.fields(Settings)}
     # NOTES.txt tells the operator to export the CLI's API address and key, which the CLI reads itself
     client = {"HOTPIPE_API_URL", "HOTPIPE_API_KEY"}
-    assert all(name in (ROOT / "producer" / "cli_client.py").read_text() for name in client)
+    assert all(name in (ROOT / "producer" / "hotpipe" / "producer" / "cli_client.py").read_text() for name in client)
     files = [p for p in [*CHART.rglob("*"), *(ROOT / "docker").rglob("*")] if p.is_file()]
     written = set().union(*(hotpipe_names(p.read_text()) for p in files))
     assert {"HOTPIPE_REDIS_URL", "HOTPIPE_WORKER_READY_FILE"} <= written

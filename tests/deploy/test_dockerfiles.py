@@ -126,3 +126,40 @@ def test_worker_image_keeps_the_hub_cache_on_a_volume_and_checks_the_ready_file(
 
 def test_worker_image_exposes_the_metrics_port_of_the_settings() -> None:
     assert args_of(WORKER, "EXPOSE") == [str(Settings().worker_metrics_port)]
+
+
+def copied_tree(dockerfile: Path, into: Path) -> Path:
+    """What the image's COPY instructions put in its build folder, copied from this checkout."""
+    into.mkdir()
+    for args in args_of(dockerfile, "COPY"):
+        *sources, _ = args.split()
+        for source in sources:
+            path = ROOT / source.rstrip("/")
+            if path.is_dir():
+                shutil.copytree(path, into / path.name, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copy(path, into / path.name)
+    return into
+
+
+def wheel_files(dockerfile: Path, tmp_path: Path) -> set[str]:
+    """The files of the wheel pip builds from what the image copies (as the image's own pip install does)."""
+    import zipfile
+
+    tree = copied_tree(dockerfile, tmp_path / "src")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                    "-w", str(tmp_path / "dist"), str(tree)], check=True, timeout=300, capture_output=True)
+    (wheel,) = (tmp_path / "dist").glob("hotpipe-*.whl")
+    return set(zipfile.ZipFile(wheel).namelist())
+
+
+def test_api_image_wheel_has_no_worker_code(tmp_path: Path) -> None:
+    files = wheel_files(API, tmp_path)
+    assert "hotpipe/producer/api.py" in files and "hotpipe/shared/store.py" in files and "hotpipe/cli.py" in files
+    assert not [f for f in files if f.startswith("hotpipe/workers/")]
+
+
+def test_worker_image_wheel_has_every_package(tmp_path: Path) -> None:
+    files = wheel_files(WORKER, tmp_path)
+    for package in ("hotpipe", "hotpipe/shared", "hotpipe/producer", "hotpipe/workers"):
+        assert f"{package}/__init__.py" in files

@@ -2,10 +2,10 @@
 
 Every pipeline class name Diffusers exports is resolved for every task both ways —
 ``diffusers.pipelines.auto_pipeline._get_model`` / ``_get_task_class`` and hotpipe's
-``shared/families.py`` — and must agree: the same family, the same class, and an
+``shared/hotpipe/shared/families.py`` — and must agree: the same family, the same class, and an
 ``UnsupportedPipeline`` (422) exactly where Diffusers raises ``ValueError``, unless
-hotpipe's own table (``shared/beyond_auto.py``) names a class for that family and task.
-The committed ``shared/family_table.py`` must be what ``workers/tables_gen.py`` renders
+hotpipe's own table (``shared/hotpipe/shared/beyond_auto.py``) names a class for that family and task.
+The committed ``shared/hotpipe/shared/family_table.py`` must be what ``workers/hotpipe/workers/tables_gen.py`` renders
 from this Diffusers, so a new Diffusers with new entries fails here instead of leaving
 the table silently stale.
 
@@ -99,9 +99,10 @@ def beyond_entries() -> list[tuple[Task, str, str]]:
 def test_committed_table_is_what_the_generator_renders_now() -> None:
     committed = Path(family_table.__file__).read_text(encoding="utf-8")
     assert committed == tables_gen.render(), (
-        f"shared/family_table.py was generated from diffusers {family_table.DIFFUSERS_VERSION}, but this is "
+        f"shared/hotpipe/shared/family_table.py was generated from diffusers {family_table.DIFFUSERS_VERSION}, "
+        "but this is "
         f"{diffusers.__version__} (or the table was edited): run "
-        "`python -m hotpipe.workers.tables_gen > shared/family_table.py` and review the diff")
+        "`python -m hotpipe.workers.tables_gen > shared/hotpipe/shared/family_table.py` and review the diff")
 
 
 @pytest.mark.parametrize("name", list(tables_gen.MAPPINGS))
@@ -155,7 +156,7 @@ def refused_like(name: str, task: Task, error: ValueError) -> bool:
 def test_beyond_entry_is_a_diffusers_class_autopipeline_cannot_reach(task: Task, family: str, cls: str) -> None:
     pipeline = tables_gen.pipeline_class(cls)
     assert issubclass(pipeline, diffusers.DiffusionPipeline)
-    assert ap._get_model(cls) is None, f"AutoPipeline now knows {cls}: drop it from shared/beyond_auto.py"
+    assert ap._get_model(cls) is None, f"AutoPipeline now knows {cls}: drop it from hotpipe.shared.beyond_auto"
     assert family not in AUTO_MAPPINGS[task], f"AutoPipeline now has {family} {task.value}: drop it"
     assert TASK_ARGS[task] <= family_table.CALL_ARGS[cls]
 

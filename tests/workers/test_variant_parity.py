@@ -4,7 +4,7 @@ Diffusers' ``AutoPipelineFor<Task>.from_pretrained(ckpt, controlnet=..., enable_
 picks the class by editing the checkpoint's ``_class_name``.  Here it is run for real —
 every pipeline class name Diffusers knows, every task, every variant request — with the
 checkpoint's config faked and the final class load intercepted, and compared with
-``shared/variants.py``.  They agree, or differ in one of three documented ways:
+``shared/hotpipe/shared/variants.py``.  They agree, or differ in one of three documented ways:
 
 * **by family**: Diffusers' name editing only works on a checkpoint saved under its
   family's text2image class (``StableDiffusionPAGPipeline`` + ``controlnet`` becomes the

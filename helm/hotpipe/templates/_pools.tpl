@@ -47,7 +47,7 @@ hotpipe.io/family: {{ (index . 2).family | quote }}
 hotpipe.io/queue: {{ include "hotpipe.pool.queue" (index . 2) | quote }}
 {{- end }}
 
-{{/* The Celery queue a pool consumes: the family key itself (queue_name in shared/celery_app.py). */}}
+{{/* The Celery queue a pool consumes: the family key itself (queue_name in shared/hotpipe/shared/celery_app.py). */}}
 {{- define "hotpipe.pool.queue" -}}
 {{- .family }}
 {{- end }}
@@ -64,7 +64,7 @@ hotpipe.io/queue: {{ include "hotpipe.pool.queue" (index . 2) | quote }}
 
 {{/*
 Kombu's Redis transport keeps one list per priority step: step 0 is the queue itself, step n is
-"{queue}\x06\x16{n}". hotpipe uses every step 0-9 (priority_steps in shared/celery_app.py; Kombu's
+"{queue}\x06\x16{n}". hotpipe uses every step 0-9 (priority_steps in shared/hotpipe/shared/celery_app.py; Kombu's
 default is 0, 3, 6, 9); tests/deploy check that every list the code can fill is counted.
 */}}
 {{- define "hotpipe.prioritySteps" -}}[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]{{- end }}

@@ -66,7 +66,7 @@ class Params(_Strict):
     Any other argument the resolved pipeline's ``__call__`` accepts (``pag_scale``,
     ``controlnet_conditioning_scale``, ``guidance_rescale``, ...) passes through as a JSON
     scalar or a short list of them; the producer checks it against that pipeline
-    (``shared/call_args.py``).  Tensors, callbacks, ``generator`` and ``output_type`` never do.
+    (``shared/hotpipe/shared/call_args.py``).  Tensors, callbacks, ``generator`` and ``output_type`` never do.
     """
 
     model_config = ConfigDict(extra="allow")

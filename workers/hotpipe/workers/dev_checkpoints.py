@@ -245,7 +245,7 @@ def build_tiny_pixart_sigma(out: Path, seed: int) -> None:
 @_builder("tiny-chroma")
 def build_tiny_chroma(out: Path, seed: int) -> None:
     """A chroma checkpoint (ChromaPipeline): T5 + Chroma transformer; its image2image and inpainting
-    pipelines exist in Diffusers but AutoPipeline can't reach them (see ``shared/beyond_auto.py``)."""
+    pipelines exist in Diffusers but AutoPipeline can't reach them (see ``shared/hotpipe/shared/beyond_auto.py``)."""
     from diffusers import ChromaPipeline, ChromaTransformer2DModel, FlowMatchEulerDiscreteScheduler
 
     torch.manual_seed(seed)

@@ -5,8 +5,8 @@ A checkpoint is loaded once by the cache's loader (one pluggable function); ever
 task on it is built with ``AutoPipelineFor<Task>.from_pipe``, which reuses the same module
 objects (and is given the dtype, or Diffusers would cast the shared weights to float32 in
 place).  A task AutoPipeline can't reach but hotpipe's own table names
-(``shared/beyond_auto.py``) is built the same way with that class's ``from_pipe``.  A
-ControlNet model, or a decoder's connected prior (``workers/loading.py``), is loaded once per
+(``shared/hotpipe/shared/beyond_auto.py``) is built the same way with that class's ``from_pipe``.  A
+ControlNet model, or a decoder's connected prior (``workers/hotpipe/workers/loading.py``), is loaded once per
 entry and built into a sibling of its own on the entry's modules; its memory counts towards the
 entry and is freed with it.
 
@@ -100,7 +100,7 @@ class _Entry:
         return list({id(p): p for p in (self.base, *self.by_class.values())}.values())
 
 
-#: global request counts of (family, checkpoint label) pairs (``shared/popularity.py``); may raise
+#: global request counts of (family, checkpoint label) pairs (``shared/hotpipe/shared/popularity.py``); may raise
 Counts = Callable[[list[tuple[str, str]]], list[float]]
 #: eviction policy: the entry to evict among those given (with the global counts, if any)
 Policy = Callable[[list[_Entry], Counts | None], _Entry]

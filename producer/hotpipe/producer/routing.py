@@ -1,6 +1,6 @@
 """Routing to warm workers: send a job where its checkpoint is already loaded.
 
-At submit, the router reads the worker registry (``shared/registry.py``) and picks a
+At submit, the router reads the worker registry (``shared/hotpipe/shared/registry.py``) and picks a
 worker's own queue, or says "the family queue" (``None``):
 
 1. a live worker of the family that holds the checkpoint (hot or loading) and whose own
@@ -9,7 +9,7 @@ worker's own queue, or says "the family queue" (``None``):
 3. if nobody holds it: the worker that claimed its first load a moment ago (a short
    marker, so concurrent first requests don't make every worker load it), else the open
    worker where loading it costs least — with room to spare (nothing evicted), or whose
-   eviction victim is the least popular fleet-wide (``shared/popularity.py``) — and, among
+   eviction victim is the least popular fleet-wide (``shared/hotpipe/shared/popularity.py``) — and, among
    equals, the one serving the least popularity already (popular checkpoints spread over the
    workers) — which then claims it.
 

@@ -7,7 +7,7 @@ running (the lease set, which holds exactly the running jobs) by family.  The qu
 are the same from every API replica: aggregate them with ``max``, not ``sum``.
 
 Each app has its own registry, so several apps in one process (tests) don't collide.  When
-the API runs as several worker processes (``producer/serve.py``), the counters live in files
+the API runs as several worker processes (``producer/hotpipe/producer/serve.py``), the counters live in files
 in ``PROMETHEUS_MULTIPROC_DIR`` and every scrape merges all the processes' counts.
 """
 

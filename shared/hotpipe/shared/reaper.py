@@ -1,6 +1,6 @@
 """The reaper: takes back running jobs whose worker stopped renewing their lease.
 
-Every worker's parent process runs one (``workers/worker.py``), so wherever there is a
+Every worker's parent process runs one (``workers/hotpipe/workers/worker.py``), so wherever there is a
 worker there is a reaper, and it survives its own pool child being killed.  Any number
 may run at once: taking a job back is one Lua script, so exactly one reaper wins each
 job, and only the winner publishes its message.

@@ -21,7 +21,7 @@ ENV_PREFIX = "HOTPIPE_"
 LOG_FORMATS = ("text", "json")
 API_LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 DTYPE_NAMES = ("float32", "float16", "bfloat16")
-#: eviction policies of the workers' pipeline cache (``workers/cache.py`` POLICIES)
+#: eviction policies of the workers' pipeline cache (``workers/hotpipe/workers/cache.py`` POLICIES)
 CACHE_POLICIES = ("popular", "lfu", "lru")
 
 

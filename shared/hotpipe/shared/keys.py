@@ -38,7 +38,7 @@ def queued_jobs() -> str:
     found its message missing and published it again (server time, ms).
 
     The store's scripts keep it: create adds, every move out of ``queued`` removes, a requeue
-    adds back.  The reaper's sweep reads its oldest members (``shared/sweep.py``).
+    adds back.  The reaper's sweep reads its oldest members (``shared/hotpipe/shared/sweep.py``).
     """
     return f"{NAMESPACE}:queued"
 
@@ -134,7 +134,7 @@ def loader_claim(family: str, checkpoint: str) -> str:
 
 def popularity(family: str) -> str:
     """Sorted set of a family's checkpoint ids scored by their requests, exponentially decayed
-    (``shared/popularity.py``): each request adds ``2 ** ((t - epoch) / half_life)``."""
+    (``shared/hotpipe/shared/popularity.py``): each request adds ``2 ** ((t - epoch) / half_life)``."""
     return f"{NAMESPACE}:popularity:{family}"
 
 

@@ -471,7 +471,7 @@ class JobStore:
                task: Task, spec: dict[str, Any], options: JobOptions | None = None,
                message: RunMessage | None = None) -> JobRecord:
         """Write a new ``queued`` record, indexed for its tenant, and push its run ``message``
-        (``shared/messages.py``) in the same script; return the record.
+        (``shared/hotpipe/shared/messages.py``) in the same script; return the record.
 
         Refuses to overwrite an existing job (``JobExists``) and, with an idempotency key,
         to create a second job for it (``KeyTaken``); either way nothing is written or pushed.

@@ -1,6 +1,6 @@
 """From a job's resolved spec to the pipeline that runs it: base checkpoint, ControlNet, variant class.
 
-The producer resolved everything (``shared/checkpoints.py``): the checkpoint, the exact
+The producer resolved everything (``shared/hotpipe/shared/checkpoints.py``): the checkpoint, the exact
 pipeline class, and for a ControlNet job the ControlNet checkpoint.  Here that becomes
 objects: the checkpoint loads once (the hot cache), a ControlNet model loads once per
 ControlNet checkpoint, and the class the job names is built on the checkpoint's modules
