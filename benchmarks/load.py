@@ -45,8 +45,8 @@ from celery import Celery
 
 from hotpipe.devstack import LocalStack, find_redis_server
 from hotpipe.producer.client import Client
-from hotpipe.shared import keys
 from hotpipe.shared.celery_app import TASK_NAME, make_celery
+from hotpipe.shared.queues import priority_lists
 from hotpipe.shared.storage import Storage
 from hotpipe.shared.store import JobStore
 
@@ -170,7 +170,7 @@ def measure(stack: LocalStack, n: int, clients: int, rounds: int, client: str) -
             rates.submit_s.append(took)
             rates.sizes.append(size)
     finally:
-        redis.Redis.from_url(stack.settings.redis_url).delete(*(keys.priority_list(RAW_QUEUE, s) for s in range(10)))
+        redis.Redis.from_url(stack.settings.redis_url).delete(*priority_lists(RAW_QUEUE))
         app.close()
     return ids, rates
 

@@ -11,12 +11,11 @@ from urllib.parse import urlsplit
 import jsonschema
 import kubernetes_validate
 import pytest
-from kombu.transport.redis import PRIORITY_STEPS, Channel
 
 from hotpipe.cli import build_parser
 from hotpipe.producer.api import create_app
-from hotpipe.shared.celery_app import make_celery, queue_name
 from hotpipe.shared.families import LOOKUP_ORDER
+from hotpipe.shared.queues import family_queue
 from hotpipe.shared.settings import ENV_PREFIX, Settings
 from tests.deploy.chart import (
     KUBE_VERSIONS,
@@ -45,12 +44,6 @@ def scenario(request: pytest.FixtureRequest) -> tuple[dict[str, Any] | None, lis
     return values, render(values)
 
 
-def priority_lists(queue: str) -> list[str]:
-    """The Redis lists Kombu keeps for ``queue`` under hotpipe's Celery configuration."""
-    options = make_celery(Settings()).conf.broker_transport_options
-    return [f"{queue}{Channel.sep}{step}" if step else queue for step in options.get("priority_steps", PRIORITY_STEPS)]
-
-
 def evaluate(formula: str, values: dict[str, int]) -> int:
     """A KEDA formula made of ``+`` and ``N * name`` terms, over trigger values."""
     total = 0
@@ -60,8 +53,8 @@ def evaluate(formula: str, values: dict[str, int]) -> int:
     return total
 
 
-def running_url_is_the_apis(url: str, docs: list[Manifest], queue: str) -> bool:
-    """``url`` is the API Service's, on the route that counts ``queue``'s running jobs."""
+def queues_url_is_the_apis(url: str, docs: list[Manifest], queue: str) -> bool:
+    """``url`` is the API Service's, on the route that counts ``queue``'s queued and running jobs."""
     (service,) = component(docs, "Service", "api")
     parts = urlsplit(url)
     host = f"{service['metadata']['name']}.{NAMESPACE}.svc"
@@ -108,7 +101,7 @@ def test_workers_consume_the_queue_the_code_routes_their_family_to(scenario: tup
         args = only_container(deployment)["args"]
         family = arg_after(args, "--family")
         assert family == pool["family"] and family in FAMILIES
-        assert deployment["metadata"]["labels"]["hotpipe.io/queue"] == queue_name(family)
+        assert deployment["metadata"]["labels"]["hotpipe.io/queue"] == family_queue(family)
         assert args[0] == "worker" and args.count("--family") == 1
         assert build_parser().parse_args(args).family == [family]
 
@@ -121,7 +114,7 @@ def test_api_args_are_a_valid_command(scenario: tuple[Any, list[Manifest]]) -> N
     assert parsed.port == api["ports"][0]["containerPort"]
 
 
-def test_keda_counts_every_priority_list_of_the_family_queue(scenario: tuple[Any, list[Manifest]]) -> None:
+def test_keda_scales_on_the_queued_and_running_jobs_the_api_counts(scenario: tuple[Any, list[Manifest]]) -> None:
     values, docs = scenario
     pools = enabled_pools(values)
     autoscaled = {name for name, pool in pools.items() if pool["autoscaling"]["enabled"]}
@@ -133,30 +126,22 @@ def test_keda_counts_every_priority_list_of_the_family_queue(scenario: tuple[Any
         target = deployments[obj["spec"]["scaleTargetRef"]["name"]]
         assert "replicas" not in target["spec"], "KEDA owns the replica count"
         triggers = obj["spec"]["triggers"]
-        lists = [t for t in triggers if t["type"] == "redis"]
-        counted = [t["metadata"]["listName"] for t in lists]
-        queue = queue_name(pool["family"])
-        assert set(counted) >= set(priority_lists(queue)), "a priority list the code fills is not counted"
-        assert len(set(counted)) == len(counted) and all(name.startswith(queue) for name in counted)
-        (running,) = [t for t in triggers if t["type"] == "metrics-api"]
-        assert running_url_is_the_apis(running["metadata"]["url"], docs, queue)
-        assert running["metadata"]["valueLocation"] == "running"
+        # one count of the queue, the API's (tests/deploy/test_chart_autoscaling.py): no trigger counts on its own
+        assert [t["type"] for t in triggers] == ["metrics-api"] * 2
+        assert {t["metadata"]["valueLocation"] for t in triggers} == {"queued", "running"}
+        for trigger in triggers:
+            assert trigger["name"] == trigger["metadata"]["valueLocation"]
+            assert queues_url_is_the_apis(trigger["metadata"]["url"], docs, family_queue(pool["family"]))
         modifiers = obj["spec"]["advanced"]["scalingModifiers"]
         per_replica = pool["autoscaling"]["queuedJobsPerReplica"]
         assert modifiers["target"] == str(per_replica)
         # replicas = ceil(formula / target) = one per running job + ceil(queued / per_replica)
-        for queued_by_list, busy in (([0] * 10, 3), ([5, 0, 1, 0, 0, 0, 0, 0, 0, 2], 0), ([1] * 10, 2)):
-            values = {f"p{i}": n for i, n in enumerate(queued_by_list)} | {"running": busy}
-            assert set(values) == {t["name"] for t in triggers}
-            replicas = math.ceil(evaluate(modifiers["formula"], values) / per_replica)
-            assert replicas == busy + math.ceil(sum(queued_by_list) / per_replica)
+        for queued, busy in ((0, 3), (8, 0), (10, 2), (1, 1)):
+            replicas = math.ceil(evaluate(modifiers["formula"], {"queued": queued, "running": busy}) / per_replica)
+            assert replicas == busy + math.ceil(queued / per_replica)
         assert (obj["spec"]["minReplicaCount"], obj["spec"]["maxReplicaCount"]) == (
             pool["autoscaling"]["minReplicas"], pool["autoscaling"]["maxReplicas"])
-    auth = of_kind(docs, "TriggerAuthentication")
-    assert len(auth) == (1 if autoscaled else 0)
-    for obj in scaled:
-        lists = [t for t in obj["spec"]["triggers"] if t["type"] == "redis"]
-        assert {t["authenticationRef"]["name"] for t in lists} == {auth[0]["metadata"]["name"]}
+    assert of_kind(docs, "TriggerAuthentication") == [], "KEDA reads nothing from Redis itself"
 
 
 def test_gpu_pools_request_one_gpu_and_run_on_it(scenario: tuple[Any, list[Manifest]]) -> None:

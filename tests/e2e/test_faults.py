@@ -24,8 +24,8 @@ import redis
 from hotpipe.devstack import LocalStack, Proc, find_redis_server
 from hotpipe.producer.client import Client
 from hotpipe.shared import keys
-from hotpipe.shared.celery_app import queue_lists, queue_name
 from hotpipe.shared.messages import enqueue
+from hotpipe.shared.queues import family_lists, family_queue
 from hotpipe.shared.registry import message_job_id
 from hotpipe.shared.status import Status
 from hotpipe.shared.storage import Storage
@@ -150,7 +150,7 @@ def puts(storage: Storage, key: str) -> int:
 
 def waiting(store: JobStore) -> int:
     """Messages waiting on the family's queue: every priority list of it (kombu's "{queue}\x06\x16{p}")."""
-    queue = queue_name(FAMILY)
+    queue = family_queue(FAMILY)
     return sum(int(store.redis.llen(name)) for name in [queue, *(f"{queue}\x06\x16{p}" for p in range(1, 10))])
 
 
@@ -234,7 +234,7 @@ def test_a_message_lost_in_a_frozen_consumers_socket_is_sent_again(
     never reads it, then dies.  Played by a raw connection that BRPOPs the family's lists and is
     closed unread; no lease or outbox knows the job, only the sweep does."""
     frozen = redis.Redis.from_url(fault_stack.settings.redis_url).connection_pool.get_connection()
-    frozen.send_command("BRPOP", *queue_lists(FAMILY), 0)  # block until a message comes, forever
+    frozen.send_command("BRPOP", *family_lists(FAMILY), 0)  # block until a message comes, forever
     time.sleep(2.5)  # the workers' own BRPOPs (1 s timeouts) re-block behind this one: it is served first
     job_id = submit(client, seed=6, num_inference_steps=2)
     popped = frozen.read_response()  # [list, message]: it was this job's, and it is out of Redis now

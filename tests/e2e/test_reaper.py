@@ -17,9 +17,9 @@ import redis
 
 from hotpipe.devstack import spawn, wait_until
 from hotpipe.shared import keys
-from hotpipe.shared.celery_app import queue_lists
 from hotpipe.shared.job import Task, new_job_id
 from hotpipe.shared.messages import run_message
+from hotpipe.shared.queues import family_lists
 from hotpipe.shared.registry import message_job_id
 from hotpipe.shared.status import Status
 from hotpipe.shared.store import JobStore
@@ -36,18 +36,18 @@ def created(store: JobStore, family: str) -> str:
 
 
 def waiting_ids(client: redis.Redis, family: str) -> list[str | None]:
-    return [message_job_id(str(m)) for name in queue_lists(family) for m in client.lrange(name, 0, -1)]
+    return [message_job_id(str(m)) for name in family_lists(family) for m in client.lrange(name, 0, -1)]
 
 
 def test_the_standalone_reaper_recovers_jobs_while_no_worker_runs(redis_server: str, redis_client: redis.Redis,
                                                                     tmp_path: Path) -> None:
     store = JobStore(redis_client, record_ttl_s=600)
     died = created(store, OTHER)
-    redis_client.delete(*queue_lists(OTHER))  # its worker took the message...
+    redis_client.delete(*family_lists(OTHER))  # its worker took the message...
     assert store.claim(died) == 1
     redis_client.zadd(keys.leases(), {died: 0}, xx=True)  # ...and died: the lease lapsed
     lost = created(store, FAMILY)
-    redis_client.delete(*queue_lists(FAMILY))  # a frozen consumer's BRPOP took it, never delivered
+    redis_client.delete(*family_lists(FAMILY))  # a frozen consumer's BRPOP took it, never delivered
     redis_client.zadd(keys.queued_jobs(), {lost: 0}, xx=True)  # queued long ago
 
     reaper = spawn("reaper", [sys.executable, "-m", "hotpipe", "reaper"], tmp_path, env={

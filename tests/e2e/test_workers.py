@@ -24,7 +24,7 @@ import redis
 from hotpipe.devstack import LocalStack, find_redis_server
 from hotpipe.producer.client import Client
 from hotpipe.shared.popularity import Popularity
-from hotpipe.shared.registry import queue_lists, worker_queue
+from hotpipe.shared.queues import priority_lists, worker_queue
 from hotpipe.shared.status import Status
 from tests.e2e.polling import wait_for
 
@@ -146,10 +146,10 @@ def test_a_dead_workers_queue_is_drained_to_the_family_queue(client: Client, hot
     try:
         job = client.submit({"checkpoint": COPIES[1], "task": "text2image",
                              "params": {"prompt": "x", "num_inference_steps": 2, "height": 32, "width": 32}})
-        assert sum(r.llen(q) for q in queue_lists(worker_queue(name))) == 1  # routed to the doomed worker
+        assert sum(r.llen(q) for q in priority_lists(worker_queue(name))) == 1  # routed to the doomed worker
         done = client.wait(job.id, timeout_s=WAIT_S)
         assert done.status is Status.SUCCEEDED
-        assert sum(r.llen(q) for q in queue_lists(worker_queue(name))) == 0
+        assert sum(r.llen(q) for q in priority_lists(worker_queue(name))) == 0
         assert "doomed" not in by_name(client)
     finally:
         r.close()

@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from hotpipe.devstack import LOCAL_AWS_ENV
 from hotpipe.producer.api import Services, create_app
 from hotpipe.shared import keys
-from hotpipe.shared.celery_app import queue_name
+from hotpipe.shared.queues import family_queue
 from hotpipe.shared.settings import Settings
 from hotpipe.shared.storage import Storage
 
@@ -37,7 +37,7 @@ class Backlog(NamedTuple):
 
 def queue_lists(family: str = FAMILY) -> list[str]:
     """Every redis list that can hold a message of ``family``'s Celery queue, named explicitly."""
-    queue = queue_name(family)
+    queue = family_queue(family)
     return [queue] + [f"{queue}{PRIORITY_SEP}{priority}" for priority in range(1, 10)]
 
 

@@ -10,7 +10,8 @@ import redis
 from hotpipe.producer.routing import Router
 from hotpipe.shared.messages import enqueue
 from hotpipe.shared.popularity import Popularity
-from hotpipe.shared.registry import HotCheckpoint, Registry, WorkerInfo, worker_queue
+from hotpipe.shared.queues import worker_queue
+from hotpipe.shared.registry import HotCheckpoint, Registry, WorkerInfo
 
 FAMILY = "stable-diffusion"
 

@@ -12,8 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from hotpipe.producer.auth import NO_KEYS_WARNING, KeyTable, hash_key, new_key, parse_keys
-from hotpipe.shared.celery_app import queue_lists
-from hotpipe.shared.registry import Registry, WorkerInfo, worker_queue
+from hotpipe.shared.queues import priority_lists, worker_queue
+from hotpipe.shared.registry import Registry, WorkerInfo
 from hotpipe.shared.settings import Settings
 from hotpipe.shared.store import JobStore
 from tests.producer.conftest import Backlog
@@ -162,7 +162,7 @@ def test_jobs_in_a_live_workers_own_queue_count_toward_the_bound(make_api: Calla
     store: JobStore = api.app.state.services.store  # type: ignore[attr-defined]
     Registry(store.redis, ttl_s=60).publish(WorkerInfo(name="a@h", queue=worker_queue("a@h"),
                                                        families=["stable-diffusion"], device="cpu", ready=True))
-    store.redis.rpush(queue_lists(worker_queue("a@h"))[0], "routed here")
+    store.redis.rpush(priority_lists(worker_queue("a@h"))[0], "routed here")
     assert api.post("/v1/jobs", json=JOB).status_code == 202
     assert_error(api.post("/v1/jobs", json=JOB), 429, "queue_full")
     assert backlog() == Backlog(queued=1, records=1)

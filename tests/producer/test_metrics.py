@@ -14,9 +14,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from hotpipe.devstack import free_port
 from hotpipe.producer.metrics import QueueCollector, job_id_of
 from hotpipe.shared import keys
-from hotpipe.shared.celery_app import make_celery, queue_lists
+from hotpipe.shared.celery_app import make_celery
 from hotpipe.shared.job import Task, new_job_id
-from hotpipe.shared.registry import Registry, WorkerInfo, worker_queue
+from hotpipe.shared.queues import family_lists, priority_lists, worker_queue
+from hotpipe.shared.registry import Registry, WorkerInfo
 from hotpipe.shared.settings import Settings
 from hotpipe.shared.store import JobStore
 from tests.producer.conftest import Backlog
@@ -89,9 +90,9 @@ def running_job(store: JobStore, family: str) -> str:
 
 def test_queue_depth_sums_every_priority_list_and_running_jobs_come_from_the_leases(
         redis_client: redis.Redis) -> None:
-    for step, name in enumerate(queue_lists("stable-diffusion")):
+    for step, name in enumerate(family_lists("stable-diffusion")):
         redis_client.rpush(name, *["message"] * (step + 1))  # 1 + 2 + ... + 10
-    redis_client.rpush(queue_lists("flux")[9], "message")
+    redis_client.rpush(family_lists("flux")[9], "message")
     store = JobStore(redis_client, record_ttl_s=60)
     for family in ("stable-diffusion", "stable-diffusion", "if", "a-family-no-table-has"):
         running_job(store, family)
@@ -119,7 +120,7 @@ def test_job_ids_are_read_from_job_paths_only() -> None:
 
 
 def test_queue_state_is_what_the_autoscaler_reads(api: TestClient, redis_client: redis.Redis) -> None:
-    for name in queue_lists("stable-diffusion")[3:6]:
+    for name in family_lists("stable-diffusion")[3:6]:
         redis_client.rpush(name, "message")
     running_job(JobStore(redis_client, record_ttl_s=60), "stable-diffusion")
     state = api.get("/v1/queues/stable-diffusion")
@@ -134,9 +135,9 @@ def test_jobs_waiting_in_live_workers_own_queues_count_for_their_families(api: T
     for name, families in (("a@h", ["stable-diffusion"]), ("b@h", ["stable-diffusion", "flux"]),
                            ("c@h", ["kandinsky22"])):
         registry.publish(WorkerInfo(name=name, queue=worker_queue(name), families=families, device="cpu", ready=True))
-        redis_client.rpush(queue_lists(worker_queue(name))[4], "message")
-    redis_client.rpush(queue_lists(worker_queue("dead@h"))[0], "message")  # no record: the reaper drains it
-    redis_client.rpush(queue_lists("stable-diffusion")[0], "message")
+        redis_client.rpush(priority_lists(worker_queue(name))[4], "message")
+    redis_client.rpush(priority_lists(worker_queue("dead@h"))[0], "message")  # no record: the reaper drains it
+    redis_client.rpush(family_lists("stable-diffusion")[0], "message")
     queued = {f: api.get(f"/v1/queues/{f}").json()["queued"] for f in ("stable-diffusion", "flux", "kandinsky22")}
     assert queued == {"stable-diffusion": 3, "flux": 1, "kandinsky22": 1}
     metrics = api.get("/metrics").text
@@ -156,4 +157,4 @@ def test_queue_state_of_a_family_without_a_queue_says_where_its_jobs_go(api: Tes
 def test_the_lists_counted_are_the_lists_kombu_fills() -> None:
     steps = make_celery(Settings()).conf.broker_transport_options["priority_steps"]
     kombus = [f"stable-diffusion{Channel.sep}{step}" if step else "stable-diffusion" for step in steps]
-    assert queue_lists("stable-diffusion") == kombus and len(kombus) == 10
+    assert family_lists("stable-diffusion") == kombus and len(kombus) == 10

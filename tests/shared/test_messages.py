@@ -15,8 +15,9 @@ import redis
 from kombu import Connection
 
 from hotpipe.shared import keys
-from hotpipe.shared.celery_app import PRIORITIES, TASK_NAME, kombu_priority, make_celery, queue_lists
+from hotpipe.shared.celery_app import TASK_NAME, make_celery
 from hotpipe.shared.messages import enqueue, run_message
+from hotpipe.shared.queues import PRIORITIES, priority_lists, priority_step
 from hotpipe.shared.settings import Settings
 
 FAMILY = "stable-diffusion"
@@ -27,7 +28,7 @@ RANDOM = {("headers", "id"), ("headers", "root_id"), ("properties", "correlation
 
 def waiting(client: redis.Redis, queue: str) -> dict[str, list[dict[str, Any]]]:
     """Every message on ``queue``'s lists, by list."""
-    found = {name: [json.loads(m) for m in client.lrange(name, 0, -1)] for name in queue_lists(queue)}
+    found = {name: [json.loads(m) for m in client.lrange(name, 0, -1)] for name in priority_lists(queue)}
     return {name: messages for name, messages in found.items() if messages}
 
 
@@ -42,7 +43,7 @@ def celery_sends(redis_url: str, client: redis.Redis, job_id: str, priority: int
     """What the project's pinned Celery publishes for this job (read back, then removed)."""
     app = make_celery(Settings.from_env({}, redis_url=redis_url))
     try:
-        app.send_task(TASK_NAME, args=[job_id], queue=queue, ignore_result=True, priority=kombu_priority(priority))
+        app.send_task(TASK_NAME, args=[job_id], queue=queue, ignore_result=True, priority=priority_step(priority))
     finally:
         app.close()
     [(name, [message])] = waiting(client, queue).items()
@@ -57,7 +58,7 @@ def test_run_message_is_what_celery_sends(redis_server: str, redis_client: redis
     target = queue or FAMILY
     sent = celery_sends(redis_server, redis_client, "job-1", priority, target)
     ours = run_message("job-1", FAMILY, priority, queue=queue)
-    assert ours.list_key == sent["list"] == keys.priority_list(target, kombu_priority(priority))
+    assert ours.list_key == sent["list"] == keys.priority_list(target, priority_step(priority))
     mine = json.loads(ours.payload)
     assert without_random(mine) == without_random(sent["message"])
     assert set(mine["headers"]) == set(sent["message"]["headers"])

@@ -19,9 +19,10 @@ from redis.retry import Retry
 
 from hotpipe.devstack import free_port
 from hotpipe.shared import keys
-from hotpipe.shared.celery_app import DEFAULT_PRIORITY, queue_name
+from hotpipe.shared.celery_app import DEFAULT_PRIORITY
 from hotpipe.shared.job import Task, new_job_id
 from hotpipe.shared.messages import enqueue
+from hotpipe.shared.queues import family_queue
 from hotpipe.shared.reaper import Publish, Reaper
 from hotpipe.shared.status import Status
 from hotpipe.shared.store import JobStore
@@ -36,7 +37,7 @@ PRIORITY_SEP = "\x06\x16"
 
 def published_by_list(store: JobStore) -> dict[str, list[str]]:
     """Job ids of the run messages waiting on the family's queue, by kombu list, oldest first."""
-    queue = queue_name(FAMILY)
+    queue = family_queue(FAMILY)
     found: dict[str, list[str]] = {}
     for name in [queue] + [f"{queue}{PRIORITY_SEP}{p}" for p in range(1, 10)]:
         raw: list[str] = store.redis.lrange(name, 0, -1)  # type: ignore[assignment]
@@ -83,7 +84,7 @@ def test_a_pass_requeues_lapsed_jobs_and_publishes_one_message_each(store: JobSt
 def test_a_requeued_job_keeps_its_priority(store: JobStore, publish: Publish) -> None:
     urgent, plain = running_job(store, priority=9), running_job(store)
     Reaper(store, publish, max_attempts=3, silence_s=SILENCE_S).run_once()
-    queue = queue_name(FAMILY)
+    queue = family_queue(FAMILY)
     assert published_by_list(store) == {  # API priority p is kombu priority 9 - p
         queue: [urgent], f"{queue}{PRIORITY_SEP}{9 - DEFAULT_PRIORITY}": [plain]}
 

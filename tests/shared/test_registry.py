@@ -10,8 +10,9 @@ from hotpipe.shared import keys
 from hotpipe.shared.drain import drain_dead
 from hotpipe.shared.job import Task, new_job_id
 from hotpipe.shared.messages import enqueue
+from hotpipe.shared.queues import priority_lists, worker_queue
 from hotpipe.shared.reaper import Publish, Reaper
-from hotpipe.shared.registry import HotCheckpoint, Registry, WorkerInfo, message_job_id, queue_lists, worker_queue
+from hotpipe.shared.registry import HotCheckpoint, Registry, WorkerInfo, message_job_id
 from hotpipe.shared.store import JobStore
 from tests.e2e.polling import wait_for
 from tests.shared.test_reaper import published_by_list
@@ -35,7 +36,7 @@ def queued_job(store: JobStore, priority: int = 5) -> str:
 
 def waiting(store: JobStore, queue: str) -> list[str]:
     ids = []
-    for name in queue_lists(queue):
+    for name in priority_lists(queue):
         ids += [message_job_id(str(m)) or "?" for m in store.redis.lrange(name, 0, -1)]
     return ids
 
@@ -55,14 +56,6 @@ def test_retire_makes_a_worker_dead_at_once(redis_client: redis.Redis) -> None:
     registry.publish(info("a@h"))
     registry.retire("a@h")
     assert registry.live() == [] and registry.dead(0) == ["a@h"]
-
-
-def test_backlog_counts_every_priority_list(redis_client: redis.Redis, store: JobStore) -> None:
-    registry = Registry(redis_client)
-    queue = worker_queue("a@h")
-    for priority in (0, 5, 9):
-        enqueue(redis_client, queued_job(store), FAMILY, priority, queue=queue)
-    assert registry.backlogs([queue, worker_queue("b@h")]) == {queue: 3, worker_queue("b@h"): 0}
 
 
 def test_a_dead_workers_queue_is_drained_to_the_family_queue(redis_client: redis.Redis, store: JobStore,

@@ -10,9 +10,9 @@ import pytest
 import redis
 
 from hotpipe.shared import keys
-from hotpipe.shared.celery_app import queue_lists
 from hotpipe.shared.job import JobError, Stage, Task, new_job_id
 from hotpipe.shared.messages import run_message
+from hotpipe.shared.queues import family_lists
 from hotpipe.shared.reaper import Reaper
 from hotpipe.shared.status import Status
 from hotpipe.shared.store import DEADLINE_EXCEEDED, Cursor, JobExists, JobOptions, JobStore, KeyTaken
@@ -40,7 +40,7 @@ def create(store: JobStore, job_id: str | None = None, **options: object) -> str
 def messages(store: JobStore) -> list[str]:
     """Job ids of the run messages waiting on the family's queue (every priority list)."""
     return [json.loads(base64.b64decode(json.loads(m)["body"]))[0][0]
-            for name in queue_lists("stable-diffusion") for m in store.redis.lrange(name, 0, -1)]
+            for name in family_lists("stable-diffusion") for m in store.redis.lrange(name, 0, -1)]
 
 
 # -- create: the record and its message, together or not at all ------------------------------

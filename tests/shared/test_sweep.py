@@ -8,11 +8,11 @@ queued-since score in the past, so no test waits for a clock.
 from __future__ import annotations
 
 from hotpipe.shared import keys
-from hotpipe.shared.celery_app import queue_lists
 from hotpipe.shared.job import Task, new_job_id
 from hotpipe.shared.messages import enqueue, run_message
+from hotpipe.shared.queues import family_lists, worker_queue
 from hotpipe.shared.reaper import Publish, Reaper
-from hotpipe.shared.registry import Registry, WorkerInfo, worker_queue
+from hotpipe.shared.registry import Registry, WorkerInfo
 from hotpipe.shared.store import JobStore
 from hotpipe.shared.sweep import sweep_lost_messages
 from tests.shared.test_reaper import published, published_by_list
@@ -35,14 +35,14 @@ def submitted(store: JobStore, priority: int = 5, stale: bool = True) -> str:
 
 def lose_every_message(store: JobStore) -> None:
     """A frozen worker's BRPOP took them: off the lists, never delivered."""
-    store.redis.delete(*queue_lists(FAMILY))
+    store.redis.delete(*family_lists(FAMILY))
 
 
 def test_a_stale_queued_job_whose_message_was_lost_gets_one_again(store: JobStore, publish: Publish) -> None:
     urgent, plain = submitted(store, priority=9), submitted(store)
     lose_every_message(store)
     assert sorted(sweep_lost_messages(store, publish, STALE_S)) == sorted([urgent, plain])
-    assert published_by_list(store) == {FAMILY: [urgent], queue_lists(FAMILY)[4]: [plain]}  # at their priorities
+    assert published_by_list(store) == {FAMILY: [urgent], family_lists(FAMILY)[4]: [plain]}  # at their priorities
     assert sweep_lost_messages(store, publish, STALE_S) == []  # its clock restarted: once a period
 
 

@@ -13,10 +13,10 @@ import redis
 import torch
 
 from hotpipe.shared import keys
-from hotpipe.shared.celery_app import queue_name
 from hotpipe.shared.checkpoints import resolve
 from hotpipe.shared.job import Task, new_job_id
 from hotpipe.shared.messages import enqueue
+from hotpipe.shared.queues import family_queue
 from hotpipe.shared.settings import Settings
 from hotpipe.shared.status import Status
 from hotpipe.shared.storage import Storage
@@ -140,7 +140,7 @@ def supersede(store: JobStore, job_id: str) -> int:
 
 
 def queued_messages(store: JobStore, family: str = "stable-diffusion") -> int:
-    queue = queue_name(family)  # kombu's lists for it: "{queue}" and "{queue}\x06\x16{priority}"
+    queue = family_queue(family)  # kombu's lists for it: "{queue}" and "{queue}\x06\x16{priority}"
     return sum(int(store.redis.llen(name)) for name in [queue, *(f"{queue}\x06\x16{p}" for p in range(1, 10))])
 
 

@@ -47,7 +47,7 @@ hotpipe.io/family: {{ (index . 2).family | quote }}
 hotpipe.io/queue: {{ include "hotpipe.pool.queue" (index . 2) | quote }}
 {{- end }}
 
-{{/* The Celery queue a pool consumes: the family key itself (queue_name in shared/hotpipe/shared/celery_app.py). */}}
+{{/* The Celery queue a pool consumes: the family key itself (family_queue in shared/hotpipe/shared/queues.py). */}}
 {{- define "hotpipe.pool.queue" -}}
 {{- .family }}
 {{- end }}
@@ -60,19 +60,6 @@ hotpipe.io/queue: {{ include "hotpipe.pool.queue" (index . 2) | quote }}
 {{/* The worker's device: the pool's own, else cuda:0 when it requests a GPU, else cpu. */}}
 {{- define "hotpipe.pool.device" -}}
 {{- if .device }}{{ .device }}{{ else if gt (include "hotpipe.pool.gpus" . | int) 0 }}cuda:0{{ else }}cpu{{ end }}
-{{- end }}
-
-{{/*
-Kombu's Redis transport keeps one list per priority step: step 0 is the queue itself, step n is
-"{queue}\x06\x16{n}". hotpipe uses every step 0-9 (priority_steps in shared/hotpipe/shared/celery_app.py; Kombu's
-default is 0, 3, 6, 9); tests/deploy check that every list the code can fill is counted.
-*/}}
-{{- define "hotpipe.prioritySteps" -}}[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]{{- end }}
-
-{{/* The Redis list of one priority step. Takes (list queue step). */}}
-{{- define "hotpipe.priorityList" -}}
-{{- $step := index . 1 | int }}
-{{- if eq $step 0 }}{{ index . 0 }}{{ else }}{{ printf "%s\x06\x16%d" (index . 0) $step }}{{ end }}
 {{- end }}
 
 {{/*
@@ -89,10 +76,3 @@ margin for giving the job back and exiting.
 
 {{/* The file a worker touches once it consumes; in the container's own layer, so a restart starts unready. */}}
 {{- define "hotpipe.readyFile" -}}/tmp/hotpipe-worker-ready{{- end }}
-
-{{/* The KEDA formula summing every priority list's trigger: "p0 + p3 + ...". Takes the steps. */}}
-{{- define "hotpipe.priorityFormula" -}}
-{{- $terms := list }}
-{{- range . }}{{ $terms = append $terms (printf "p%d" (int .)) }}{{ end }}
-{{- join " + " $terms }}
-{{- end }}

@@ -76,9 +76,6 @@ Checks that values.schema.json can't express; fails once, listing every problem 
 {{- if gt (.minReplicas | int) (.maxReplicas | int) }}
 {{- $errors = append $errors (printf "%s.autoscaling.minReplicas (%v) is above maxReplicas (%v)" $at .minReplicas .maxReplicas) }}
 {{- end }}
-{{- if not $root.Values.redis.addressKey }}
-{{- $errors = append $errors (printf "%s.autoscaling needs redis.addressKey: KEDA reads the Redis host:port from that key of redis.existingSecret (it can't parse a URL)" $at) }}
-{{- end }}
 {{- end }}
 {{- end }}
 {{- toJson $errors }}

@@ -4,8 +4,8 @@ The rate limit is a token bucket per tenant, kept in Redis and changed by one Lu
 on Redis's clock, so every API replica shares it and no host's clock matters.  Reads (a
 job, the list, an event stream) may have a bucket of their own (``ReadLimit``), with its
 own, larger budget, so polling never spends a tenant's submissions.  The queue
-bound counts the messages waiting for the family (every priority list of its Celery queue and
-of its live workers' own queues);
+bound counts the family's backlog (``shared/hotpipe/shared/queues.py``: every priority list of
+its Celery queue and of its live workers' own queues);
 concurrent submissions may overshoot it by at most the number in flight.
 """
 
@@ -18,7 +18,7 @@ import redis
 
 from hotpipe.shared import keys
 from hotpipe.shared.errors import TooManyRequests
-from hotpipe.shared.registry import waiting
+from hotpipe.shared.queues import waiting
 from hotpipe.shared.settings import Settings
 
 #: what a caller told "queue full" should wait before trying again

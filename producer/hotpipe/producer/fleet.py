@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from hotpipe.producer.routing import Router
 from hotpipe.shared.popularity import Popularity
+from hotpipe.shared.queues import queue_depths
 from hotpipe.shared.registry import Registry
 from hotpipe.shared.settings import Settings
 
@@ -25,7 +26,7 @@ def make_router(client: redis.Redis, settings: Settings) -> Router | None:
 def fleet(registry: Registry) -> dict[str, Any]:
     """Every live worker's record, with the number of jobs waiting in its own queue."""
     workers = registry.live()
-    backlog = registry.backlogs([w.queue for w in workers]) if workers else {}
+    backlog = queue_depths(registry.redis, [w.queue for w in workers]) if workers else {}
     out = []
     for w in workers:
         doc = asdict(w)

@@ -2,8 +2,9 @@
 
 Counted in the process: jobs submitted (by family and priority), HTTP requests and their
 latency (by method, route template and status).  Read from Redis at scrape time, by a
-collector: each family's queue depth summed over all its priority lists, and the jobs
-running (the lease set, which holds exactly the running jobs) by family.  The queue figures
+collector: each family's backlog (``shared/hotpipe/shared/queues.py``: every priority list of its
+queue and of its live workers' own queues), and the jobs running (the lease set, which holds
+exactly the running jobs) by family.  The queue figures
 are the same from every API replica: aggregate them with ``max``, not ``sum``.
 
 Each app has its own registry, so several apps in one process (tests) don't collide.  When
@@ -28,9 +29,10 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hotpipe.producer.queues import QUEUED_FAMILIES, read_backlog
+from hotpipe.producer.queues import QUEUED_FAMILIES
 from hotpipe.shared.job import JOB_ID_RE
 from hotpipe.shared.logs import JOB_ID
+from hotpipe.shared.queues import backlog
 
 #: seconds; the API answers in milliseconds, except long-polls and event streams (time to first byte)
 HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -69,7 +71,8 @@ class ApiMetrics:
 class QueueCollector(Collector):
     """Queue depth and running jobs per family, read from Redis when Prometheus scrapes.
 
-    Two pipelined round trips (``queues.read_backlog``).  A Redis outage yields
+    Pipelined round trips (``shared/hotpipe/shared/queues.py`` ``backlog``: the count
+    ``GET /v1/queues/{family}`` serves).  A Redis outage yields
     ``hotpipe_redis_up 0`` and no queue figures, never a failed scrape.
     """
 
@@ -83,16 +86,16 @@ class QueueCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         depth, running, up = self.empty_families()
         try:
-            backlog = read_backlog(self.client, self.families)
+            counts = backlog(self.client, self.families)
         except redis.RedisError:
             up.add_metric([], 0)
             yield up
             return
         for family in self.families:
-            depth.add_metric([family], backlog.queued[family])
-            running.add_metric([family], backlog.running[family])
-        for family in sorted(set(backlog.running) - set(self.families)):
-            running.add_metric([family], backlog.running[family])
+            depth.add_metric([family], counts.queued[family])
+            running.add_metric([family], counts.running[family])
+        for family in sorted(set(counts.running) - set(self.families)):
+            running.add_metric([family], counts.running[family])
         up.add_metric([], 1)
         yield from (depth, running, up)
 

@@ -1,29 +1,19 @@
-"""How much work each family has: jobs queued (every priority list, the family's queue and its
-workers' own queues) and jobs running.
+"""How much work each family has, for ``GET /v1/queues/{family}``: jobs queued and jobs running.
 
-Read from Redis on demand, for ``/metrics`` and for ``GET /v1/queues/{family}``, which the
-chart's KEDA ScaledObjects poll: a pool needs one worker per running job plus enough for its
-queue, and running jobs are in no Redis list (Kombu holds their messages in its unacked hash),
-so a scaler that counts lists alone would scale busy workers away.  Jobs that affinity routing
-sent to a live worker's own queue wait too, so they count for the worker's families (a worker
-serving several families counts its own queue for each: an over-count of at most
-``route_backlog_max`` per such worker).
+Both are ``shared/hotpipe/shared/queues.py``'s counts (``backlog``), read from Redis on demand; the
+chart's KEDA ScaledObjects poll this route for both (a pool needs one worker per running job plus
+enough for its queue), and ``/metrics`` reports the same counts.
 """
 
 from __future__ import annotations
-
-from collections import Counter
-from collections.abc import Iterable
-from dataclasses import dataclass
 
 import redis
 from fastapi import FastAPI
 from pydantic import BaseModel
 
-from hotpipe.shared import keys
 from hotpipe.shared.errors import NotFound
 from hotpipe.shared.families import FAMILIES, base_family
-from hotpipe.shared.registry import waiting_lists
+from hotpipe.shared.queues import backlog
 
 #: families that have a queue: variants run on their base family's workers
 QUEUED_FAMILIES: tuple[str, ...] = tuple(sorted({base_family(f) for f in FAMILIES}))
@@ -35,30 +25,6 @@ class QueueState(BaseModel):
     family: str
     queued: int
     running: int
-
-
-@dataclass(frozen=True)
-class Backlog:
-    """Jobs queued per family (those asked about) and running per family (every family seen)."""
-
-    queued: dict[str, int]
-    running: Counter[str]
-
-
-def read_backlog(client: redis.Redis, families: Iterable[str]) -> Backlog:
-    """Pipelined round trips: the live workers, LLEN of every list, the family of every running job."""
-    lists = waiting_lists(client, families)
-    pipe = client.pipeline(transaction=False)
-    for names in lists.values():
-        for name in names:
-            pipe.llen(name)
-    lengths = iter(pipe.execute())
-    queued = {family: sum(next(lengths) for _ in names) for family, names in lists.items()}
-    pipe = client.pipeline(transaction=False)
-    for job_id in client.zrange(keys.leases(), 0, -1):  # the lease set holds exactly the running jobs
-        pipe.hget(keys.job(str(job_id)), "family")
-    running = Counter(str(family) for family in pipe.execute() if family)
-    return Backlog(queued, running)
 
 
 def queued_family(family: str) -> str:
@@ -75,5 +41,5 @@ def add_queue_routes(app: FastAPI, client: redis.Redis) -> None:
     @app.get("/v1/queues/{family}", response_model=QueueState)
     def queue_state(family: str) -> QueueState:
         """Jobs queued (all priorities) and running for one family; what the autoscaler reads."""
-        backlog = read_backlog(client, [queued_family(family)])
-        return QueueState(family=family, queued=backlog.queued[family], running=backlog.running[family])
+        counts = backlog(client, [queued_family(family)])
+        return QueueState(family=family, queued=counts.queued[family], running=counts.running[family])

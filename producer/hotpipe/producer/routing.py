@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import redis
 
 from hotpipe.shared.popularity import Popularity
+from hotpipe.shared.queues import count_queues
 from hotpipe.shared.registry import HotCheckpoint, Registry, WorkerInfo
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ class Router:
         pipe = self.registry.redis.pipeline(transaction=False)
         if self.popularity is not None:
             self.popularity.bump(family, checkpoint, pipe)
-        read_backlogs = self.registry.queue_backlogs(pipe, [w.queue for w in workers])
+        read_backlogs = count_queues(pipe, [w.queue for w in workers])
         refs: list[tuple[str, str]] = []
         read_counts = None
         if workers and not holders and self.popularity is not None:

@@ -9,24 +9,13 @@ from __future__ import annotations
 
 from celery import Celery
 
-from hotpipe.shared import keys
+from hotpipe.shared.queues import PRIORITIES
 from hotpipe.shared.settings import Settings
 
 TASK_NAME = "hotpipe.run_job"
 
-#: API priorities run 0 (least urgent) .. 9 (most urgent); 5 when not given
-PRIORITIES = range(10)
+#: API priorities run 0 (least urgent) .. 9 (most urgent) (``queues.PRIORITIES``); 5 when not given
 DEFAULT_PRIORITY = 5
-
-
-def queue_name(family: str) -> str:
-    """The Celery queue of a model family (the family key itself)."""
-    return family
-
-
-def queue_lists(family: str) -> list[str]:
-    """Every Redis list holding ``family``'s queued messages, one per priority step (Kombu reads them in order)."""
-    return [keys.priority_list(queue_name(family), step) for step in PRIORITIES]
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -53,9 +42,4 @@ def make_celery(settings: Settings) -> Celery:
         task_send_sent_event=False,
     )
     return app
-
-
-def kombu_priority(priority: int) -> int:
-    """Kombu's priority (0 first) for an API priority (9 first)."""
-    return max(PRIORITIES) - priority
 

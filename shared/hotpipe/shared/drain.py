@@ -13,7 +13,8 @@ import logging
 from collections.abc import Callable
 
 from hotpipe.shared.celery_app import DEFAULT_PRIORITY
-from hotpipe.shared.registry import Registry, message_job_id, queue_lists, worker_queue
+from hotpipe.shared.queues import priority_lists, worker_queue
+from hotpipe.shared.registry import Registry, message_job_id
 from hotpipe.shared.status import Status
 from hotpipe.shared.store import JobStore
 
@@ -26,7 +27,7 @@ Publish = Callable[[str, str, int], None]
 def drain_worker(registry: Registry, store: JobStore, publish: Publish, name: str) -> list[str]:
     """Move every message of ``name``'s own queue to its job's family queue; the job ids moved."""
     moved: list[str] = []
-    for lst in queue_lists(worker_queue(name)):
+    for lst in priority_lists(worker_queue(name)):
         while (found := registry.redis.lindex(lst, -1)) is not None:  # oldest first: Kombu pops the right end
             raw = str(found)
             job_id = message_job_id(raw)

@@ -92,6 +92,17 @@ def webhook_events() -> str:
     return f"{NAMESPACE}:webhooks:events"
 
 
+def family_queue(family: str) -> str:
+    """The Celery queue of a model family, which is also its Redis list for priority step 0: the family
+    key itself (the chart's ``hotpipe.pool.queue`` says the same)."""
+    return family
+
+
+def worker_queue(name: str) -> str:
+    """The Celery queue only worker ``name`` consumes (and its Redis list for priority step 0)."""
+    return f"{NAMESPACE}.worker.{name}"
+
+
 #: Kombu's separator between a queue's name and its priority step (kombu.transport.redis)
 PRIORITY_SEP = "\x06\x16"
 

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 import redis
 
 from hotpipe.shared import keys
-from hotpipe.shared.celery_app import DEFAULT_PRIORITY, TASK_NAME, kombu_priority, queue_name
+from hotpipe.shared.celery_app import DEFAULT_PRIORITY, TASK_NAME
+from hotpipe.shared.queues import family_queue, priority_step
 
 #: the body's "embed" part: no callbacks, errbacks, chain or chord
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
@@ -48,8 +49,8 @@ def origin() -> str:
 def run_message(job_id: str, family: str, priority: int = DEFAULT_PRIORITY, queue: str | None = None) -> RunMessage:
     """The message that runs ``job_id`` at API ``priority`` (0-9, 9 first) on its family's queue,
     or on ``queue`` (a worker's own queue, when routed to a warm worker)."""
-    target = queue or queue_name(family)
-    step = kombu_priority(priority)
+    target = queue or family_queue(family)
+    step = priority_step(priority)
     task_id = str(uuid.uuid4())
     body = json.dumps([[job_id], {}, _EMBED])
     envelope = {

@@ -11,18 +11,12 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import redis
-from redis.client import Pipeline
 
 from hotpipe.shared import keys
-from hotpipe.shared.celery_app import PRIORITIES
-
-#: Kombu's separator between a queue's name and its priority number in the Redis list name
-PRIORITY_SEP = "\x06\x16"
 
 _PUBLISH = """
 local t = redis.call('TIME')
@@ -48,16 +42,6 @@ return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]), 'LI
 def checkpoint_id(checkpoint: str, revision: str | None) -> str:
     """How the registry and the router name a checkpoint: its name, and the commit if pinned."""
     return f"{checkpoint}@{revision}" if revision else checkpoint
-
-
-def worker_queue(name: str) -> str:
-    """The queue only worker ``name`` consumes (jobs routed to it because it holds their checkpoint)."""
-    return f"hotpipe.worker.{name}"
-
-
-def queue_lists(queue: str) -> list[str]:
-    """The Redis lists holding a Celery queue's messages, one per priority step."""
-    return [queue if p == 0 else f"{queue}{PRIORITY_SEP}{p}" for p in PRIORITIES]
 
 
 @dataclass
@@ -140,28 +124,6 @@ class Registry:
         texts = self.redis.mget([keys.worker(n) for n in names])
         return [WorkerInfo.from_json(str(t)) for t in texts if t]
 
-    def backlogs(self, queues: list[str]) -> dict[str, int]:
-        """Messages waiting in each queue (all its priority lists)."""
-        pipe = self.redis.pipeline(transaction=False)
-        read = self.queue_backlogs(pipe, queues)
-        return read(pipe.execute())
-
-    @staticmethod
-    def queue_backlogs(pipe: Pipeline, queues: list[str]) -> Callable[[list[Any]], dict[str, int]]:
-        """Queue the reads of ``backlogs`` on ``pipe``; call what this returns with ``pipe.execute()``'s
-        results to get them."""
-        start = len(pipe)
-        for queue in queues:
-            for name in queue_lists(queue):
-                pipe.llen(name)
-        n = len(PRIORITIES)
-
-        def read(results: list[Any]) -> dict[str, int]:
-            counts = results[start:start + n * len(queues)]
-            return {queue: sum(counts[i * n:(i + 1) * n]) for i, queue in enumerate(queues)}
-
-        return read
-
     def dead(self, grace_s: float, limit: int = 100) -> list[str]:
         """Workers whose record expired at least ``grace_s`` ago (Redis's clock)."""
         return list(self._dead(keys=[keys.workers()], args=[round(grace_s * 1000), limit]))
@@ -194,22 +156,3 @@ def message_job_id(raw: str) -> str | None:
         return str(args[0]) if args else None
     except (ValueError, KeyError, IndexError, TypeError):
         return None
-
-
-def waiting_lists(client: redis.Redis, families: Iterable[str]) -> dict[str, list[str]]:
-    """Every Redis list whose messages wait for each of ``families``: its queue's priority lists
-    and those of the own queues of the live workers serving it (a worker serving several
-    families counts for each)."""
-    lists = {family: queue_lists(family) for family in families}
-    for worker in Registry(client).live():
-        for family in lists.keys() & set(worker.families):
-            lists[family] += queue_lists(worker.queue)
-    return lists
-
-
-def waiting(client: redis.Redis, family: str) -> int:
-    """Messages waiting for ``family`` in every list of ``waiting_lists``, in one pipelined round trip."""
-    pipe = client.pipeline(transaction=False)
-    for name in waiting_lists(client, [family])[family]:
-        pipe.llen(name)
-    return sum(int(n) for n in pipe.execute())

@@ -22,7 +22,7 @@ import logging
 
 from hotpipe.shared.celery_app import DEFAULT_PRIORITY
 from hotpipe.shared.drain import Publish
-from hotpipe.shared.registry import waiting
+from hotpipe.shared.queues import waiting
 from hotpipe.shared.status import Status
 from hotpipe.shared.store import JobStore
 

@@ -16,7 +16,8 @@ import threading
 
 import redis
 
-from hotpipe.shared.registry import HotCheckpoint, Registry, WorkerInfo, worker_queue
+from hotpipe.shared.queues import worker_queue
+from hotpipe.shared.registry import HotCheckpoint, Registry, WorkerInfo
 from hotpipe.workers.cache import PipelineCache
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ runtime in ``worker_process_init`` (cheap: connections only), pins its device, a
 pipelines lazily on the first job — or, with ``--preload``, in a thread of its own, so a
 slow load never trips Celery's child start-up timeout.
 
-A worker consumes its own queue (``registry.worker_queue``: jobs the producer routed to it
+A worker consumes its own queue (``queues.worker_queue``: jobs the producer routed to it
 because it holds their checkpoint) from the start, but the producer routes there only once
 its registry record says ready, and the family queues are added only after the preload
 finished (``PreloadGate``); the ready file, the readiness probe's, is touched then.
@@ -40,14 +40,15 @@ from kombu.asynchronous.timer import Entry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from hotpipe.shared.celery_app import TASK_NAME, make_celery, queue_name
+from hotpipe.shared.celery_app import TASK_NAME, make_celery
 from hotpipe.shared.checkpoints import resolve
 from hotpipe.shared.errors import InvalidRequest
 from hotpipe.shared.job import Task
 from hotpipe.shared.messages import enqueue
 from hotpipe.shared.popularity import Popularity
+from hotpipe.shared.queues import family_queue, worker_queue
 from hotpipe.shared.reaper import SOCKET_TIMEOUT_S, reaper_from_settings
-from hotpipe.shared.registry import Registry, worker_queue
+from hotpipe.shared.registry import Registry
 from hotpipe.shared.safety import parse_patterns
 from hotpipe.shared.settings import Settings
 from hotpipe.shared.storage import Storage
@@ -225,10 +226,10 @@ def preload_gate(settings: Settings, families: list[str], done: Path) -> type[bo
                 if not done.exists() or consumer is None or consumer.task_consumer is None:
                     return
                 for family in families:
-                    consumer.add_task_queue(queue_name(family))
+                    consumer.add_task_queue(family_queue(family))
                 if settings.worker_ready_file:
                     Path(settings.worker_ready_file).touch()
-                log.info("ready: consuming %s", ", ".join(queue_name(f) for f in families))
+                log.info("ready: consuming %s", ", ".join(family_queue(f) for f in families))
                 if self.entry is not None:
                     self.entry.cancel()
             self.entry = parent.timer.call_repeatedly(0.2, check, priority=5)
