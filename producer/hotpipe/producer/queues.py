@@ -17,7 +17,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import redis
-from fastapi import FastAPI
 from pydantic import BaseModel
 
 from hotpipe.shared import keys
@@ -70,10 +69,3 @@ def queued_family(family: str) -> str:
                        field="family")
     raise NotFound(f"no family {family!r}; families with a queue: {', '.join(QUEUED_FAMILIES)}", field="family")
 
-
-def add_queue_routes(app: FastAPI, client: redis.Redis) -> None:
-    @app.get("/v1/queues/{family}", response_model=QueueState)
-    def queue_state(family: str) -> QueueState:
-        """Jobs queued (all priorities) and running for one family; what the autoscaler reads."""
-        backlog = read_backlog(client, [queued_family(family)])
-        return QueueState(family=family, queued=backlog.queued[family], running=backlog.running[family])
