@@ -170,12 +170,18 @@ def _new_key(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+#: what ``add_subparsers`` returns; each ``_add_*`` below adds one command to it
+Subparsers = argparse._SubParsersAction
+
+
+def _add_client_options(parser: argparse.ArgumentParser) -> None:
+    """``--api`` and ``--api-key``, for the subcommands that call the API."""
     from hotpipe.producer.cli_client import add_client_options
 
-    p = argparse.ArgumentParser(prog="hotpipe", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
+    add_client_options(parser)
 
+
+def _add_api(sub: Subparsers) -> None:
     api = sub.add_parser("api", help="serve the HTTP API")
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8000)
@@ -184,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "each uses about one core")
     api.set_defaults(fn=_api)
 
+
+def _add_worker(sub: Subparsers) -> None:
     w = sub.add_parser("worker", help="run a Celery worker for model families")
     w.add_argument("--family", action="append", required=True, help="family key (repeatable)")
     w.add_argument("--device", help="cpu or cuda:N (default: HOTPIPE_DEVICE); one worker per device")
@@ -193,20 +201,18 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--loglevel", default="INFO")
     w.set_defaults(fn=_worker)
 
+
+def _add_submit(sub: Subparsers) -> None:
     s = sub.add_parser("submit", help="submit a job through the API")
-    add_client_options(s)
+    _add_client_options(s)
     s.add_argument("--checkpoint", help="required unless every line of --from names one")
     s.add_argument("--revision")
     s.add_argument("--task", default="text2image", choices=["text2image", "image2image", "inpainting"])
     s.add_argument("--prompt", help="required unless every line of --from has one")
     s.add_argument("--negative-prompt")
-    s.add_argument("--steps", type=int)
-    s.add_argument("--guidance", type=float)
-    s.add_argument("--strength", type=float)
-    s.add_argument("--height", type=int)
-    s.add_argument("--width", type=int)
-    s.add_argument("--num-images", type=int)
-    s.add_argument("--seed", type=int)
+    for flag, kind in (("--steps", int), ("--guidance", float), ("--strength", float), ("--height", int),
+                       ("--width", int), ("--num-images", int), ("--seed", int)):
+        s.add_argument(flag, type=kind)
     s.add_argument("--image", type=Path, help="input image file (image2image, inpainting)")
     s.add_argument("--mask", type=Path, help="mask image file (inpainting)")
     s.add_argument("--format", default="png", choices=["png", "webp", "jpeg"])
@@ -218,45 +224,61 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print final records as JSON lines")
     s.set_defaults(fn=_submit)
 
+
+def _add_status(sub: Subparsers) -> None:
     st = sub.add_parser("status", help="show a job's record")
     st.add_argument("job_id")
-    add_client_options(st)
+    _add_client_options(st)
     st.add_argument("--wait", type=float, default=0.0, help="wait up to S seconds for a terminal state")
     st.add_argument("--json", action="store_true")
     st.set_defaults(fn=_status)
 
+
+def _add_cancel(sub: Subparsers) -> None:
     c = sub.add_parser("cancel", help="cancel a job")
     c.add_argument("job_id")
-    add_client_options(c)
+    _add_client_options(c)
     c.add_argument("--json", action="store_true")
     c.set_defaults(fn=_cancel)
 
+
+def _add_webhooks(sub: Subparsers) -> None:
     wh = sub.add_parser("webhooks", help="deliver webhook events (when the API runs with "
                         "HOTPIPE_WEBHOOK_DISPATCHER=false)")
     wh.set_defaults(fn=_webhooks)
 
+
+def _add_jobs(sub: Subparsers) -> None:
     j = sub.add_parser("jobs", help="list your jobs, newest first")
-    add_client_options(j)
+    _add_client_options(j)
     j.add_argument("--status", choices=["queued", "running", "succeeded", "failed", "canceled"])
     j.add_argument("--limit", type=int, default=20)
     j.add_argument("--cursor", help="next page: the cursor the previous page printed")
     j.add_argument("--json", action="store_true", help="one record per line")
     j.set_defaults(fn=_jobs)
 
+
+def _add_keys(sub: Subparsers) -> None:
     keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="keys_command", required=True)
     nk = keys.add_parser("new", help="make an API key for a tenant and print the hash to configure")
     nk.add_argument("--tenant", required=True)
     nk.set_defaults(fn=_new_key)
 
+
+def _add_reaper(sub: Subparsers) -> None:
     rp = sub.add_parser("reaper", help="requeue lost jobs, drain dead workers' queues, re-send lost messages "
                         "(every worker runs one too; this one runs while no worker does)")
     rp.set_defaults(fn=_reaper)
 
+
+def _add_workers(sub: Subparsers) -> None:
     ws = sub.add_parser("workers", help="list live workers: families, device, hot checkpoints, current job")
-    add_client_options(ws)
+    _add_client_options(ws)
     ws.add_argument("--json", action="store_true")
     ws.set_defaults(fn=_workers)
 
+
+def _add_dev(sub: Subparsers) -> None:
     dev = sub.add_parser("dev", help="developer tools").add_subparsers(dest="dev_command", required=True)
     mk = dev.add_parser("make-checkpoints", help="build tiny random-weight checkpoints offline")
     mk.add_argument("dir")
@@ -272,6 +294,20 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "demo":
             d.add_argument("--out", default="demo-output")
         d.set_defaults(fn=fn)
+
+
+#: the subcommands, in the order ``hotpipe --help`` lists them: each entry adds one
+COMMANDS: tuple[Callable[[Subparsers], None], ...] = (
+    _add_api, _add_worker, _add_submit, _add_status, _add_cancel, _add_webhooks, _add_jobs, _add_keys,
+    _add_reaper, _add_workers, _add_dev)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``hotpipe`` parser: one subcommand per builder in ``COMMANDS``."""
+    p = argparse.ArgumentParser(prog="hotpipe", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    for add in COMMANDS:
+        add(sub)
     return p
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
 import uuid
@@ -13,6 +14,7 @@ import redis
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from hotpipe.producer.api import create_app
 from hotpipe.shared.celery_app import TASK_NAME
 from hotpipe.shared.job import ImageResult, JobResult, new_job_id
 from hotpipe.shared.settings import Settings
@@ -298,3 +300,16 @@ def test_docs_and_openapi(api: TestClient) -> None:
     assert "swagger" in docs.text.lower()
     assert schema.status_code == 200
     assert {"/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/cancel"} <= set(schema.json()["paths"])
+
+
+def test_redis_down_is_503_with_retry_after(settings: Settings) -> None:
+    # Nothing listens on port 1: every Redis call fails to connect.
+    down = dataclasses.replace(settings, redis_url="redis://127.0.0.1:1/0")
+    with TestClient(create_app(down)) as api:
+        ready = api.get("/readyz")
+        listed = api.get("/v1/jobs")
+
+    for answer in (ready, listed):
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["Retry-After"] == "2"
+        assert answer.json()["error"]["code"] == "unavailable"

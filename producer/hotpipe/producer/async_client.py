@@ -1,27 +1,35 @@
-"""``AsyncClient``: the HTTP API for asyncio code, mirroring ``Client`` method for method.
+"""``AsyncClient``: the HTTP API for asyncio code, method for method the same as ``Client``.
 
-Typed with the API's own models; errors raised as the same ``APIError`` subclasses.
+Both send the calls that ``client_core`` builds and read the answers it decodes, so requests,
+errors (the same ``APIError`` subclasses), ``wait`` and ``events`` behave alike.
 """
 
 from __future__ import annotations
 
-import time
+import builtins
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
-from hotpipe.producer.client import (
-    KEEPALIVE_READ_S,
-    api_error,
-    list_params,
-    parse_sse,
+from hotpipe.producer.client_core import (
+    DOWNLOAD_TIMEOUT_S,
+    Call,
+    EventStream,
+    WaitPlan,
+    cancel_call,
+    downloaded,
+    get_call,
+    list_call,
     submit_call,
     upload_call,
+    workers_call,
 )
+from hotpipe.producer.client_errors import api_error
 from hotpipe.shared.job import JobList, JobRecord, JobRequest, Upload
-from hotpipe.shared.status import TERMINAL
+
+T = TypeVar("T")
 
 
 class AsyncClient:
@@ -32,6 +40,7 @@ class AsyncClient:
         self.http = httpx.AsyncClient(base_url=base_url, timeout=timeout_s, headers=headers)
 
     async def aclose(self) -> None:
+        """Close the connections (``Client.close``, asyncio's spelling)."""
         await self.http.aclose()
 
     async def __aenter__(self) -> AsyncClient:
@@ -42,70 +51,67 @@ class AsyncClient:
 
     async def submit(self, request: dict[str, Any] | JobRequest, *, idempotency_key: str | None = None,
                      job_id: str | None = None) -> JobRecord:
-        """Submit a job; the same ``idempotency_key`` or ``job_id`` and body again returns the same job."""
-        method, path, kw = submit_call(request, idempotency_key, job_id)
-        return JobRecord.model_validate(await self._call(method, path, **kw))
-
-    async def get(self, job_id: str, wait_s: float = 0.0) -> JobRecord:
-        params = {"wait": wait_s} if wait_s else None
-        return JobRecord.model_validate(await self._call("GET", f"/v1/jobs/{job_id}", params=params,
-                                                         timeout=wait_s + 30.0))
-
-    async def cancel(self, job_id: str) -> JobRecord:
-        return JobRecord.model_validate(await self._call("POST", f"/v1/jobs/{job_id}/cancel"))
+        """Submit a job.  With ``idempotency_key`` or ``job_id`` (a ``PUT`` with your own id),
+        sending the same request again returns the same job instead of a second one."""
+        return await self._send(submit_call(request, idempotency_key, job_id))
 
     async def list(self, status: str | None = None, limit: int = 20, cursor: str | None = None) -> JobList:
         """A page of your jobs, newest first; pass ``next_cursor`` back for the next page."""
-        return JobList.model_validate(await self._call("GET", "/v1/jobs", params=list_params(status, limit, cursor)))
+        return await self._send(list_call(status, limit, cursor))
 
     async def upload(self, image: Path | bytes, content_type: str | None = None) -> Upload:
         """Store an input image; use the returned ``uri`` in a job's ``inputs``."""
-        return Upload.model_validate(await self._call("POST", "/v1/uploads", **upload_call(image, content_type)))
+        return await self._send(upload_call(image, content_type))
+
+    async def get(self, job_id: str, wait_s: float = 0.0) -> JobRecord:
+        """The job's record; with ``wait_s``, once terminal or after that many seconds (a long-poll)."""
+        return await self._send(get_call(job_id, wait_s))
+
+    async def cancel(self, job_id: str) -> JobRecord:
+        """Cancel a queued job now, or ask a running one to stop at its next step."""
+        return await self._send(cancel_call(job_id))
+
+    async def workers(self) -> builtins.list[dict[str, Any]]:
+        """Live workers (``GET /v1/workers``): families, device, hot checkpoints, current job, stats."""
+        return await self._send(workers_call())
 
     async def wait(self, job_id: str, timeout_s: float = 600.0, poll_s: float = 20.0) -> JobRecord:
-        """The record once terminal (or as it stands after ``timeout_s``): over the event stream,
-        falling back to long-polling if the stream breaks."""
-        deadline = time.monotonic() + timeout_s
+        """The record once terminal (or as it stands after ``timeout_s``).
+
+        Follows the job's event stream; if the stream breaks, falls back to long-polling.
+        """
+        plan = WaitPlan(timeout_s, poll_s)
         try:
             async for _, record in self.events(job_id, timeout_s=timeout_s):
-                if record.status in TERMINAL:
+                if plan.finished(record):
                     return record
         except httpx.TransportError:
             pass
-        record = await self.get(job_id, wait_s=min(poll_s, max(deadline - time.monotonic(), 0.0)))
-        while record.status not in TERMINAL and (left := deadline - time.monotonic()) > 0:
-            record = await self.get(job_id, wait_s=min(poll_s, left))
+        record = await self.get(job_id, wait_s=plan.first_poll_s())
+        while (wait_s := plan.next_poll_s(record)) is not None:
+            record = await self.get(job_id, wait_s=wait_s)
         return record
 
     async def events(self, job_id: str, timeout_s: float = 600.0) -> AsyncIterator[tuple[str, JobRecord]]:
-        """(event, record) pairs: the current state first, then every change; ends after a
-        terminal record or when ``timeout_s`` has passed."""
-        deadline = time.monotonic() + timeout_s
-        timeout = httpx.Timeout(self.http.timeout.connect, read=KEEPALIVE_READ_S)
-        async with self.http.stream("GET", f"/v1/jobs/{job_id}/events", timeout=timeout) as response:
+        """(event, record) pairs from ``GET /v1/jobs/{id}/events``: the current state first, then
+        every change; ends after a terminal record or when ``timeout_s`` has passed."""
+        stream = EventStream(job_id, timeout_s)
+        async with self.http.stream("GET", stream.path, timeout=stream.timeout(self.http.timeout)) as response:
             if response.status_code >= 400:
                 await response.aread()
                 raise api_error(response)
-            lines: list[str] = []
             async for line in response.aiter_lines():
-                if line:
-                    lines.append(line)
-                    continue
-                event, lines = parse_sse(lines), []
-                if event is not None:
+                if (event := stream.feed(line)) is not None:
                     yield event
-                if time.monotonic() > deadline:
+                if stream.ended:
                     return
 
     async def download(self, url: str) -> bytes:
-        async with httpx.AsyncClient(timeout=60.0) as plain:  # presigned URLs carry their own auth
-            response = await plain.get(url)
-        response.raise_for_status()
-        return response.content
+        """The bytes behind a result's (presigned) ``url``."""
+        async with httpx.AsyncClient(timeout=DOWNLOAD_TIMEOUT_S) as plain:  # presigned URLs carry their own auth
+            return downloaded(await plain.get(url))
 
-    async def _call(self, method: str, path: str, timeout: float | None = None, **kw: Any) -> Any:
-        response = await self.http.request(method, path, timeout=timeout or self.http.timeout, **kw)
-        if response.status_code >= 400:
-            raise api_error(response)
-        return response.json()
-
+    async def _send(self, call: Call[T]) -> T:
+        response = await self.http.request(call.method, call.path, timeout=call.timeout or self.http.timeout,
+                                           **call.kwargs)
+        return call.answer(response)

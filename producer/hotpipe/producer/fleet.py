@@ -1,4 +1,4 @@
-"""The fleet as the API sees it: ``GET /v1/workers`` and the router the submit path uses."""
+"""The fleet as the API sees it: what ``GET /v1/workers`` answers and the router the submit path uses."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ from dataclasses import asdict
 from typing import Any
 
 import redis
-from fastapi import FastAPI
 
 from hotpipe.producer.routing import Router
 from hotpipe.shared.popularity import Popularity
@@ -34,11 +33,3 @@ def fleet(registry: Registry) -> dict[str, Any]:
         out.append(doc)
     return {"workers": out}
 
-
-def add_worker_routes(app: FastAPI, client: redis.Redis, settings: Settings) -> None:
-    registry = Registry(client, settings.worker_ttl_s)
-
-    @app.get("/v1/workers")
-    def list_workers() -> dict[str, Any]:
-        """Live workers: families, device, hot and loading checkpoints, current job, cache stats."""
-        return fleet(registry)

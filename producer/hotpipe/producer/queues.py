@@ -7,13 +7,10 @@ enough for its queue), and ``/metrics`` reports the same counts.
 
 from __future__ import annotations
 
-import redis
-from fastapi import FastAPI
 from pydantic import BaseModel
 
 from hotpipe.shared.errors import NotFound
 from hotpipe.shared.families import FAMILIES, base_family
-from hotpipe.shared.queues import backlog
 
 #: families that have a queue: variants run on their base family's workers
 QUEUED_FAMILIES: tuple[str, ...] = tuple(sorted({base_family(f) for f in FAMILIES}))
@@ -35,11 +32,3 @@ def queued_family(family: str) -> str:
         raise NotFound(f"family {family!r} has no queue of its own; its jobs run on {base_family(family)!r}'s",
                        field="family")
     raise NotFound(f"no family {family!r}; families with a queue: {', '.join(QUEUED_FAMILIES)}", field="family")
-
-
-def add_queue_routes(app: FastAPI, client: redis.Redis) -> None:
-    @app.get("/v1/queues/{family}", response_model=QueueState)
-    def queue_state(family: str) -> QueueState:
-        """Jobs queued (all priorities) and running for one family; what the autoscaler reads."""
-        counts = backlog(client, [queued_family(family)])
-        return QueueState(family=family, queued=counts.queued[family], running=counts.running[family])
