@@ -34,7 +34,9 @@ def transition_table() -> str:
 
 
 def _read(name: str) -> str:
-    return resources.files("hotpipe.shared").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
+    text = resources.files("hotpipe.shared").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
+    # Whole-line comments stay in the files: EVAL (popularity's, in a pipeline) sends the text each time.
+    return "".join(line for line in text.splitlines(keepends=True) if not line.lstrip().startswith("--"))
 
 
 @cache
