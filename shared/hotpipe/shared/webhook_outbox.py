@@ -1,7 +1,7 @@
 """The webhook outbox in Redis: events waiting for delivery, claimed with a lease, retried.
 
 The store's Lua adds an event in the same script as the state change it reports
-(``store.py``), so an event exists exactly when its change happened.  Dispatchers claim
+(``webhook`` in ``lua/prelude.lua``), so an event exists exactly when its change happened.  Dispatchers claim
 due events by pushing their due time out by a lease (an event whose dispatcher died comes
 due again), and then either drop the event (delivered, or out of tries) or schedule the
 next try.  Any number of dispatchers may run: claiming is one script, so each due event
