@@ -157,6 +157,9 @@ def test_api_image_wheel_has_no_worker_code(tmp_path: Path) -> None:
     files = wheel_files(API, tmp_path)
     assert "hotpipe/producer/api.py" in files and "hotpipe/shared/store.py" in files and "hotpipe/cli.py" in files
     assert not [f for f in files if f.startswith("hotpipe/workers/")]
+    # the store's Redis scripts are package data, read at run time (hotpipe.shared.scripts)
+    lua = {f"hotpipe/shared/lua/{p.name}" for p in (ROOT / "shared" / "hotpipe" / "shared" / "lua").glob("*.lua")}
+    assert "hotpipe/shared/lua/prelude.lua" in lua and lua <= files
 
 
 def test_worker_image_wheel_has_every_package(tmp_path: Path) -> None:

@@ -16,31 +16,13 @@ from dataclasses import dataclass
 
 import redis
 
-from hotpipe.shared import keys
+from hotpipe.shared import keys, scripts
 from hotpipe.shared.errors import TooManyRequests
 from hotpipe.shared.queues import waiting
 from hotpipe.shared.settings import Settings
 
 #: what a caller told "queue full" should wait before trying again
 QUEUE_FULL_RETRY_AFTER_S = 5
-
-# KEYS: bucket.  ARGV: rate per second, burst.  Takes one token; returns 0 when granted,
-# else the milliseconds until a token will be there.  The bucket expires once it would be
-# full again, so idle tenants cost no memory.
-_TAKE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local rate, burst = tonumber(ARGV[1]) / 1000, tonumber(ARGV[2])
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
-local tokens, at = tonumber(state[1]) or burst, tonumber(state[2]) or now
-tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
-local wait = 0
-if tokens >= 1 then tokens = tokens - 1 else wait = math.ceil((1 - tokens) / rate) end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
-redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) / rate) + 1000)
-return wait
-"""
-
 
 @dataclass
 class Admission:
@@ -56,7 +38,7 @@ class Admission:
         return cls(client, settings.rate_limit_per_s, settings.rate_limit_burst, settings.max_queued_per_family)
 
     def __post_init__(self) -> None:
-        self._take = self.client.register_script(_TAKE)
+        self._take = scripts.register(self.client, "rate_take")
 
     def take_token(self, tenant: str) -> None:
         """One submission of ``tenant``; raises ``TooManyRequests`` (rate_limited) when over its rate."""
@@ -97,7 +79,7 @@ class ReadLimit:
         return cls(client, settings.read_rate_limit_per_s, settings.read_rate_limit_burst)
 
     def __post_init__(self) -> None:
-        self._take = self.client.register_script(_TAKE)
+        self._take = scripts.register(self.client, "rate_take")
 
     def take_token(self, tenant: str) -> None:
         """One read of ``tenant``; raises ``TooManyRequests`` (rate_limited) when over its read rate."""

@@ -29,7 +29,7 @@ from typing import Any
 import redis
 from redis.client import Pipeline
 
-from hotpipe.shared import keys
+from hotpipe.shared import keys, scripts
 
 #: rescale the scores once the epoch is this many half-lives old (weights up to 2**32)
 RESCALE_HALF_LIVES = 32
@@ -39,45 +39,6 @@ FORGET_BELOW = 1e-3
 MAX_MEMBERS = 1024
 #: a family's keys expire this many half-lives after its last request (counts are ~1e-6 by then)
 EXPIRE_HALF_LIVES = 20
-
-# KEYS: the family's set, its epoch; ARGV: checkpoint id, half-life s, rescale after, forget below,
-# most members, expire after (ms)
-_BUMP = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
-local half_life = tonumber(ARGV[2])
-local epoch = tonumber(redis.call('GET', KEYS[2]))
-if not epoch then
-  epoch = now
-  redis.call('DEL', KEYS[1])
-  redis.call('SET', KEYS[2], string.format('%.6f', epoch))
-end
-local age = math.max(0, (now - epoch) / half_life)
-if age > tonumber(ARGV[3]) then
-  local factor = 2 ^ (-age)
-  local scored = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
-  for i = 1, #scored, 2 do
-    local count = tonumber(scored[i + 1]) * factor
-    if count < tonumber(ARGV[4]) then
-      redis.call('ZREM', KEYS[1], scored[i])
-    else
-      redis.call('ZADD', KEYS[1], string.format('%.17g', count), scored[i])
-    end
-  end
-  epoch, age = now, 0
-  redis.call('SET', KEYS[2], string.format('%.6f', epoch))
-end
-if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
-  local over = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[5]) + 1
-  if over > 0 then
-    redis.call('ZREMRANGEBYRANK', KEYS[1], 0, over - 1)
-  end
-end
-redis.call('ZINCRBY', KEYS[1], string.format('%.17g', 2 ^ age), ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[6])
-redis.call('PEXPIRE', KEYS[2], ARGV[6])
-return 1
-"""
 
 #: (family, checkpoint id) — what a count is kept for
 Ref = tuple[str, str]
@@ -91,14 +52,18 @@ class Popularity:
             raise ValueError(f"half_life_s is {half_life_s!r}; it must be above 0")
         self.redis = client
         self.half_life_s = half_life_s
+        self._bump = scripts.register(client, "popularity_bump")
 
     def bump(self, family: str, checkpoint: str, pipe: Pipeline | None = None) -> None:
         """Count one request of ``checkpoint``; queued on ``pipe`` when given (its caller executes it)."""
-        target: Any = pipe if pipe is not None else self.redis
-        # EVAL, not EVALSHA: redis-py checks a pipeline's registered scripts with an extra round trip
-        target.eval(_BUMP, 2, keys.popularity(family), keys.popularity_epoch(family), checkpoint,
-                    repr(self.half_life_s), RESCALE_HALF_LIVES, repr(FORGET_BELOW), MAX_MEMBERS,
-                    max(1, round(EXPIRE_HALF_LIVES * self.half_life_s * 1000)))
+        family_keys = [keys.popularity(family), keys.popularity_epoch(family)]
+        args: list[str | int] = [checkpoint, repr(self.half_life_s), RESCALE_HALF_LIVES, repr(FORGET_BELOW),
+                                 MAX_MEMBERS, max(1, round(EXPIRE_HALF_LIVES * self.half_life_s * 1000))]
+        if pipe is None:
+            self._bump(keys=family_keys, args=args)
+        else:
+            # EVAL, not EVALSHA: redis-py checks a pipeline's registered scripts with an extra round trip
+            pipe.eval(scripts.source("popularity_bump"), 2, *family_keys, *args)
 
     def counts(self, refs: Iterable[Ref]) -> list[float]:
         """Each ref's count now (decayed requests; 0 for one never requested), in one round trip."""

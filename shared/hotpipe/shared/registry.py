@@ -16,27 +16,7 @@ from typing import Any
 
 import redis
 
-from hotpipe.shared import keys
-
-_PUBLISH = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[3])
-for i = 3, #KEYS do
-  if redis.call('GET', KEYS[i]) == ARGV[3] then
-    redis.call('DEL', KEYS[i])
-  end
-end
-return now
-"""
-
-#: members of keys.workers() whose record expired more than ARGV[1] ms ago
-_DEAD = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]), 'LIMIT', 0, tonumber(ARGV[2]))
-"""
+from hotpipe.shared import keys, scripts
 
 
 def checkpoint_id(checkpoint: str, revision: str | None) -> str:
@@ -96,8 +76,8 @@ class Registry:
     def __init__(self, client: redis.Redis, ttl_s: float = 15.0):
         self.redis = client
         self.ttl_ms = max(1, round(ttl_s * 1000))
-        self._publish = client.register_script(_PUBLISH)
-        self._dead = client.register_script(_DEAD)
+        self._publish = scripts.register(client, "worker_publish")
+        self._dead = scripts.register(client, "due")  # members of keys.workers() expired ARGV[1] ms ago
 
     def publish(self, info: WorkerInfo) -> None:
         """Write (or renew) ``info``; it stays live for one TTL unless published again.

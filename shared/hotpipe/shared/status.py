@@ -23,6 +23,8 @@ TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELED})
 #: target state -> states it may be entered from.  ``running -> queued`` is recovery only:
 #: the reaper takes back a job whose lease expired, or the owning attempt gives its job
 #: back at shutdown (``store.JobStore.reap`` / ``release``); no other write may requeue.
+#: The one transition table: ``scripts.py`` compiles it into every Redis script, whose ``move`` refuses
+#: any other pair (``lua/prelude.lua``).
 ALLOWED_FROM: dict[Status, frozenset[Status]] = {
     Status.QUEUED: frozenset({Status.RUNNING}),
     Status.RUNNING: frozenset({Status.QUEUED}),

@@ -1,7 +1,7 @@
 """The webhook outbox in Redis: events waiting for delivery, claimed with a lease, retried.
 
 The store's Lua adds an event in the same script as the state change it reports
-(``store.py``), so an event exists exactly when its change happened.  Dispatchers claim
+(``webhook`` in ``lua/prelude.lua``), so an event exists exactly when its change happened.  Dispatchers claim
 due events by pushing their due time out by a lease (an event whose dispatcher died comes
 due again), and then either drop the event (delivered, or out of tries) or schedule the
 next try.  Any number of dispatchers may run: claiming is one script, so each due event
@@ -16,39 +16,7 @@ from typing import Any
 
 import redis
 
-from hotpipe.shared import keys
-
-# Redis's clock in ms, as in the store.
-_NOW = """
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-"""
-
-# KEYS: due, events.  ARGV: limit, lease ms.  The due events, each pushed out by the lease.
-_CLAIM = _NOW + """
-local now = now_ms()
-local out = {}
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))) do
-  local event = redis.call('HGET', KEYS[2], id)
-  if event then
-    redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), id)
-    table.insert(out, event)
-  else
-    redis.call('ZREM', KEYS[1], id)
-  end
-end
-return out
-"""
-
-# KEYS: due, events.  ARGV: id, event JSON, delay ms.  The next try of an event still owed.
-_RETRY = _NOW + """
-if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-redis.call('ZADD', KEYS[1], now_ms() + tonumber(ARGV[3]), ARGV[1])
-return 1
-"""
+from hotpipe.shared import keys, scripts
 
 
 @dataclass
@@ -80,8 +48,8 @@ class Outbox:
 
     def __init__(self, client: redis.Redis):
         self.redis = client
-        self._claim = client.register_script(_CLAIM)
-        self._retry = client.register_script(_RETRY)
+        self._claim = scripts.register(client, "webhook_claim")
+        self._retry = scripts.register(client, "webhook_retry")
 
     def claim(self, limit: int, lease_s: float) -> list[WebhookEvent]:
         raw = self._claim(keys=[keys.webhook_due(), keys.webhook_events()], args=[limit, round(lease_s * 1000)])

@@ -1,0 +1,97 @@
+-- The one prelude every hotpipe script starts with (hotpipe.shared.scripts puts it in front of each).
+--
+-- Above it, scripts.py writes ALLOWED, generated from status.ALLOWED_FROM: ALLOWED[from][to] is true
+-- when a job may go from status `from` to status `to`.  It is the only transition table; `move` below
+-- refuses any pair not in it, and `move` is the only code that writes a job's status.
+--
+-- Job scripts (those that call reindex/expire/webhook/announce/move) take the same first six KEYS:
+--   KEYS[1] the job's hash        KEYS[2] its events channel      KEYS[3] the queued-jobs set
+--   KEYS[4] the index expiry set  KEYS[5] the webhook due set     KEYS[6] the webhook events hash
+-- and their own keys from KEYS[7] on.  Exception: a tenant's per-status index sets are derived here at
+-- run time from the record's field `index` (`index .. ':' .. status`, keys.jobs_index's format): the
+-- caller of a transition knows the job id, not its tenant, and reading the record first would cost a
+-- round trip and race with the script.
+
+-- Redis's clock in ms: lease deadlines, outbox stamps and buckets never depend on a host's clock.
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Redis's clock in seconds, to the microsecond.
+local function now_s()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1e6
+end
+
+-- Whether status.ALLOWED_FROM lets a job go from `from` to `to`.
+local function may(from, to)
+  return ALLOWED[from] ~= nil and ALLOWED[from][to] == true
+end
+
+-- Which webhook event (the record's `webhook_events` names them) each announcement is.
+local HOOK_OF = {running = 'start', progress = 'progress', succeeded = 'completed', failed = 'completed',
+                 canceled = 'completed'}
+
+-- Keep the queued-jobs set and the tenant's per-status index sets in step with a status change.
+local function reindex(from, to)
+  if from ~= to and (from == 'queued' or to == 'queued') then
+    local job_id = redis.call('HGET', KEYS[1], 'id')
+    if to == 'queued' then redis.call('ZADD', KEYS[3], now_ms(), job_id) else redis.call('ZREM', KEYS[3], job_id) end
+  end
+  local base = redis.call('HGET', KEYS[1], 'index')
+  if not base or from == to then return end
+  local id = redis.call('HGET', KEYS[1], 'id')
+  local score = redis.call('ZSCORE', base, id)
+  if not score then return end
+  redis.call('ZREM', base .. ':' .. from, id)
+  redis.call('ZADD', base .. ':' .. to, score, id)
+end
+
+-- Set the job's status, checked against the table first, so a script can never write a pair that
+-- status.ALLOWED_FROM does not list.  Scripts check their own preconditions before any write, so this
+-- error is a bug's alarm, not a reply.
+local function move(from, to)
+  if not may(from, to) then
+    return error('hotpipe: ' .. tostring(from) .. ' -> ' .. tostring(to) .. ' is not in status.ALLOWED_FROM')
+  end
+  redis.call('HSET', KEYS[1], 'status', to)
+  reindex(from, to)
+end
+
+-- A finished record expires; its tenant's index entries are pruned when it does.
+local function expire(ttl)
+  redis.call('EXPIRE', KEYS[1], ttl)
+  redis.call('HSET', KEYS[1], 'stage', 'finished')
+  local base = redis.call('HGET', KEYS[1], 'index')
+  if base then
+    redis.call('ZADD', KEYS[4], now_ms() + tonumber(ttl) * 1000, redis.call('HGET', KEYS[1], 'id') .. ' ' .. base)
+  end
+end
+
+-- Events the record's webhook asks for go to the webhook outbox in the same script as the change, so
+-- a state change and its webhook event are one atomic write: none is lost, none is invented.
+local function webhook(event)
+  local kind = HOOK_OF[event]
+  if not kind then return end
+  local url = redis.call('HGET', KEYS[1], 'webhook_url')
+  if not url then return end
+  if not string.find(redis.call('HGET', KEYS[1], 'webhook_events') or '', ',' .. kind .. ',', 1, true) then return end
+  local now = now_ms()
+  if kind == 'progress' then
+    local last = tonumber(redis.call('HGET', KEYS[1], 'webhook_progress_at') or '0')
+    if now - last < tonumber(redis.call('HGET', KEYS[1], 'webhook_progress_ms') or '0') then return end
+    redis.call('HSET', KEYS[1], 'webhook_progress_at', now)
+  end
+  local job_id = redis.call('HGET', KEYS[1], 'id')
+  local id = job_id .. '.' .. redis.call('HINCRBY', KEYS[1], 'webhook_seq', 1)
+  redis.call('HSET', KEYS[6], id, cjson.encode({id = id, job_id = job_id, event = kind, url = url, tries = 0,
+                                                record = redis.call('HGETALL', KEYS[1])}))
+  redis.call('ZADD', KEYS[5], now, id)
+end
+
+-- Publish an event with the record as it now stands (HGETALL's flat list), and owe its webhook.
+local function announce(event)
+  redis.call('PUBLISH', KEYS[2], cjson.encode({event = event, record = redis.call('HGETALL', KEYS[1])}))
+  webhook(event)
+end
