@@ -42,6 +42,25 @@ def test_bumps_queued_on_a_pipeline_count_when_it_runs(counts: Popularity, redis
     assert read(results) == pytest.approx([2], abs=0.01)  # the reads queued after the bumps see them
 
 
+def test_a_pipelined_bump_runs_by_sha_and_survives_redis_losing_its_scripts(
+        counts: Popularity, redis_client: redis.Redis) -> None:
+    pipe = redis_client.pipeline(transaction=False)
+    counts.bump(FAMILY, "a", pipe)
+    assert [args[0][0] for args in pipe.command_stack] == ["EVALSHA"]  # not the script's text each time
+    pipe.execute()
+    redis_client.script_flush()  # as after a restart without persistence
+    pipe = redis_client.pipeline(transaction=False)
+    settle = counts.bump(FAMILY, "a", pipe)
+    results = pipe.execute(raise_on_error=False)
+    assert isinstance(results[0], redis.exceptions.NoScriptError)
+    settle(results)
+    assert counts.counts([(FAMILY, "a")]) == pytest.approx([2], abs=0.01)
+    pipe = redis_client.pipeline(transaction=False)
+    counts.bump(FAMILY, "a", pipe)
+    assert pipe.execute() == [1]  # settle loaded it again: the next pipeline runs by SHA
+    assert counts.counts([(FAMILY, "a")]) == pytest.approx([3], abs=0.01)
+
+
 def test_older_requests_count_less(counts: Popularity, redis_client: redis.Redis) -> None:
     for _ in range(4):
         counts.bump(FAMILY, "old")

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
+from redis.exceptions import NoScriptError
 
 from hotpipe.shared.popularity import Popularity
 from hotpipe.shared.queues import count_queues
@@ -57,15 +58,17 @@ class Router:
         workers = [w for w in self.registry.live() if w.ready and family in w.families]
         holders = [w for w in workers if w.holds(checkpoint)]
         pipe = self.registry.redis.pipeline(transaction=False)
-        if self.popularity is not None:
-            self.popularity.bump(family, checkpoint, pipe)
+        settle = self.popularity.bump(family, checkpoint, pipe) if self.popularity is not None else None
         read_backlogs = count_queues(pipe, [w.queue for w in workers])
         refs: list[tuple[str, str]] = []
         read_counts = None
         if workers and not holders and self.popularity is not None:
             refs = list(dict.fromkeys((h.family or family, h.checkpoint) for w in workers for h in w.hot))
             read_counts = self.popularity.queue_counts(pipe, refs)
-        results = pipe.execute()
+        results = pipe.execute(raise_on_error=False)
+        if settle is not None:
+            settle(results)
+        raise_first_error(results, but=NoScriptError)
         if not workers:
             return None
         backlog = read_backlogs(results)
@@ -102,3 +105,10 @@ def placement_cost(worker: WorkerInfo, count: Callable[[HotCheckpoint], float]) 
         victim = min(worker.hot, key=lambda h: (count(h), h.uses))
     full = worker.full or bool(worker.capacity and worker.held() >= worker.capacity)
     return (count(victim) if full else 0.0), load, worker.held(), victim.uses
+
+
+def raise_first_error(results: list[object], but: type[Exception]) -> None:
+    """What ``pipe.execute()`` would have raised: the first error among ``results`` (``but`` handled)."""
+    for result in results:
+        if isinstance(result, Exception) and not isinstance(result, but):
+            raise result

@@ -28,6 +28,7 @@ from typing import Any
 
 import redis
 from redis.client import Pipeline
+from redis.exceptions import NoScriptError
 
 from hotpipe.shared import keys, scripts
 
@@ -53,17 +54,31 @@ class Popularity:
         self.redis = client
         self.half_life_s = half_life_s
         self._bump = scripts.register(client, "popularity_bump")
+        self._loaded = False
 
-    def bump(self, family: str, checkpoint: str, pipe: Pipeline | None = None) -> None:
-        """Count one request of ``checkpoint``; queued on ``pipe`` when given (its caller executes it)."""
+    def bump(self, family: str, checkpoint: str, pipe: Pipeline | None = None) -> Callable[[list[Any]], None]:
+        """Count one request of ``checkpoint``.  Queued on ``pipe`` when given: its caller executes it
+        (with ``raise_on_error=False``) and passes the results to what this returns, which loads the
+        script and counts again if Redis had lost it (a restart, ``SCRIPT FLUSH``)."""
         family_keys = [keys.popularity(family), keys.popularity_epoch(family)]
         args: list[str | int] = [checkpoint, repr(self.half_life_s), RESCALE_HALF_LIVES, repr(FORGET_BELOW),
                                  MAX_MEMBERS, max(1, round(EXPIRE_HALF_LIVES * self.half_life_s * 1000))]
         if pipe is None:
             self._bump(keys=family_keys, args=args)
-        else:
-            # EVAL, not EVALSHA: redis-py checks a pipeline's registered scripts with an extra round trip
-            pipe.eval(scripts.source("popularity_bump"), 2, *family_keys, *args)
+            return lambda results: None
+        # EVALSHA on the caller's pipeline: redis-py would check a pipeline's registered scripts with
+        # an extra round trip (SCRIPT EXISTS), and EVAL would send the whole text every time.
+        if not self._loaded:  # once per process, so the first pipeline's reads see its bump too
+            self.redis.script_load(self._bump.script)
+            self._loaded = True
+        at = len(pipe)
+        pipe.evalsha(self._bump.sha, 2, *family_keys, *args)
+
+        def settle(results: list[Any]) -> None:
+            if isinstance(results[at], NoScriptError):
+                self._bump(keys=family_keys, args=args)
+
+        return settle
 
     def counts(self, refs: Iterable[Ref]) -> list[float]:
         """Each ref's count now (decayed requests; 0 for one never requested), in one round trip."""

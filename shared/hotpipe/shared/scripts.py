@@ -35,7 +35,7 @@ def transition_table() -> str:
 
 def _read(name: str) -> str:
     text = resources.files("hotpipe.shared").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
-    # Whole-line comments stay in the files: EVAL (popularity's, in a pipeline) sends the text each time.
+    # Whole-line comments stay in the files only: the text goes to Redis on every (re)load.
     return "".join(line for line in text.splitlines(keepends=True) if not line.lstrip().startswith("--"))
 
 
