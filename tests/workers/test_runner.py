@@ -16,7 +16,7 @@ PARAMS = {"prompt": "x", "num_inference_steps": 3, "height": 32, "width": 32, "s
 
 
 def test_run_reports_every_step_and_uses_a_fresh_scheduler(cache: PipelineCache, model_root: Path) -> None:
-    pipe = cache.get(str(model_root / "tiny-sd"), None, Task.TEXT2IMAGE, "StableDiffusionPipeline")
+    pipe = cache.get_key(cache.key(str(model_root / "tiny-sd"), None), Task.TEXT2IMAGE, "StableDiffusionPipeline")
     before = pipe.scheduler
     steps: list[tuple[int, int]] = []
 
@@ -33,14 +33,15 @@ def test_run_reports_every_step_and_uses_a_fresh_scheduler(cache: PipelineCache,
 
 
 def test_stop_verdict_raises_before_decoding(cache: PipelineCache, model_root: Path) -> None:
-    pipe = cache.get(str(model_root / "tiny-sd"), None, Task.TEXT2IMAGE, "StableDiffusionPipeline")
+    pipe = cache.get_key(cache.key(str(model_root / "tiny-sd"), None), Task.TEXT2IMAGE, "StableDiffusionPipeline")
     with pytest.raises(runner.Stopped) as stopped:
         runner.run(pipe, {**PARAMS, "num_inference_steps": 10}, {}, lambda s, t: 1 if s == 2 else 0)
     assert stopped.value.verdict == 1
 
 
 def test_inputs_set_the_default_size(cache: PipelineCache, model_root: Path) -> None:
-    pipe = cache.get(str(model_root / "tiny-sd"), None, Task.INPAINTING, "StableDiffusionInpaintPipeline")
+    pipe = cache.get_key(cache.key(str(model_root / "tiny-sd"), None), Task.INPAINTING,
+                         "StableDiffusionInpaintPipeline")
     image = Image.new("RGB", (48, 40), (10, 200, 10))
     mask = Image.new("L", (48, 40), 255)
     params = {k: v for k, v in PARAMS.items() if k not in ("height", "width")}

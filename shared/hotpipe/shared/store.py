@@ -28,6 +28,7 @@ import redis.asyncio as aioredis
 from hotpipe.shared import keys
 from hotpipe.shared.job import JobError, JobRecord, JobResult, Progress, Stage, Task
 from hotpipe.shared.messages import RunMessage
+from hotpipe.shared.spec import JobSpec
 from hotpipe.shared.status import ALLOWED_FROM, TERMINAL, Status, TransitionError
 
 #: error code of a job whose worker was lost on its last allowed attempt
@@ -405,7 +406,7 @@ class StoredJob:
     """A job as the worker needs it: the public record plus the private run spec."""
 
     record: JobRecord
-    spec: dict[str, Any]
+    spec: JobSpec
     cancel_requested: bool
     worker: str | None = None  # who runs the current attempt (set at claim)
     tenant: str = keys.DEFAULT_TENANT
@@ -420,12 +421,11 @@ class Requeue:
     outcome: Literal["queued", "canceled", "failed"]
     family: str
     stamp: int  # the outbox entry's stamp; hand it to ``requeue_published``
-    priority: int | None = None  # the job's own (from its spec), so the new message queues like the first
+    priority: int  # the job's own (from its spec), so the new message queues like the first
 
 
-def _priority(spec: str) -> int | None:
-    value = (_json(spec) or {}).get("priority")
-    return None if value is None else int(value)
+def _priority(spec: str) -> int:
+    return JobSpec.model_validate_json(spec).priority
 
 
 def _ts(value: str | None) -> datetime | None:
@@ -468,7 +468,7 @@ class JobStore:
 
     # -- producer side ----------------------------------------------------------------
     def create(self, job_id: str, *, family: str, pipeline: str, checkpoint: str, revision: str | None,
-               task: Task, spec: dict[str, Any], options: JobOptions | None = None,
+               task: Task, spec: JobSpec, options: JobOptions | None = None,
                message: RunMessage | None = None) -> JobRecord:
         """Write a new ``queued`` record, indexed for its tenant, and push its run ``message``
         (``shared/hotpipe/shared/messages.py``) in the same script; return the record.
@@ -481,7 +481,7 @@ class JobStore:
         fields = {
             "id": job_id, "status": Status.QUEUED.value, "attempt": "0", "family": family,
             "pipeline": pipeline, "checkpoint": checkpoint, "revision": revision or "",
-            "task": task.value, "created_at": repr(now), "spec": json.dumps(spec),
+            "task": task.value, "created_at": repr(now), "spec": spec.model_dump_json(),
             "tenant": opts.tenant, "index": keys.jobs_index(opts.tenant), "fingerprint": opts.fingerprint,
             "stage": "queued", "queued_at": repr(now), **opts.record_fields(),
         }
@@ -573,11 +573,6 @@ class JobStore:
         return _stored(raw) if raw else None
 
     # -- worker side: every write is fenced by the claimed attempt ----------------------
-    def claim(self, job_id: str) -> int | None:
-        """``queued -> running``; returns the new attempt number, None if not claimable."""
-        job = self.claim_job(job_id)
-        return job.record.attempts if job else None
-
     def claim_job(self, job_id: str, worker: str = "") -> StoredJob | None:
         """``queued -> running`` with a fresh lease, and the claimed job, in one round trip.
 
@@ -731,7 +726,7 @@ def _pairs(flat: list[str]) -> dict[str, str]:
 
 
 def _stored(raw: dict[str, str]) -> StoredJob:
-    return StoredJob(record=_record(raw), spec=_json(raw.get("spec")) or {},
+    return StoredJob(record=_record(raw), spec=JobSpec.model_validate_json(raw["spec"]),
                      cancel_requested=raw.get("cancel_requested") == "1", worker=raw.get("worker") or None,
                      tenant=raw.get("tenant") or keys.DEFAULT_TENANT, fingerprint=raw.get("fingerprint", ""))
 

@@ -31,10 +31,10 @@ import torch
 from botocore.exceptions import BotoCoreError, ClientError
 
 from hotpipe import __version__
-from hotpipe.shared.job import ImageResult, JobError, JobResult, Task
+from hotpipe.shared.checkpoints import Resolved
+from hotpipe.shared.job import ImageResult, JobError, JobResult
 from hotpipe.shared.logs import job_context
 from hotpipe.shared.reaper import Publish, hand_over
-from hotpipe.shared.registry import checkpoint_id
 from hotpipe.shared.safety import CheckpointNotAllowed
 from hotpipe.shared.status import TransitionError
 from hotpipe.shared.storage import Storage, json_bytes
@@ -189,18 +189,14 @@ class JobRunner:
             except Exception:  # the registry is a view; a job never fails for it
                 log.warning("could not publish the current job", exc_info=True)
 
-    def cache_key(self, resolved: dict[str, Any]) -> CacheKey:
-        """The cache key of a job's resolved checkpoint, in its family's dtype.  (A ControlNet or a
-        decoder's prior is not part of it: it is built into a sibling on the same hot modules.)"""
-        family = resolved.get("base_family") or resolved["family"]
-        return self.cache.key(resolved["location"], resolved["revision"], dtype=self.dtypes.get(family),
-                              variant=resolved.get("variant"),
-                              name=checkpoint_id(resolved["checkpoint"], resolved["revision"]), family=family)
+    def cache_key(self, resolved: Resolved) -> CacheKey:
+        """The cache key of a job's resolved checkpoint, in its family's dtype."""
+        return self.cache.key_of(resolved, self.dtypes.get(resolved.base_family))
 
     def _attempt(self, job: StoredJob, attempt: int) -> str:
         job_id = job.record.id
-        timeout_s = job.spec.get("timeout_s")
-        deadline = time.monotonic() + float(timeout_s) if timeout_s else None
+        timeout_s = job.spec.timeout_s
+        deadline = time.monotonic() + timeout_s if timeout_s else None
         try:
             result = self._generate(job, attempt, deadline)
         except runner.Stopped as stop:
@@ -218,13 +214,12 @@ class JobRunner:
 
     def _generate(self, job: StoredJob, attempt: int, deadline: float | None = None) -> JobResult:
         spec, rec = job.spec, job.record
-        resolved = spec["resolved"]
         clock = Stopwatch()
         check_allowed(rec.checkpoint, self.allowlist)
-        key = self.cache_key(resolved)
-        pipe = self.cache.get_key(key, Task(spec["task"]), rec.pipeline, loading.ExtraRef.from_spec(resolved))
+        key = self.cache_key(spec.resolved)
+        pipe = self.cache.get_key(key, spec.task, rec.pipeline, loading.ExtraRef.from_spec(spec.resolved))
         clock.lap("load")
-        inputs = {name: runner.decode_input(name, self.storage.get(key)) for name, key in spec["inputs"].items()}
+        inputs = {name: runner.decode_input(name, self.storage.get(key)) for name, key in spec.inputs.items()}
         clock.lap("inputs")
         if deadline is not None and time.monotonic() >= deadline:
             raise runner.Stopped(TIMED_OUT)
@@ -234,9 +229,9 @@ class JobRunner:
         sidecar = self._put_sidecar(job, provenance)
         try:
             on_step = self._progress_hook(rec.id, attempt, deadline)
-            images = self._call_pipeline(key, pipe, spec["params"], inputs, on_step)
+            images = self._call_pipeline(key, pipe, spec.params, inputs, on_step)
             clock.lap("run")
-            encoded = [encode(im, spec["output_format"], {**spec["params"], "index": i, **provenance})
+            encoded = [encode(im, spec.output_format, {**spec.params, "index": i, **provenance})
                        for i, im in enumerate(images)]
             clock.lap("encode")
             self._enter(rec.id, attempt, "uploading")  # the ownership check right before the puts
@@ -271,8 +266,8 @@ class JobRunner:
 
     def _put_sidecar(self, job: StoredJob, provenance: dict[str, Any]) -> Future[None]:
         spec, job_id = job.spec, job.record.id
-        n, ext = int(spec["params"].get("num_images", 1)), spec["output_format"]
-        doc = {"job_id": job_id, "task": spec["task"], "params": spec["params"], "inputs": spec["inputs"],
+        n, ext = spec.num_images, spec.output_format
+        doc = {"job_id": job_id, "task": spec.task.value, "params": spec.params, "inputs": spec.inputs,
                "output_format": ext, "provenance": provenance,
                "images": [self.storage.image_key(job_id, i, ext) for i in range(n)]}
         return self.storage.put_async(self.storage.sidecar_key(job_id), json_bytes(doc), "application/json")
@@ -295,12 +290,13 @@ class JobRunner:
         return JobResult(images=results, sidecar_key=self.storage.sidecar_key(job_id))
 
     def _provenance(self, job: StoredJob, attempt: int, pipeline: str) -> dict[str, Any]:
-        resolved = job.spec["resolved"]
+        resolved = job.spec.resolved
+        extras = resolved.to_json()  # the ControlNet and the prior as plain JSON objects (or None)
         return {
-            "checkpoint": resolved["checkpoint"], "source": resolved["source"],
-            "revision": resolved["revision"], "class_name": resolved["class_name"],
-            "family": resolved["family"], "pipeline": pipeline, "seed": job.spec["params"]["seed"],
-            "controlnet": resolved.get("controlnet"), "prior": resolved.get("prior"),
+            "checkpoint": resolved.checkpoint, "source": resolved.source,
+            "revision": resolved.revision, "class_name": resolved.class_name,
+            "family": resolved.family, "pipeline": pipeline, "seed": job.spec.params["seed"],
+            "controlnet": extras["controlnet"], "prior": extras["prior"],
             "dtype": str(self.cache_key(resolved).dtype).removeprefix("torch."), "device": self.cache.device,
             "worker": socket.gethostname(), "attempt": attempt, "versions": library_versions(),
         }
