@@ -88,8 +88,8 @@ def synced(fn: Any) -> tuple[float, Any]:
     return time.perf_counter() - start, value
 
 
-def no_stop(step: int, total: int) -> int:
-    return 0
+def no_stop(step: int, total: int) -> runner.Verdict:
+    return runner.Verdict.GO_ON
 
 
 def generate(pipe: Any, size: int, steps: int, n: int, inputs: dict[str, Any] | None = None) -> list[Any]:

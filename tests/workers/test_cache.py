@@ -99,6 +99,6 @@ def test_two_runs_never_share_a_scheduler(cache: PipelineCache, model_root: Path
     params = {"prompt": "x", "num_inference_steps": 2, "height": 32, "width": 32, "seed": 1}
     seen = []
     for _ in range(2):
-        runner.run(pipe, params, {}, lambda step, total: 0)
+        runner.run(pipe, params, {}, lambda step, total: runner.Verdict.GO_ON)
         seen.append(pipe.scheduler)
     assert seen[0] is not seen[1]

@@ -24,7 +24,7 @@ from hotpipe.shared.storage import Storage
 from hotpipe.shared.store import JobStore
 from hotpipe.workers import job_runner as job_runner_module
 from hotpipe.workers.cache import PipelineCache
-from hotpipe.workers.job_runner import JobRunner, error_code
+from hotpipe.workers.job_runner import JobRunner, Outcome, error_code
 from tests.jobs import claim
 
 
@@ -107,14 +107,14 @@ def test_final_write_is_retried_while_redis_is_unreachable(monkeypatch: pytest.M
         if len(calls) < 3:
             raise redis.ConnectionError("down")
 
-    assert JobRunner._finish(flaky, "succeeded") == "succeeded"
+    assert JobRunner._finish(flaky, Outcome.SUCCEEDED) == "succeeded"
     assert len(calls) == 3
 
     def down() -> None:
         raise redis.ConnectionError("down")
 
     with pytest.raises(redis.ConnectionError):
-        JobRunner._finish(down, "failed")
+        JobRunner._finish(down, Outcome.FAILED)
 
 
 # -- leases, fencing of objects, draining ------------------------------------------------
