@@ -44,4 +44,5 @@ class JobSpec(BaseModel):
 
     @property
     def num_images(self) -> int:
+        """How many images the call makes (the request's default, 1, when the params leave it out)."""
         return int(self.params.get("num_images", 1))
