@@ -54,16 +54,17 @@ def main() -> None:
         one = three = measured_one = measured_three = 0
         for _ in range(args.rounds):
             cache = PipelineCache("cpu", torch.float32)
-            took, t2i = timed(lambda c=cache: c.get(location, None, *TASKS[0]))
+            took, t2i = timed(lambda c=cache: c.get_key(c.key(location, None), *TASKS[0]))
             cold.append(took)
             misses = cache.stats().misses
-            warm.append(timed(lambda c=cache: c.get(location, None, *TASKS[0]))[0])
+            warm.append(timed(lambda c=cache: c.get_key(c.key(location, None), *TASKS[0]))[0])
             loads_on_warm += cache.stats().misses - misses
-            switch.append(timed(lambda c=cache: c.get(location, None, *TASKS[1]))[0])
+            switch.append(timed(lambda c=cache: c.get_key(c.key(location, None), *TASKS[1]))[0])
             measured_one = cache.stats().resident_bytes
-            inpaint = cache.get(location, None, *TASKS[2])
+            key = cache.key(location, None)
+            inpaint = cache.get_key(key, *TASKS[2])
             measured_three = cache.stats().resident_bytes
-            one, three = parameter_bytes([t2i]), parameter_bytes([t2i, cache.get(location, None, *TASKS[1]), inpaint])
+            one, three = parameter_bytes([t2i]), parameter_bytes([t2i, cache.get_key(key, *TASKS[1]), inpaint])
             del t2i, inpaint
             evict.append(timed(cache.evict_others)[0])
     ms = {name: statistics.median(v) * 1e3

@@ -88,8 +88,8 @@ def synced(fn: Any) -> tuple[float, Any]:
     return time.perf_counter() - start, value
 
 
-def no_stop(step: int, total: int) -> int:
-    return 0
+def no_stop(step: int, total: int) -> runner.Verdict:
+    return runner.Verdict.GO_ON
 
 
 def generate(pipe: Any, size: int, steps: int, n: int, inputs: dict[str, Any] | None = None) -> list[Any]:
@@ -126,7 +126,7 @@ def big_checkpoint(root: Path, device: str, size: int, steps: int, rounds: int) 
 
 def exercise(location: Path, device: str, size: int, steps: int, rounds: int, base: int) -> dict[str, Any]:
     cache = PipelineCache(device, torch.float16)
-    cold, t2i = synced(lambda: cache.get(str(location), None, *TASKS[0]))
+    cold, t2i = synced(lambda: cache.get_key(cache.key(str(location), None), *TASKS[0]))
     loaded = torch.cuda.memory_allocated() - base
     report: dict[str, Any] = {
         "cold_load_s": round(cold, 2), "gpu_mib_after_load": round(loaded / MIB, 1),
@@ -146,11 +146,11 @@ def exercise(location: Path, device: str, size: int, steps: int, rounds: int, ba
     before = torch.cuda.memory_allocated()
     switch = {}
     for task, name in TASKS[1:]:
-        took, _ = synced(lambda t=task, n=name: cache.get(str(location), None, t, n))
+        took, _ = synced(lambda t=task, n=name: cache.get_key(cache.key(str(location), None), t, n))
         switch[name] = round(took * 1000, 2)
     report["switch_ms"] = switch
     report["switch_gpu_growth_bytes"] = torch.cuda.memory_allocated() - before
-    siblings = [cache.get(str(location), None, t, n) for t, n in TASKS]
+    siblings = [cache.get_key(cache.key(str(location), None), t, n) for t, n in TASKS]
     report["parameter_mib_three_tasks"] = round(parameter_bytes(siblings) / MIB, 1)
     image = generate(t2i, size, 4, 1)[0]
     mask = image.convert("L").point(lambda v: 255 if v > 127 else 0)
@@ -187,7 +187,7 @@ def budget_loop(a: Path, b: Path, device: str, base: int) -> dict[str, Any]:
     cache = PipelineCache(device, torch.float16, budget_bytes=3000 * MIB)
     peaks = []
     for i in range(10):
-        cache.get(str(a if i % 2 == 0 else b), None, *TASKS[0])
+        cache.get_key(cache.key(str(a if i % 2 == 0 else b), None), *TASKS[0])
         peaks.append(torch.cuda.memory_allocated() - base)
     stats = cache.stats()
     return {"loads": stats.misses, "evictions": stats.evictions, "resident": stats.checkpoints,
@@ -197,8 +197,8 @@ def budget_loop(a: Path, b: Path, device: str, base: int) -> dict[str, Any]:
 
 def oom_retry(a: Path, b: Path, device: str) -> dict[str, Any]:
     cache = PipelineCache(device, torch.float16)
-    cache.get(str(a), None, *TASKS[0])
-    took, pipe = synced(lambda: cache.get(str(b), None, *TASKS[0]))
+    cache.get_key(cache.key(str(a), None), *TASKS[0])
+    took, pipe = synced(lambda: cache.get_key(cache.key(str(b), None), *TASKS[0]))
     images = generate(pipe, 512, 4, 1)
     stats = cache.stats()
     return {"second_load_s": round(took, 2), "evictions": stats.evictions, "resident": stats.checkpoints,
@@ -235,7 +235,7 @@ def tiny_checkpoints(root: Path, device: str) -> dict[str, Any]:
             refiner = "refiner" in location.name  # image2image only
             task = Task.IMAGE2IMAGE if refiner else Task.TEXT2IMAGE
             spec = resolve(location.name, task, location.parent)
-            pipe = cache.get(str(location), None, task, spec.pipeline)
+            pipe = cache.get_key(cache.key(str(location), None), task, spec.pipeline)
             params = {"prompt": "a fox", "num_inference_steps": 4, "seed": 0, "num_images": 2}
             inputs = {"image": Image.new("RGB", (64, 64), (200, 80, 40))} if refiner else {}
             images = runner.run(pipe, params, inputs, no_stop)

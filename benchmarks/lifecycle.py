@@ -23,11 +23,15 @@ from typing import Any
 import redis
 
 from hotpipe.devstack import find_redis_server, start_redis
+from hotpipe.shared.checkpoints import Resolved
 from hotpipe.shared.job import ImageResult, JobResult, Task, new_job_id
+from hotpipe.shared.spec import JobSpec
 from hotpipe.shared.store import JobStore
 
 RESULT = JobResult(images=[ImageResult(key="k", width=8, height=8, content_type="image/png", sha256="0" * 64)])
-SPEC: dict[str, Any] = {"params": {"prompt": "a lighthouse", "num_inference_steps": 4, "seed": 1}}
+SPEC = JobSpec(resolved=Resolved("tiny-sd", "local", "tiny-sd", None, "StableDiffusionPipeline", "stable-diffusion",
+                                  "StableDiffusionPipeline", "stable-diffusion"),
+               task=Task.TEXT2IMAGE, params={"prompt": "a lighthouse", "num_inference_steps": 4, "seed": 1})
 
 
 def create(store: JobStore, **options: Any) -> str:

@@ -25,6 +25,7 @@ from typing import Any
 import redis
 from prometheus_client import CollectorRegistry, generate_latest
 
+from benchmarks.lifecycle import SPEC
 from hotpipe.devstack import find_redis_server, start_redis
 from hotpipe.producer.metrics import ApiMetrics, MetricsMiddleware, QueueCollector
 from hotpipe.producer.queues import QUEUED_FAMILIES
@@ -99,8 +100,8 @@ def api_scrape(client: redis.Redis, running: int, runs: int) -> float:
     for i in range(running):
         job_id = new_job_id()
         store.create(job_id, family=QUEUED_FAMILIES[i % len(QUEUED_FAMILIES)], pipeline="P", checkpoint="c",
-                     revision=None, task=Task.TEXT2IMAGE, spec={})
-        store.claim(job_id)
+                     revision=None, task=Task.TEXT2IMAGE, spec=SPEC)
+        store.claim_job(job_id)
     collector = QueueCollector(client)
     return median_us(lambda: list(collector.collect()), runs) / 1000
 

@@ -24,6 +24,7 @@ from hotpipe.shared.store import JobStore
 from tests.deploy.chart import Manifest, enabled_pools, of_kind, render
 from tests.deploy.scenarios import SCENARIOS
 from tests.deploy.test_chart import evaluate
+from tests.jobs import claim, job_spec
 
 #: two autoscaled pools (stable-diffusion: 2 queued jobs per replica, sdxl: 1), one fixed (if)
 VALUES = SCENARIOS["keda"]
@@ -57,8 +58,8 @@ def fill(client: redis.Redis) -> None:
         for _ in range(jobs):
             job_id = new_job_id()
             store.create(job_id, family=family, pipeline="P", checkpoint="c", revision=None, task=Task.TEXT2IMAGE,
-                         spec={})
-            assert store.claim(job_id) == 1
+                         spec=job_spec())
+            assert claim(store, job_id) == 1
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from hotpipe.shared.queues import family_lists
 from hotpipe.shared.registry import message_job_id
 from hotpipe.shared.status import Status
 from hotpipe.shared.store import JobStore
+from tests.jobs import claim, job_spec
 
 pytestmark = pytest.mark.e2e
 FAMILY, OTHER = "stable-diffusion", "stable-diffusion-xl"
@@ -31,7 +32,7 @@ FAMILY, OTHER = "stable-diffusion", "stable-diffusion-xl"
 def created(store: JobStore, family: str) -> str:
     job_id = new_job_id()
     store.create(job_id, family=family, pipeline="StableDiffusionPipeline", checkpoint="tiny-sd", revision=None,
-                 task=Task.TEXT2IMAGE, spec={}, message=run_message(job_id, family))
+                 task=Task.TEXT2IMAGE, spec=job_spec(), message=run_message(job_id, family))
     return job_id
 
 
@@ -44,7 +45,7 @@ def test_the_standalone_reaper_recovers_jobs_while_no_worker_runs(redis_server: 
     store = JobStore(redis_client, record_ttl_s=600)
     died = created(store, OTHER)
     redis_client.delete(*family_lists(OTHER))  # its worker took the message...
-    assert store.claim(died) == 1
+    assert claim(store, died) == 1
     redis_client.zadd(keys.leases(), {died: 0}, xx=True)  # ...and died: the lease lapsed
     lost = created(store, FAMILY)
     redis_client.delete(*family_lists(FAMILY))  # a frozen consumer's BRPOP took it, never delivered

@@ -20,6 +20,7 @@ from hotpipe.shared.job import ImageResult, JobResult, new_job_id
 from hotpipe.shared.settings import Settings
 from hotpipe.shared.storage import Storage
 from hotpipe.shared.store import JobStore
+from tests.jobs import claim
 from tests.producer.conftest import FAMILY, Backlog, queue_lists
 
 Request = dict[str, Any]
@@ -100,13 +101,13 @@ def test_record_keeps_the_params_and_a_seed(api: TestClient, redis_client: redis
     job = JobStore(redis_client, settings.record_ttl_s).get(record["id"])
 
     assert job is not None
-    params = job.spec["params"]
+    params = job.spec.params
     assert params["num_inference_steps"] == 3
     assert params["guidance_scale"] == 5.0
     assert (params["height"], params["width"]) == (64, 128)
     assert isinstance(params["seed"], int)  # drawn by the producer when the caller gave none
-    assert job.spec["resolved"]["source"] == "local"
-    assert job.spec["inputs"] == {}
+    assert job.spec.resolved.source == "local"
+    assert job.spec.inputs == {}
 
 
 def test_each_submit_is_a_new_job(api: TestClient, backlog: Callable[[], Backlog]) -> None:
@@ -169,7 +170,7 @@ def test_cancel_unknown_job_is_404(api: TestClient, backlog: Callable[[], Backlo
 
 def test_cancel_running_job_flags_it(api: TestClient, redis_client: redis.Redis, settings: Settings) -> None:
     job_id = submit(api, text2image())["id"]
-    assert JobStore(redis_client, settings.record_ttl_s).claim(job_id) == 1
+    assert claim(JobStore(redis_client, settings.record_ttl_s), job_id) == 1
 
     response = api.post(f"/v1/jobs/{job_id}/cancel")
 
@@ -182,7 +183,7 @@ def test_cancel_succeeded_job_is_409(api: TestClient, redis_client: redis.Redis,
                                      storage: Storage) -> None:
     job_id = submit(api, text2image())["id"]
     store = JobStore(redis_client, settings.record_ttl_s)
-    attempt = store.claim(job_id)
+    attempt = claim(store, job_id)
     assert attempt is not None
     key = storage.image_key(job_id, 0, "png")
     store.succeed(job_id, attempt, JobResult(images=[ImageResult(key=key, width=64, height=64,
@@ -255,7 +256,7 @@ def test_image2image_data_uri_input_is_stored_in_s3(api: TestClient, storage: St
     assert storage.get(key) == image
     job = JobStore(redis_client, settings.record_ttl_s).get(record["id"])
     assert job is not None
-    assert job.spec["inputs"] == {"image": key}
+    assert job.spec.inputs == {"image": key}
     assert backlog() == Backlog(queued=1, records=1)
 
 

@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from hotpipe.shared.job import ImageResult, JobResult
 from hotpipe.shared.settings import Settings
 from hotpipe.shared.store import JobStore
+from tests.jobs import claim
 
 BODY = {"checkpoint": "tiny-sd", "task": "text2image", "params": {"prompt": "x", "num_inference_steps": 2}}
 RESULT = JobResult(images=[ImageResult(key="jobs/x/0.png", width=8, height=8, content_type="image/png",
@@ -38,7 +39,7 @@ def drive_once_streaming(store: JobStore, job_id: str, first: threading.Event) -
 
     def go() -> None:
         assert first.wait(30)
-        attempt = store.claim(job_id)
+        attempt = claim(store, job_id)
         assert attempt is not None
         store.progress(job_id, attempt, 1, 2)
         store.progress(job_id, attempt, 2, 2)

@@ -162,7 +162,7 @@ def test_deadlines_are_recorded(api: TestClient, redis_client: redis.Redis, sett
     assert read["queue_deadline"] > read["created_at"] and read["stage"] == "queued"
     assert redis_client.zscore(keys.queue_deadlines(), record["id"]) is not None
     job = JobStore(redis_client, settings.record_ttl_s).get(record["id"])
-    assert job is not None and job.spec["timeout_s"] == 30
+    assert job is not None and job.spec.timeout_s == 30
 
 
 @pytest.mark.parametrize("bad", [{"timeout_s": 0}, {"queue_timeout_s": -1}, {"timeout_s": "10"}])

@@ -20,6 +20,7 @@ from hotpipe.shared.queues import family_lists, priority_lists, worker_queue
 from hotpipe.shared.registry import Registry, WorkerInfo
 from hotpipe.shared.settings import Settings
 from hotpipe.shared.store import JobStore
+from tests.jobs import claim, job_spec
 from tests.producer.conftest import Backlog
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -83,8 +84,8 @@ def collect(collector: QueueCollector) -> Samples:
 def running_job(store: JobStore, family: str) -> str:
     job_id = new_job_id()
     store.create(job_id, family=family, pipeline="StableDiffusionPipeline", checkpoint="x", revision=None,
-                 task=Task.TEXT2IMAGE, spec={})
-    assert store.claim(job_id) is not None
+                 task=Task.TEXT2IMAGE, spec=job_spec())
+    assert claim(store, job_id) is not None
     return job_id
 
 

@@ -22,6 +22,7 @@ from hotpipe.shared.store import JobOptions, JobStore
 from hotpipe.shared.webhook_outbox import Outbox
 from hotpipe.shared.webhooks import verify
 from tests.e2e.polling import wait_for
+from tests.jobs import claim, job_spec
 from tests.receiver import Receiver, receiver
 from tests.shared.test_store import RESULT
 from tests.twin_hosts import NAME, PRIVATE, PUBLIC, rebinding, twin_hosts
@@ -52,7 +53,7 @@ def dispatcher(redis_client: redis.Redis, settings: Settings) -> Iterator[Dispat
 def hooked_job(store: JobStore, url: str, events: tuple[str, ...] = ("start", "progress", "completed")) -> str:
     job_id = new_job_id()
     store.create(job_id, family="stable-diffusion", pipeline="StableDiffusionPipeline", checkpoint="tiny-sd",
-                 revision=None, task=Task.TEXT2IMAGE, spec={},
+                 revision=None, task=Task.TEXT2IMAGE, spec=job_spec(),
                  options=JobOptions(webhook_url=url, webhook_events=events, webhook_progress_s=0))
     return job_id
 
@@ -65,7 +66,7 @@ def drain(dispatcher: Dispatcher) -> None:
 def test_each_event_is_delivered_signed_with_the_record(store: JobStore, dispatcher: Dispatcher,
                                                         hook: Receiver) -> None:
     job_id = hooked_job(store, hook.url)
-    store.claim(job_id)
+    claim(store, job_id)
     store.progress(job_id, 1, 1, 2)
     store.succeed(job_id, 1, RESULT)
     drain(dispatcher)
@@ -103,7 +104,7 @@ def test_retries_stop_at_the_cap(store: JobStore, dispatcher: Dispatcher, hook: 
 def test_progress_is_tried_once(store: JobStore, dispatcher: Dispatcher, hook: Receiver) -> None:
     hook.answer = lambda h: 500
     job_id = hooked_job(store, hook.url, ("progress",))
-    store.claim(job_id)
+    claim(store, job_id)
     store.progress(job_id, 1, 1, 2)
     drain(dispatcher)
     assert len(hook.of("progress")) == 1
@@ -121,7 +122,7 @@ def test_an_unreachable_receiver_is_retried_like_a_failure(store: JobStore, disp
 def test_the_body_is_the_record_as_it_was_when_the_event_happened(store: JobStore, dispatcher: Dispatcher,
                                                                  hook: Receiver) -> None:
     job_id = hooked_job(store, hook.url, ("start",))
-    store.claim(job_id)
+    claim(store, job_id)
     store.succeed(job_id, 1, RESULT)  # before the start event is delivered
     drain(dispatcher)
     (start,) = hook.of("start")

@@ -23,6 +23,7 @@ from hotpipe.shared.queues import (
 )
 from hotpipe.shared.registry import Registry, WorkerInfo
 from hotpipe.shared.store import JobStore
+from tests.jobs import claim, job_spec
 
 FAMILY = "stable-diffusion"
 
@@ -30,7 +31,7 @@ FAMILY = "stable-diffusion"
 def queued_job(store: JobStore, priority: int = 5) -> str:
     job_id = new_job_id()
     store.create(job_id, family=FAMILY, pipeline="StableDiffusionPipeline", checkpoint="tiny-sd", revision=None,
-                 task=Task.TEXT2IMAGE, spec={"priority": priority})
+                 task=Task.TEXT2IMAGE, spec=job_spec(priority))
     return job_id
 
 
@@ -78,7 +79,7 @@ def test_a_familys_backlog_is_its_queue_and_its_live_workers_own_queues(redis_cl
 
 def test_running_jobs_are_counted_from_the_leases(redis_client: redis.Redis, store: JobStore) -> None:
     claimed, waits = queued_job(store), queued_job(store)
-    assert store.claim(claimed) == 1
+    assert claim(store, claimed) == 1
     enqueue(redis_client, waits, FAMILY)
     counts = backlog(redis_client, [FAMILY])
     assert counts.running == running(redis_client) == {FAMILY: 1}

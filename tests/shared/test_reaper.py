@@ -26,6 +26,7 @@ from hotpipe.shared.queues import family_queue
 from hotpipe.shared.reaper import Publish, Reaper
 from hotpipe.shared.status import Status
 from hotpipe.shared.store import JobStore
+from tests.jobs import claim, job_spec
 
 FAMILY = "stable-diffusion"
 SILENCE_S = 30.0
@@ -52,12 +53,12 @@ def published(store: JobStore) -> list[str]:
     return [job_id for ids in published_by_list(store).values() for job_id in ids]
 
 
-def running_job(store: JobStore, lapsed: bool = True, **spec: object) -> str:
+def running_job(store: JobStore, lapsed: bool = True, priority: int = DEFAULT_PRIORITY) -> str:
     """A claimed job; ``lapsed``: its worker died long ago."""
     job_id = new_job_id()
     store.create(job_id, family=FAMILY, pipeline="StableDiffusionPipeline", checkpoint="tiny-sd", revision=None,
-                 task=Task.TEXT2IMAGE, spec=spec)
-    assert store.claim(job_id) == 1
+                 task=Task.TEXT2IMAGE, spec=job_spec(priority))
+    assert claim(store, job_id) == 1
     if lapsed:
         store.redis.zadd(keys.leases(), {job_id: 0}, xx=True)
     return job_id

@@ -15,6 +15,7 @@ from hotpipe.shared.reaper import Publish, Reaper
 from hotpipe.shared.registry import HotCheckpoint, Registry, WorkerInfo, message_job_id
 from hotpipe.shared.store import JobStore
 from tests.e2e.polling import wait_for
+from tests.jobs import job_spec
 from tests.shared.test_reaper import published_by_list
 
 FAMILY = "stable-diffusion"
@@ -30,7 +31,7 @@ def info(name: str, *hot: str, ready: bool = True) -> WorkerInfo:
 def queued_job(store: JobStore, priority: int = 5) -> str:
     job_id = new_job_id()
     store.create(job_id, family=FAMILY, pipeline="StableDiffusionPipeline", checkpoint="tiny-sd", revision=None,
-                 task=Task.TEXT2IMAGE, spec={"priority": priority})
+                 task=Task.TEXT2IMAGE, spec=job_spec(priority))
     return job_id
 
 

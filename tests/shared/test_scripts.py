@@ -13,6 +13,7 @@ from hotpipe.shared import keys, scripts
 from hotpipe.shared.job import Task, new_job_id
 from hotpipe.shared.status import ALLOWED_FROM, Status
 from hotpipe.shared.store import JobStore
+from tests.jobs import job_spec
 
 #: the scripts that change a job's status, each through the prelude's ``move``
 STATUS_SCRIPTS = {"cancel", "expire_queued", "requeue", "transition"}
@@ -55,7 +56,7 @@ def test_move_refuses_every_pair_outside_the_table(redis_client: redis.Redis, so
     store = JobStore(redis_client, record_ttl_s=600)
     job_id = new_job_id()
     store.create(job_id, family="stable-diffusion", pipeline="StableDiffusionPipeline", checkpoint="tiny-sd",
-                 revision=None, task=Task.TEXT2IMAGE, spec={})
+                 revision=None, task=Task.TEXT2IMAGE, spec=job_spec())
     redis_client.hset(keys.job(job_id), "status", source.value)
     text = scripts.transition_table() + lua_file(scripts.PRELUDE) + "move(ARGV[1], ARGV[2])\nreturn 1\n"
     allowed = source in ALLOWED_FROM[target]

@@ -20,11 +20,13 @@ from hotpipe.shared import keys
 from hotpipe.shared.job import ImageResult, JobError, JobRecord, JobResult, Progress, Task, new_job_id
 from hotpipe.shared.status import TERMINAL, Status, TransitionError
 from hotpipe.shared.store import WORKER_LOST, AsyncJobReader, JobStore, Requeue, parse_event
+from tests.jobs import claim, job_spec
 
 RECORD_TTL_S = 600
 RESULT = JobResult(images=[ImageResult(key="jobs/x/0.png", width=8, height=8, content_type="image/png",
                                        sha256="0" * 64)], sidecar_key="jobs/x/job.json")
 ERROR = JobError(code="boom", message="it broke")
+SPEC = job_spec()
 
 #: the worker-side terminal writes, each fenced by an attempt number
 Finish = Callable[[JobStore, str, int], None]
@@ -43,7 +45,7 @@ def store(redis_client: redis.Redis) -> JobStore:
 def create(store: JobStore, job_id: str | None = None) -> str:
     job_id = job_id or new_job_id()
     store.create(job_id, family="stable-diffusion", pipeline="StableDiffusionPipeline", checkpoint="tiny-sd",
-                 revision=None, task=Task.TEXT2IMAGE, spec={"params": {"prompt": "a cat"}})
+                 revision=None, task=Task.TEXT2IMAGE, spec=SPEC)
     return job_id
 
 
@@ -66,13 +68,13 @@ def test_create_writes_a_queued_record(store: JobStore) -> None:
     job = store.get(job_id)
     assert job is not None
     assert (job.record.status, job.record.attempts, job.record.checkpoint) == (Status.QUEUED, 0, "tiny-sd")
-    assert job.spec == {"params": {"prompt": "a cat"}}
+    assert job.spec == SPEC
     assert job.record.revision is None and not job.cancel_requested
 
 
 def test_create_refuses_an_existing_id(store: JobStore) -> None:
     job_id = create(store)
-    store.claim(job_id)
+    claim(store, job_id)
     before = raw(store, job_id)
     with pytest.raises(TransitionError):
         create(store, job_id)
@@ -85,22 +87,22 @@ def test_get_of_unknown_job_is_none(store: JobStore) -> None:
 
 def test_claim_moves_queued_to_running_once(store: JobStore) -> None:
     job_id = create(store)
-    assert store.claim(job_id) == 1
+    assert claim(store, job_id) == 1
     job = store.get(job_id)
     assert job is not None
     assert (job.record.status, job.record.attempts) == (Status.RUNNING, 1)
     assert job.record.started_at is not None
-    assert store.claim(job_id) is None
+    assert claim(store, job_id) is None
     assert raw(store, job_id)["attempt"] == "1"
 
 
 def test_claim_of_unknown_job_is_none(store: JobStore) -> None:
-    assert store.claim(new_job_id()) is None
+    assert claim(store, new_job_id()) is None
 
 
 def test_progress_is_fenced_by_attempt(store: JobStore) -> None:
     job_id = create(store)
-    attempt = store.claim(job_id)
+    attempt = claim(store, job_id)
     assert attempt is not None
     assert store.progress(job_id, attempt, 3, 10) == 0
     for stale in (attempt - 1, attempt + 1):
@@ -119,7 +121,7 @@ def test_progress_of_a_queued_job_is_refused(store: JobStore) -> None:
 def test_finish_with_own_attempt_ends_the_job_with_a_ttl(store: JobStore, name: str) -> None:
     finish, target = FINISHES[name]
     job_id = create(store)
-    attempt = store.claim(job_id)
+    attempt = claim(store, job_id)
     assert attempt is not None
     finish(store, job_id, attempt)
     job = store.get(job_id)
@@ -135,7 +137,7 @@ def test_finish_with_own_attempt_ends_the_job_with_a_ttl(store: JobStore, name: 
 def test_finish_with_stale_attempt_raises_and_changes_nothing(store: JobStore, name: str, offset: int) -> None:
     finish, target = FINISHES[name]
     job_id = create(store)
-    attempt = store.claim(job_id)
+    attempt = claim(store, job_id)
     assert attempt is not None
     before = raw(store, job_id)
     with pytest.raises(TransitionError) as exc:
@@ -164,7 +166,7 @@ def test_fail_without_attempt_ends_a_queued_job(store: JobStore) -> None:
 
 def test_fail_without_attempt_leaves_a_running_job_alone(store: JobStore) -> None:
     job_id = create(store)
-    store.claim(job_id)
+    claim(store, job_id)
     before = raw(store, job_id)
     with pytest.raises(TransitionError):
         store.fail(job_id, None, ERROR)
@@ -182,12 +184,12 @@ def test_cancel_of_queued_job_cancels_it_with_a_ttl(store: JobStore) -> None:
     assert store.cancel(job_id) == "canceled"
     assert status(store, job_id) == Status.CANCELED
     assert ttl(store, job_id) > 0
-    assert store.claim(job_id) is None
+    assert claim(store, job_id) is None
 
 
 def test_cancel_of_running_job_requests_a_stop(store: JobStore) -> None:
     job_id = create(store)
-    attempt = store.claim(job_id)
+    attempt = claim(store, job_id)
     assert attempt is not None
     assert store.cancel(job_id) == "running"
     job = store.get(job_id)
@@ -213,7 +215,7 @@ def test_cancel_of_unknown_job_is_none(store: JobStore) -> None:
 def test_only_finished_records_expire(store: JobStore) -> None:
     job_id = create(store)
     assert ttl(store, job_id) == -1
-    attempt = store.claim(job_id)
+    attempt = claim(store, job_id)
     assert attempt is not None
     assert ttl(store, job_id) == -1
     store.progress(job_id, attempt, 1, 2)
@@ -238,7 +240,7 @@ def wait(store: JobStore, job_id: str, timeout_s: float) -> JobRecord | None:
 
 def test_wait_wakes_when_another_thread_finishes_the_job(store: JobStore) -> None:
     job_id = create(store)
-    attempt = store.claim(job_id)
+    attempt = claim(store, job_id)
     assert attempt is not None
 
     def finish_once_waiter_listens() -> None:
@@ -256,7 +258,7 @@ def test_wait_wakes_when_another_thread_finishes_the_job(store: JobStore) -> Non
 
 def test_wait_returns_the_running_record_after_the_timeout(store: JobStore) -> None:
     job_id = create(store)
-    store.claim(job_id)
+    claim(store, job_id)
     record = wait(store, job_id, timeout_s=0.2)
     assert record is not None and record.status == Status.RUNNING
 
@@ -269,7 +271,7 @@ def test_every_change_is_published_on_the_job_channel(store: JobStore) -> None:
     job_id = create(store)
     with store.redis.pubsub() as sub:
         sub.subscribe(keys.job_events(job_id))
-        attempt = store.claim(job_id)
+        attempt = claim(store, job_id)
         assert attempt is not None
         store.progress(job_id, attempt, 1, 4)
         store.cancel(job_id)
@@ -311,7 +313,7 @@ def outbox(store: JobStore) -> dict[str, int]:
 
 def claimed(store: JobStore) -> tuple[str, int]:
     job_id = create(store)
-    attempt = store.claim(job_id)
+    attempt = claim(store, job_id)
     assert attempt is not None
     return job_id, attempt
 
@@ -320,7 +322,7 @@ def test_claim_takes_a_lease_on_the_server_clock(store: JobStore) -> None:
     job_id = create(store)
     assert lease(store, job_id) is None
     before = server_ms(store)
-    store.claim(job_id)
+    claim(store, job_id)
     deadline = lease(store, job_id)
     assert deadline is not None and before < deadline <= server_ms(store) + store.lease_ms
 
@@ -392,7 +394,7 @@ def test_stale_attempt_is_fenced_after_a_reap_and_a_new_claim(store: JobStore) -
     store.reap(job_id, max_attempts=3)
     assert store.progress(job_id, first, 5, 10) == -1  # requeued: nobody owns it
     assert store.renew(job_id, first) is False
-    second = store.claim(job_id)
+    second = claim(store, job_id)
     assert second == first + 1
     assert store.progress(job_id, first, 5, 10) == -1 and store.renew(job_id, first) is False
     with pytest.raises(TransitionError, match="superseded"):
@@ -478,7 +480,7 @@ def test_orphaned_requeue_is_adopted_once_and_dropped_once_claimed(store: JobSto
     adopted = store.adopt_requeue(job_id, silence_s=30)
     assert adopted is not None and (adopted.outcome, adopted.family) == ("queued", "stable-diffusion")
     assert store.adopt_requeue(job_id, silence_s=30) is None  # re-stamped: one adopter per silence
-    store.claim(job_id)
+    claim(store, job_id)
     store.redis.zadd(keys.requeues(), {job_id: 0})
     assert store.adopt_requeue(job_id, silence_s=30) is None  # a message reached it: nothing owed
     assert outbox(store) == {}
@@ -539,7 +541,7 @@ class LifecycleMachine(RuleBasedStateMachine):
 
     @rule()
     def claim(self) -> None:
-        got = self.store.claim(self.job_id)
+        got = claim(self.store, self.job_id)
         if self.status == Status.QUEUED:
             self.attempt += 1
             self.status = Status.RUNNING

@@ -18,6 +18,7 @@ from hotpipe.shared.status import Status
 from hotpipe.shared.store import DEADLINE_EXCEEDED, Cursor, JobExists, JobOptions, JobStore, KeyTaken
 from hotpipe.shared.webhook_outbox import Outbox
 from tests.e2e.polling import wait_for
+from tests.jobs import claim, job_spec
 from tests.shared.test_store import RESULT
 
 RECORD_TTL_S = 600
@@ -32,7 +33,7 @@ def create(store: JobStore, job_id: str | None = None, **options: object) -> str
     """A job created with its run message, as a submit creates it."""
     job_id = job_id or new_job_id()
     store.create(job_id, family="stable-diffusion", pipeline="StableDiffusionPipeline", checkpoint="tiny-sd",
-                 revision=None, task=Task.TEXT2IMAGE, spec={"params": {"prompt": "a cat"}},
+                 revision=None, task=Task.TEXT2IMAGE, spec=job_spec(),
                  options=JobOptions(**options), message=run_message(job_id, "stable-diffusion"))  # type: ignore[arg-type]
     return job_id
 
@@ -119,7 +120,7 @@ def test_listing_pages_through_equal_scores(store: JobStore) -> None:
 def test_status_indexes_follow_every_transition(store: JobStore) -> None:
     done, failed, canceled, running, queued = (create(store) for _ in range(5))
     for job_id in (done, failed, running):
-        store.claim(job_id)
+        claim(store, job_id)
     store.succeed(done, 1, RESULT)
     store.fail(failed, 1, JobError(code="x", message="y"))
     store.cancel(canceled)
@@ -133,7 +134,7 @@ def test_status_indexes_follow_every_transition(store: JobStore) -> None:
 
 def test_a_requeued_job_is_listed_as_queued_again(store: JobStore) -> None:
     job_id = create(store)
-    attempt = store.claim(job_id)
+    attempt = claim(store, job_id)
     assert attempt is not None and store.release(job_id, attempt) is not None
     assert listed(store, status=Status.QUEUED) == [job_id] and listed(store, status=Status.RUNNING) == []
 
@@ -168,7 +169,7 @@ def test_stages_are_stamped_in_order_and_reset_on_requeue(store: JobStore) -> No
     store.release(job_id, 1)
     requeued = store.get(job_id).record  # type: ignore[union-attr]
     assert (requeued.stage, requeued.loading_at, requeued.running_at) == (Stage.QUEUED, None, None)
-    assert store.claim(job_id) == 2
+    assert claim(store, job_id) == 2
     store.succeed(job_id, 2, RESULT)
     assert store.get(job_id).record.stage is Stage.FINISHED  # type: ignore[union-attr]
 
@@ -195,13 +196,13 @@ def test_a_job_past_its_queue_deadline_is_not_claimed_but_failed(store: JobStore
 
 def test_a_job_within_its_queue_deadline_is_claimed(store: JobStore) -> None:
     job_id = create(store, queue_timeout_s=30.0)
-    assert store.claim(job_id) == 1
+    assert claim(store, job_id) == 1
     assert store.expire_queued(job_id) is False
 
 
 def test_the_reaper_fails_queued_jobs_past_their_deadline_and_nothing_else(store: JobStore) -> None:
     late, started, fresh = create(store, queue_timeout_s=30.0), create(store, queue_timeout_s=30.0), create(store)
-    store.claim(started)
+    claim(store, started)
     for job_id in (late, started):
         lapse_queue_deadline(store, job_id)
     report = Reaper(store, lambda *_: None, max_attempts=3, silence_s=30).run_once()
@@ -213,10 +214,10 @@ def test_the_reaper_fails_queued_jobs_past_their_deadline_and_nothing_else(store
 
 def test_a_requeued_job_is_not_held_to_its_queue_deadline(store: JobStore) -> None:
     job_id = create(store, queue_timeout_s=30.0)
-    store.claim(job_id)
+    claim(store, job_id)
     store.release(job_id, 1)
     lapse_queue_deadline(store, job_id)
-    assert store.claim(job_id) == 2  # it did start in time once
+    assert claim(store, job_id) == 2  # it did start in time once
 
 
 # -- webhook outbox -------------------------------------------------------------------------
@@ -228,7 +229,7 @@ def outbox_events(store: JobStore) -> list[dict[str, object]]:
 
 def test_transitions_put_the_asked_for_events_in_the_outbox(store: JobStore) -> None:
     job_id = create(store, webhook_url="http://hooks.example/x", webhook_events=("start", "completed"))
-    store.claim(job_id)
+    claim(store, job_id)
     store.progress(job_id, 1, 1, 2)
     store.succeed(job_id, 1, RESULT)
     events = outbox_events(store)
@@ -242,7 +243,7 @@ def test_transitions_put_the_asked_for_events_in_the_outbox(store: JobStore) -> 
 def test_progress_events_are_throttled(store: JobStore) -> None:
     job_id = create(store, webhook_url="http://hooks.example/x", webhook_events=("progress",),
                     webhook_progress_s=3600.0)
-    store.claim(job_id)
+    claim(store, job_id)
     for step in range(1, 6):
         store.progress(job_id, 1, step, 5)
     assert [e["event"] for e in outbox_events(store)] == ["progress"]
@@ -250,7 +251,7 @@ def test_progress_events_are_throttled(store: JobStore) -> None:
 
 def test_jobs_without_a_webhook_add_nothing(store: JobStore) -> None:
     job_id = create(store)
-    store.claim(job_id)
+    claim(store, job_id)
     store.succeed(job_id, 1, RESULT)
     assert store.redis.hlen(keys.webhook_events()) == 0
 

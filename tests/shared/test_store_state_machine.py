@@ -23,6 +23,7 @@ from hotpipe.shared import keys
 from hotpipe.shared.job import JobError, JobResult, Task, new_job_id
 from hotpipe.shared.status import TERMINAL, Status, TransitionError
 from hotpipe.shared.store import WORKER_LOST, JobStore
+from tests.jobs import job_spec
 
 MAX_ATTEMPTS = 3
 
@@ -69,7 +70,7 @@ class StoreMachine(RuleBasedStateMachine):
     def submit(self) -> str:
         job_id = new_job_id()
         self.store.create(job_id, family="stable-diffusion", pipeline="StableDiffusionPipeline",
-                          checkpoint="tiny-sd", revision=None, task=Task.TEXT2IMAGE, spec={"priority": 5})
+                          checkpoint="tiny-sd", revision=None, task=Task.TEXT2IMAGE, spec=job_spec())
         self.model[job_id] = Model()
         return job_id
 

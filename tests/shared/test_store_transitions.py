@@ -14,6 +14,7 @@ from hotpipe.shared import keys
 from hotpipe.shared.job import ImageResult, JobError, JobResult, Task, new_job_id
 from hotpipe.shared.status import ALLOWED_FROM, Status, TransitionError
 from hotpipe.shared.store import JobOptions, JobStore
+from tests.jobs import job_spec
 
 RESULT = JobResult(images=[ImageResult(key="jobs/x/0.png", width=8, height=8, content_type="image/png",
                                        sha256="0" * 64)], sidecar_key="jobs/x/job.json")
@@ -56,7 +57,7 @@ def job_in(store: JobStore, status: Status, attempt: int, cancel_requested: bool
     """A job whose record is in ``status`` (lease lapsed, requeue outbox entry old), as a script finds it."""
     job_id = new_job_id()
     store.create(job_id, family="stable-diffusion", pipeline="StableDiffusionPipeline", checkpoint="tiny-sd",
-                 revision=None, task=Task.TEXT2IMAGE, spec={}, options=JobOptions(queue_timeout_s=3600))
+                 revision=None, task=Task.TEXT2IMAGE, spec=job_spec(), options=JobOptions(queue_timeout_s=3600))
     fields = ["status", status.value, "attempt", str(attempt), "cancel_requested", "1" if cancel_requested else "0"]
     if deadline_passed:
         fields += ["queue_deadline", "1"]

@@ -15,6 +15,7 @@ from hotpipe.shared.reaper import Publish, Reaper
 from hotpipe.shared.registry import Registry, WorkerInfo
 from hotpipe.shared.store import JobStore
 from hotpipe.shared.sweep import sweep_lost_messages
+from tests.jobs import claim, job_spec
 from tests.shared.test_reaper import published, published_by_list
 
 FAMILY = "stable-diffusion"
@@ -27,7 +28,7 @@ def submitted(store: JobStore, priority: int = 5, stale: bool = True) -> str:
     """A job created with its message, as a submit creates it; ``stale``: queued long ago."""
     job_id = new_job_id()
     store.create(job_id, family=FAMILY, pipeline="StableDiffusionPipeline", checkpoint="tiny-sd", revision=None,
-                 task=Task.TEXT2IMAGE, spec={"priority": priority}, message=run_message(job_id, FAMILY, priority))
+                 task=Task.TEXT2IMAGE, spec=job_spec(priority), message=run_message(job_id, FAMILY, priority))
     if stale:
         store.redis.zadd(keys.queued_jobs(), {job_id: 0}, xx=True)
     return job_id
@@ -71,7 +72,7 @@ def test_a_message_waiting_in_a_live_workers_own_queue_counts(store: JobStore, p
 
 def test_only_queued_jobs_are_in_the_set(store: JobStore, publish: Publish) -> None:
     claimed, canceled, fresh = submitted(store), submitted(store), submitted(store, stale=False)
-    assert store.claim(claimed) == 1
+    assert claim(store, claimed) == 1
     store.cancel(canceled)
     assert set(store.redis.zrange(keys.queued_jobs(), 0, -1)) == {fresh}
     store.redis.zadd(keys.leases(), {claimed: 0}, xx=True)  # its worker died

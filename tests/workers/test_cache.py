@@ -27,7 +27,7 @@ def parameter_storages(pipes: list[Any]) -> set[int]:
 
 def test_loads_once_and_switches_tasks_on_the_same_modules(cache: PipelineCache, model_root: Path) -> None:
     location = str(model_root / "tiny-sd")
-    pipes = [cache.get(location, None, task, cls) for task, cls in TASKS]
+    pipes = [cache.get_key(cache.key(location, None), task, cls) for task, cls in TASKS]
 
     assert [type(p).__name__ for p in pipes] == [cls for _, cls in TASKS]
     assert (cache.stats().misses, cache.stats().hits) == (1, 2)
@@ -35,12 +35,13 @@ def test_loads_once_and_switches_tasks_on_the_same_modules(cache: PipelineCache,
         assert len({id(getattr(p, name)) for p in pipes}) == 1, name
     assert parameter_storages(pipes) == parameter_storages(pipes[:1])
     assert all(p.unet.dtype == torch.float32 for p in pipes)
-    assert cache.get(location, None, Task.TEXT2IMAGE, "StableDiffusionPipeline") is pipes[0]
+    assert cache.get_key(cache.key(location, None), Task.TEXT2IMAGE, "StableDiffusionPipeline") is pipes[0]
 
 
 def test_mismatched_class_is_refused(cache: PipelineCache, model_root: Path) -> None:
     with pytest.raises(ResolutionMismatch, match="StableDiffusionImg2ImgPipeline"):
-        cache.get(str(model_root / "tiny-sd"), None, Task.IMAGE2IMAGE, "StableDiffusionXLImg2ImgPipeline")
+        cache.get_key(cache.key(str(model_root / "tiny-sd"), None), Task.IMAGE2IMAGE,
+                      "StableDiffusionXLImg2ImgPipeline")
 
 
 BEYOND = [(Task.TEXT2IMAGE, "ChromaPipeline"), (Task.IMAGE2IMAGE, "ChromaImg2ImgPipeline"),
@@ -51,7 +52,7 @@ def test_tasks_autopipeline_cannot_reach_are_built_on_the_same_modules(cache: Pi
                                                                        model_root: Path) -> None:
     """Chroma image2image/inpainting come from hotpipe's table, built with ``<Class>.from_pipe``."""
     location = str(model_root / "tiny-chroma")
-    pipes = [cache.get(location, None, task, cls) for task, cls in BEYOND]
+    pipes = [cache.get_key(cache.key(location, None), task, cls) for task, cls in BEYOND]
 
     assert [type(p).__name__ for p in pipes] == [cls for _, cls in BEYOND]
     assert (cache.stats().misses, cache.stats().hits) == (1, 2)
@@ -64,13 +65,13 @@ def test_tasks_autopipeline_cannot_reach_are_built_on_the_same_modules(cache: Pi
 def test_hotpipes_class_for_another_family_is_refused(cache: PipelineCache, model_root: Path) -> None:
     # ChromaInpaintPipeline is in hotpipe's table for chroma, not for stable-diffusion: AutoPipeline decides
     with pytest.raises(ResolutionMismatch, match="StableDiffusionInpaintPipeline"):
-        cache.get(str(model_root / "tiny-sd"), None, Task.INPAINTING, "ChromaInpaintPipeline")
+        cache.get_key(cache.key(str(model_root / "tiny-sd"), None), Task.INPAINTING, "ChromaInpaintPipeline")
 
 
 def test_refiner_is_its_own_image2image_pipeline(cache: PipelineCache, model_root: Path) -> None:
     location = str(model_root / "tiny-sdxl-refiner")
-    refiner = cache.get(location, None, Task.IMAGE2IMAGE, "StableDiffusionXLImg2ImgPipeline")
-    inpaint = cache.get(location, None, Task.INPAINTING, "StableDiffusionXLInpaintPipeline")
+    refiner = cache.get_key(cache.key(location, None), Task.IMAGE2IMAGE, "StableDiffusionXLImg2ImgPipeline")
+    inpaint = cache.get_key(cache.key(location, None), Task.INPAINTING, "StableDiffusionXLInpaintPipeline")
 
     assert (refiner.text_encoder, refiner.tokenizer) == (None, None)
     assert refiner.config.requires_aesthetics_score and inpaint.config.requires_aesthetics_score
@@ -79,10 +80,10 @@ def test_refiner_is_its_own_image2image_pipeline(cache: PipelineCache, model_roo
 
 def test_task_switches_do_not_grow_the_measured_bytes(cache: PipelineCache, model_root: Path) -> None:
     location = str(model_root / "tiny-sd")
-    cache.get(location, None, *TASKS[0])
+    cache.get_key(cache.key(location, None), *TASKS[0])
     one = cache.stats()
     for task, cls in TASKS[1:]:
-        cache.get(location, None, task, cls)
+        cache.get_key(cache.key(location, None), task, cls)
     three = cache.stats()
 
     assert one.resident_bytes > 0
@@ -94,10 +95,10 @@ def test_task_switches_do_not_grow_the_measured_bytes(cache: PipelineCache, mode
 def test_two_runs_never_share_a_scheduler(cache: PipelineCache, model_root: Path) -> None:
     from hotpipe.workers import runner
 
-    pipe = cache.get(str(model_root / "tiny-sd"), None, *TASKS[0])
+    pipe = cache.get_key(cache.key(str(model_root / "tiny-sd"), None), *TASKS[0])
     params = {"prompt": "x", "num_inference_steps": 2, "height": 32, "width": 32, "seed": 1}
     seen = []
     for _ in range(2):
-        runner.run(pipe, params, {}, lambda step, total: 0)
+        runner.run(pipe, params, {}, lambda step, total: runner.Verdict.GO_ON)
         seen.append(pipe.scheduler)
     assert seen[0] is not seen[1]

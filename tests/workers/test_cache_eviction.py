@@ -59,10 +59,10 @@ def big_copies(model_root: Path, tmp_path_factory: pytest.TempPathFactory) -> li
 
 def test_count_bound_evicts_the_least_recently_used(copies: list[str]) -> None:
     cache = PipelineCache("cpu", torch.float32, max_pipelines=2)
-    cache.get(copies[0], None, *T2I)
-    cache.get(copies[1], None, *T2I)
-    cache.get(copies[0], None, *T2I)  # copies[1] is now the least recently used
-    cache.get(copies[2], None, *T2I)
+    cache.get_key(cache.key(copies[0], None), *T2I)
+    cache.get_key(cache.key(copies[1], None), *T2I)
+    cache.get_key(cache.key(copies[0], None), *T2I)  # copies[1] is now the least recently used
+    cache.get_key(cache.key(copies[2], None), *T2I)
 
     stats = cache.stats()
     assert sorted(stats.checkpoints) == sorted([copies[0], copies[2]])
@@ -72,18 +72,18 @@ def test_count_bound_evicts_the_least_recently_used(copies: list[str]) -> None:
 def test_least_used_policy_keeps_the_popular_checkpoint(copies: list[str]) -> None:
     cache = PipelineCache("cpu", torch.float32, max_pipelines=2, policy="lfu")
     for location in (copies[0], copies[0], copies[0], copies[1], copies[2]):
-        cache.get(location, None, *T2I)
+        cache.get_key(cache.key(location, None), *T2I)
     assert sorted(cache.stats().checkpoints) == sorted([copies[0], copies[2]])
 
 
 def test_memory_budget_is_measured_and_kept(copies: list[str]) -> None:
     probe = PipelineCache("cpu", torch.float32)
-    probe.get(copies[0], None, *T2I)
+    probe.get_key(probe.key(copies[0], None), *T2I)
     one = probe.stats().resident_bytes
     cache = PipelineCache("cpu", torch.float32, budget_bytes=int(one * 2.5))
     for location in copies:
         for task in ALL_TASKS:  # siblings share modules: they never count twice
-            cache.get(location, None, *task)
+            cache.get_key(cache.key(location, None), *task)
         stats = cache.stats()
         assert stats.resident_bytes <= cache.budget_bytes
     assert stats.resident_pipelines == 2 and stats.resident_bytes == 2 * one
@@ -98,7 +98,7 @@ def test_eviction_frees_every_pipeline_and_memory(big_copies: list[str]) -> None
     rss_after_warmup = 0
     for cycle in range(24):
         location = big_copies[cycle % 2]
-        pipes = [cache.get(location, None, *task) for task in ALL_TASKS]
+        pipes = [cache.get_key(cache.key(location, None), *task) for task in ALL_TASKS]
         size = max(size, cache.stats().resident_bytes)
         refs += [weakref.ref(p) for p in pipes]
         del pipes
@@ -132,9 +132,9 @@ def test_out_of_memory_on_load_evicts_the_others_and_retries_once(copies: list[s
                                                                  error: type[BaseException]) -> None:
     loader, calls = failing_loader(1, error)
     cache = PipelineCache("cpu", torch.float32, loader=loader)
-    cache.get(copies[0], None, *T2I)
-    cache.get(copies[1], None, *T2I)
-    pipe = cache.get(copies[3], None, *T2I)
+    cache.get_key(cache.key(copies[0], None), *T2I)
+    cache.get_key(cache.key(copies[1], None), *T2I)
+    pipe = cache.get_key(cache.key(copies[3], None), *T2I)
 
     assert type(pipe).__name__ == "StableDiffusionPipeline"
     assert cache.stats().checkpoints == [copies[3]] and cache.stats().evictions == 2
@@ -144,22 +144,22 @@ def test_out_of_memory_on_load_evicts_the_others_and_retries_once(copies: list[s
 def test_out_of_memory_twice_raises_and_the_cache_stays_usable(copies: list[str]) -> None:
     loader, calls = failing_loader(2)
     cache = PipelineCache("cpu", torch.float32, loader=loader)
-    cache.get(copies[0], None, *T2I)
+    cache.get_key(cache.key(copies[0], None), *T2I)
     with pytest.raises(torch.OutOfMemoryError):
-        cache.get(copies[3], None, *T2I)
+        cache.get_key(cache.key(copies[3], None), *T2I)
     assert calls.count(copies[3]) == 2 and cache.loading is None
-    assert cache.get(copies[3], None, *T2I) is not None  # third try: the injected errors are used up
+    assert cache.get_key(cache.key(copies[3], None), *T2I) is not None  # third try: the injected errors are used up
 
 
 def test_least_used_remembers_uses_across_evictions(copies: list[str]) -> None:
     """A popular checkpoint evicted once and reloaded keeps its count: the one-offs go first."""
     cache = PipelineCache("cpu", torch.float32, max_pipelines=2, policy="lfu")
     for location in (copies[0],) * 3 + (copies[1], copies[1], copies[2]):  # evicts copies[1] (2 < 3 uses)
-        cache.get(location, None, *T2I)
+        cache.get_key(cache.key(location, None), *T2I)
     assert sorted(cache.stats().checkpoints) == sorted([copies[0], copies[2]])
     cache.evict(cache.key(copies[0], None))
-    cache.get(copies[0], None, *T2I)  # reloaded: 4 uses in all
-    cache.get(copies[3], None, *T2I)  # evicts copies[2] (1 use), not the reloaded popular one
+    cache.get_key(cache.key(copies[0], None), *T2I)  # reloaded: 4 uses in all
+    cache.get_key(cache.key(copies[3], None), *T2I)  # evicts copies[2] (1 use), not the reloaded popular one
     assert sorted(cache.stats().checkpoints) == sorted([copies[0], copies[3]])
     assert cache.next_victim() == cache.key(copies[3], None)
 
@@ -178,9 +178,9 @@ def test_popular_policy_evicts_the_least_requested_fleet_wide(copies: list[str],
     popularity = fleet_counts(redis_client, **{copies[0]: 9, copies[1]: 2, copies[2]: 5})
     cache = PipelineCache("cpu", torch.float32, max_pipelines=2, policy="popular", counts=popularity.counts)
     for location in (copies[0], copies[1], copies[1], copies[1]):
-        cache.get(location, None, *T2I, family=SD)
+        cache.get_key(cache.key(location, None, family=SD), *T2I)
     assert cache.next_victim() == cache.key(copies[1], None)
-    cache.get(copies[2], None, *T2I, family=SD)
+    cache.get_key(cache.key(copies[2], None, family=SD), *T2I)
     assert sorted(cache.stats().checkpoints) == sorted([copies[0], copies[2]])
     assert cache.next_victim() == cache.key(copies[2], None)  # 5 requests against 9
     for _ in range(5):  # the fleet's mix changes: read at each choice, the counts follow it
@@ -193,7 +193,7 @@ def test_popular_policy_without_counts_evicts_the_least_used_here(copies: list[s
     popularity = Popularity(redis_client)
     cache = PipelineCache("cpu", torch.float32, max_pipelines=2, policy="popular", counts=popularity.counts)
     for location in (copies[0], copies[0], copies[1], copies[2]):
-        cache.get(location, None, *T2I, family=SD)
+        cache.get_key(cache.key(location, None, family=SD), *T2I)
     assert sorted(cache.stats().checkpoints) == sorted([copies[0], copies[2]])
 
 
@@ -201,7 +201,7 @@ def test_popular_policy_evicts_by_local_uses_while_redis_is_down(copies: list[st
     dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
     cache = PipelineCache("cpu", torch.float32, max_pipelines=2, policy="popular", counts=Popularity(dead).counts)
     for location in (copies[0], copies[0], copies[1], copies[2]):  # the third load must evict: copies[1]
-        cache.get(location, None, *T2I, family=SD)
+        cache.get_key(cache.key(location, None, family=SD), *T2I)
     stats = cache.stats()
     assert sorted(stats.checkpoints) == sorted([copies[0], copies[2]])
     assert (stats.misses, stats.evictions) == (3, 1)
@@ -211,13 +211,13 @@ def test_popular_policy_evicts_by_local_uses_while_redis_is_down(copies: list[st
 def test_full_says_whether_one_more_load_would_evict(copies: list[str]) -> None:
     cache = PipelineCache("cpu", torch.float32, max_pipelines=2)
     assert not cache.full()
-    cache.get(copies[0], None, *T2I)
+    cache.get_key(cache.key(copies[0], None), *T2I)
     assert not cache.full()
-    cache.get(copies[1], None, *T2I)
+    cache.get_key(cache.key(copies[1], None), *T2I)
     assert cache.full()
     one = cache.stats().resident_bytes // 2
     by_memory = PipelineCache("cpu", torch.float32, budget_bytes=int(one * 2.5))
-    by_memory.get(copies[0], None, *T2I)
+    by_memory.get_key(by_memory.key(copies[0], None), *T2I)
     assert not by_memory.full()  # room for another of the same size
-    by_memory.get(copies[1], None, *T2I)
+    by_memory.get_key(by_memory.key(copies[1], None), *T2I)
     assert by_memory.full()

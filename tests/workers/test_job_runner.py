@@ -18,12 +18,14 @@ from hotpipe.shared.job import Task, new_job_id
 from hotpipe.shared.messages import enqueue
 from hotpipe.shared.queues import family_queue
 from hotpipe.shared.settings import Settings
+from hotpipe.shared.spec import JobSpec
 from hotpipe.shared.status import Status
 from hotpipe.shared.storage import Storage
 from hotpipe.shared.store import JobStore
 from hotpipe.workers import job_runner as job_runner_module
 from hotpipe.workers.cache import PipelineCache
-from hotpipe.workers.job_runner import JobRunner, error_code
+from hotpipe.workers.job_runner import JobRunner, Outcome, error_code
+from tests.jobs import claim
 
 
 @pytest.fixture
@@ -39,8 +41,8 @@ def job_runner(store: JobStore, storage: Storage) -> JobRunner:
 def submit(store: JobStore, settings: Settings, checkpoint: str = "tiny-sd", **params: Any) -> str:
     resolved = resolve(checkpoint, Task.TEXT2IMAGE, settings.model_root)
     job_id = new_job_id()
-    spec = {"resolved": resolved.to_json(), "task": "text2image", "inputs": {}, "output_format": "png",
-            "params": {"prompt": "x", "num_inference_steps": 2, "height": 32, "width": 32, "seed": 1, **params}}
+    spec = JobSpec(resolved=resolved, task=Task.TEXT2IMAGE,
+                   params={"prompt": "x", "num_inference_steps": 2, "height": 32, "width": 32, "seed": 1, **params})
     store.create(job_id, family=resolved.family, pipeline=resolved.pipeline, checkpoint=checkpoint,
                  revision=None, task=Task.TEXT2IMAGE, spec=spec)
     return job_id
@@ -105,14 +107,14 @@ def test_final_write_is_retried_while_redis_is_unreachable(monkeypatch: pytest.M
         if len(calls) < 3:
             raise redis.ConnectionError("down")
 
-    assert JobRunner._finish(flaky, "succeeded") == "succeeded"
+    assert JobRunner._finish(flaky, Outcome.SUCCEEDED) == "succeeded"
     assert len(calls) == 3
 
     def down() -> None:
         raise redis.ConnectionError("down")
 
     with pytest.raises(redis.ConnectionError):
-        JobRunner._finish(down, "failed")
+        JobRunner._finish(down, Outcome.FAILED)
 
 
 # -- leases, fencing of objects, draining ------------------------------------------------
@@ -134,7 +136,7 @@ def supersede(store: JobStore, job_id: str) -> int:
     """What the fleet does to an attempt whose heartbeats stopped: reap it, run a new one."""
     store.redis.zadd(keys.leases(), {job_id: 0}, xx=True)
     assert store.reap(job_id, max_attempts=3) is not None
-    attempt = store.claim(job_id)
+    attempt = claim(store, job_id)
     assert attempt is not None
     return attempt
 

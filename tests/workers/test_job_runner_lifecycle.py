@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from hotpipe.shared import keys
 from hotpipe.shared.job import Stage
 from hotpipe.shared.settings import Settings
 from hotpipe.shared.status import Status
@@ -28,12 +29,9 @@ def test_each_stage_is_stamped_in_order(job_runner: JobRunner, store: JobStore, 
 
 def spec_timeout(store: JobStore, job_id: str, timeout_s: float) -> None:
     """Give a stored job a timeout_s (as a submit with timeout_s does)."""
-    import json
-
-    from hotpipe.shared import keys
-
-    spec = json.loads(store.redis.hget(keys.job(job_id), "spec"))  # type: ignore[arg-type]
-    store.redis.hset(keys.job(job_id), "spec", json.dumps({**spec, "timeout_s": timeout_s}))
+    job = store.get(job_id)
+    assert job is not None
+    store.redis.hset(keys.job(job_id), "spec", job.spec.model_copy(update={"timeout_s": timeout_s}).model_dump_json())
 
 
 def test_a_job_past_its_timeout_before_running_fails_timeout(job_runner: JobRunner, store: JobStore,

@@ -15,42 +15,43 @@ from hotpipe.workers import loading, tables_gen
 from hotpipe.workers.cache import PipelineCache
 
 
-def spec_for(checkpoint: str, task: Task, model_root: Path, **options: Any) -> dict[str, Any]:
-    return {"resolved": resolve(checkpoint, task, model_root, **options).to_json(), "task": task.value}
+def job_pipeline(cache: PipelineCache, checkpoint: str, task: Task, model_root: Path, **options: Any) -> Any:
+    """The pipeline of a job on ``checkpoint``, from the hot cache as the worker gets it (``JobRunner._generate``)."""
+    resolved = resolve(checkpoint, task, model_root, **options)
+    return cache.get_key(cache.key_of(resolved), task, resolved.pipeline, loading.ExtraRef.from_spec(resolved))
+
+
+def plain(cache: PipelineCache, checkpoint: Path, pipeline: str) -> Any:
+    """The checkpoint's own text2image pipeline, from the same cache."""
+    return cache.get_key(cache.key(str(checkpoint.resolve()), None), Task.TEXT2IMAGE, pipeline)
 
 
 def test_controlnet_pipelines_share_the_checkpoint_and_one_controlnet_model(cache: PipelineCache,
                                                                             model_root: Path) -> None:
-    pipes = []
-    for task in Task:
-        spec = spec_for("tiny-sd", task, model_root, controlnet="tiny-controlnet-sd")
-        pipes.append(loading.pipeline_for(cache, spec, spec["resolved"]["pipeline"]))
-    plain = cache.get(str((model_root / "tiny-sd").resolve()), None, Task.TEXT2IMAGE, "StableDiffusionPipeline")
+    pipes = [job_pipeline(cache, "tiny-sd", task, model_root, controlnet="tiny-controlnet-sd") for task in Task]
+    sd = plain(cache, model_root / "tiny-sd", "StableDiffusionPipeline")
 
     assert [type(p).__name__ for p in pipes] == ["StableDiffusionControlNetPipeline",
                                                  "StableDiffusionControlNetImg2ImgPipeline",
                                                  "StableDiffusionControlNetInpaintPipeline"]
     assert len({id(p.controlnet) for p in pipes}) == 1
-    assert all(p.unet is plain.unet and p.vae is plain.vae for p in pipes)
+    assert all(p.unet is sd.unet and p.vae is sd.vae for p in pipes)
     assert cache.stats().misses == 1
-    again = spec_for("tiny-sd", Task.TEXT2IMAGE, model_root, controlnet="tiny-controlnet-sd")
-    assert loading.pipeline_for(cache, again, again["resolved"]["pipeline"]) is pipes[0]
+    again = job_pipeline(cache, "tiny-sd", Task.TEXT2IMAGE, model_root, controlnet="tiny-controlnet-sd")
+    assert again is pipes[0]
 
 
 def test_pag_pipeline_is_built_on_the_same_modules(cache: PipelineCache, model_root: Path) -> None:
-    spec = spec_for("tiny-sdxl", Task.IMAGE2IMAGE, model_root, enable_pag=True)
-    pag = loading.pipeline_for(cache, spec, spec["resolved"]["pipeline"])
-    plain = cache.get(str((model_root / "tiny-sdxl").resolve()), None, Task.TEXT2IMAGE, "StableDiffusionXLPipeline")
+    pag = job_pipeline(cache, "tiny-sdxl", Task.IMAGE2IMAGE, model_root, enable_pag=True)
+    sdxl = plain(cache, model_root / "tiny-sdxl", "StableDiffusionXLPipeline")
     assert type(pag).__name__ == "StableDiffusionXLPAGImg2ImgPipeline"
-    assert pag.unet is plain.unet and pag.text_encoder_2 is plain.text_encoder_2
+    assert pag.unet is sdxl.unet and pag.text_encoder_2 is sdxl.text_encoder_2
 
 
 def test_combined_pipeline_takes_the_decoder_and_the_prior_its_card_names(cache: PipelineCache,
                                                                           model_root: Path) -> None:
-    t2i = spec_for("tiny-kandinsky22-decoder", Task.TEXT2IMAGE, model_root)
-    i2i = spec_for("tiny-kandinsky22-decoder", Task.IMAGE2IMAGE, model_root)
-    a = loading.pipeline_for(cache, t2i, t2i["resolved"]["pipeline"])
-    b = loading.pipeline_for(cache, i2i, i2i["resolved"]["pipeline"])
+    a = job_pipeline(cache, "tiny-kandinsky22-decoder", Task.TEXT2IMAGE, model_root)
+    b = job_pipeline(cache, "tiny-kandinsky22-decoder", Task.IMAGE2IMAGE, model_root)
 
     assert (type(a).__name__, type(b).__name__) == ("KandinskyV22CombinedPipeline",
                                                     "KandinskyV22Img2ImgCombinedPipeline")

@@ -16,33 +16,35 @@ PARAMS = {"prompt": "x", "num_inference_steps": 3, "height": 32, "width": 32, "s
 
 
 def test_run_reports_every_step_and_uses_a_fresh_scheduler(cache: PipelineCache, model_root: Path) -> None:
-    pipe = cache.get(str(model_root / "tiny-sd"), None, Task.TEXT2IMAGE, "StableDiffusionPipeline")
+    pipe = cache.get_key(cache.key(str(model_root / "tiny-sd"), None), Task.TEXT2IMAGE, "StableDiffusionPipeline")
     before = pipe.scheduler
     steps: list[tuple[int, int]] = []
 
-    def record(step: int, total: int) -> int:
+    def record(step: int, total: int) -> runner.Verdict:
         steps.append((step, total))
-        return 0
+        return runner.Verdict.GO_ON
 
     images = runner.run(pipe, PARAMS, {}, record)
     assert steps == [(1, 3), (2, 3), (3, 3)]
     assert pipe.scheduler is not before
     assert images[0].size == (32, 32)
-    again = runner.run(pipe, PARAMS, {}, lambda s, t: 0)
+    again = runner.run(pipe, PARAMS, {}, lambda s, t: runner.Verdict.GO_ON)
     assert np.array_equal(np.asarray(images[0]), np.asarray(again[0]))
 
 
 def test_stop_verdict_raises_before_decoding(cache: PipelineCache, model_root: Path) -> None:
-    pipe = cache.get(str(model_root / "tiny-sd"), None, Task.TEXT2IMAGE, "StableDiffusionPipeline")
+    pipe = cache.get_key(cache.key(str(model_root / "tiny-sd"), None), Task.TEXT2IMAGE, "StableDiffusionPipeline")
     with pytest.raises(runner.Stopped) as stopped:
-        runner.run(pipe, {**PARAMS, "num_inference_steps": 10}, {}, lambda s, t: 1 if s == 2 else 0)
-    assert stopped.value.verdict == 1
+        runner.run(pipe, {**PARAMS, "num_inference_steps": 10}, {},
+                   lambda s, t: runner.Verdict.CANCELED if s == 2 else runner.Verdict.GO_ON)
+    assert stopped.value.verdict is runner.Verdict.CANCELED
 
 
 def test_inputs_set_the_default_size(cache: PipelineCache, model_root: Path) -> None:
-    pipe = cache.get(str(model_root / "tiny-sd"), None, Task.INPAINTING, "StableDiffusionInpaintPipeline")
+    pipe = cache.get_key(cache.key(str(model_root / "tiny-sd"), None), Task.INPAINTING,
+                         "StableDiffusionInpaintPipeline")
     image = Image.new("RGB", (48, 40), (10, 200, 10))
     mask = Image.new("L", (48, 40), 255)
     params = {k: v for k, v in PARAMS.items() if k not in ("height", "width")}
-    out = runner.run(pipe, params, {"image": image, "mask_image": mask}, lambda s, t: 0)
+    out = runner.run(pipe, params, {"image": image, "mask_image": mask}, lambda s, t: runner.Verdict.GO_ON)
     assert out[0].size == (48, 40)

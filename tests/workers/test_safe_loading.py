@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -39,13 +40,18 @@ def pickled_sd(model_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     return out
 
 
+def hot(cache: PipelineCache, checkpoint: Path) -> Any:
+    """The checkpoint's text2image pipeline from ``cache`` (loading it)."""
+    return cache.get_key(cache.key(str(checkpoint), None), *T2I)
+
+
 def test_pickle_weights_are_refused_by_default(pickled_sd: Path) -> None:
     with pytest.raises(UnsafeWeights, match="pickle"):
-        PipelineCache("cpu", torch.float32).get(str(pickled_sd), None, *T2I)
+        hot(PipelineCache("cpu", torch.float32), pickled_sd)
 
 
 def test_pickle_weights_load_when_the_operator_allows_them(pickled_sd: Path) -> None:
-    pipe = PipelineCache("cpu", torch.float32, allow_pickle=True).get(str(pickled_sd), None, *T2I)
+    pipe = hot(PipelineCache("cpu", torch.float32, allow_pickle=True), pickled_sd)
     assert type(pipe).__name__ == "StableDiffusionPipeline"
 
 
@@ -61,7 +67,7 @@ def test_code_shipped_in_a_checkpoint_is_never_run(model_root: Path, tmp_path: P
     (ckpt / "model_index.json").write_text(json.dumps(index))
 
     with pytest.raises(Exception):  # noqa: B017 - Diffusers' own error; what matters is the marker
-        PipelineCache("cpu", torch.float32).get(str(ckpt), None, *T2I)
+        hot(PipelineCache("cpu", torch.float32), ckpt)
     assert not marker.exists()
 
 

@@ -14,7 +14,6 @@ import hashlib
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from hotpipe.producer.admission import Admission
 from hotpipe.producer.routing import Router
@@ -28,6 +27,7 @@ from hotpipe.shared.messages import run_message
 from hotpipe.shared.registry import checkpoint_id
 from hotpipe.shared.safety import CheckpointNotAllowed, checkpoint_allowed, fetch_input, parse_patterns
 from hotpipe.shared.settings import Settings
+from hotpipe.shared.spec import JobSpec
 from hotpipe.shared.storage import Storage
 from hotpipe.shared.store import JobExists, JobOptions, JobStore, KeyTaken
 from hotpipe.shared.variants import split
@@ -94,7 +94,7 @@ class Submitter:
                                        spec=spec, options=options, message=message)
         except (JobExists, KeyTaken) as lost:  # a concurrent request with the same id or key got there first
             if isinstance(lost, KeyTaken):  # (a taken id's input keys are the winner's own: keep them)
-                self._discard_inputs(spec["inputs"])
+                self._discard_inputs(spec.inputs)
             prior = self._prior(tenant, digest, job_id, fingerprint)
             if prior is None:
                 raise Conflict(f"job {job_id} is being created by another request; retry", field="id") from None
@@ -181,12 +181,11 @@ class Submitter:
         return keys
 
     @staticmethod
-    def _spec(req: JobRequest, resolved: Resolved, inputs: dict[str, str]) -> dict[str, Any]:
+    def _spec(req: JobRequest, resolved: Resolved, inputs: dict[str, str]) -> JobSpec:
         params = req.params.model_dump(exclude_none=True)
         params.setdefault("seed", secrets.randbelow(2**32))
-        return {"resolved": resolved.to_json(), "task": req.task.value, "params": params,
-                "inputs": inputs, "output_format": req.output_format, "priority": req.priority,
-                "timeout_s": req.timeout_s}
+        return JobSpec(resolved=resolved, task=req.task, params=params, inputs=inputs,
+                       output_format=req.output_format, priority=req.priority, timeout_s=req.timeout_s)
 
 
 def request_fingerprint(req: JobRequest) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from hotpipe.shared.celery_app import DEFAULT_PRIORITY
 from hotpipe.shared.queues import priority_lists, worker_queue
 from hotpipe.shared.registry import Registry, message_job_id
 from hotpipe.shared.status import Status
@@ -33,8 +32,7 @@ def drain_worker(registry: Registry, store: JobStore, publish: Publish, name: st
             job_id = message_job_id(raw)
             job = store.get(job_id) if job_id else None
             if job is not None and job.record.status is Status.QUEUED:
-                priority = job.spec.get("priority")
-                publish(job.record.id, job.record.family, DEFAULT_PRIORITY if priority is None else int(priority))
+                publish(job.record.id, job.record.family, job.spec.priority)
                 moved.append(job.record.id)
             registry.redis.lrem(lst, -1, raw)
     return moved

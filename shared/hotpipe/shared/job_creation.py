@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import redis
 
@@ -14,6 +12,7 @@ from hotpipe.shared.job import JobRecord, Task
 from hotpipe.shared.job_records import record_from_fields
 from hotpipe.shared.messages import RunMessage
 from hotpipe.shared.scripts import JobScripts
+from hotpipe.shared.spec import JobSpec
 from hotpipe.shared.status import Status, TransitionError
 
 
@@ -70,7 +69,7 @@ class JobCreation:
     _lua: JobScripts
 
     def create(self, job_id: str, *, family: str, pipeline: str, checkpoint: str, revision: str | None,
-               task: Task, spec: dict[str, Any], options: JobOptions | None = None,
+               task: Task, spec: JobSpec, options: JobOptions | None = None,
                message: RunMessage | None = None) -> JobRecord:
         """Write a new ``queued`` record, indexed for its tenant, and push its run ``message``
         (``shared/hotpipe/shared/messages.py``) in the same script; return the record.
@@ -83,7 +82,7 @@ class JobCreation:
         fields = {
             "id": job_id, "status": Status.QUEUED.value, "attempt": "0", "family": family,
             "pipeline": pipeline, "checkpoint": checkpoint, "revision": revision or "",
-            "task": task.value, "created_at": repr(now), "spec": json.dumps(spec),
+            "task": task.value, "created_at": repr(now), "spec": spec.model_dump_json(),
             "tenant": opts.tenant, "index": keys.jobs_index(opts.tenant), "fingerprint": opts.fingerprint,
             "stage": "queued", "queued_at": repr(now), **opts.record_fields(),
         }

@@ -13,6 +13,7 @@ from typing import Any
 
 from hotpipe.shared import keys
 from hotpipe.shared.job import JobError, JobRecord, JobResult, Progress, Stage, Task
+from hotpipe.shared.spec import JobSpec
 from hotpipe.shared.status import Status
 
 
@@ -33,7 +34,7 @@ class StoredJob:
     """A job as the worker needs it: the public record plus the private run spec."""
 
     record: JobRecord
-    spec: dict[str, Any]
+    spec: JobSpec
     cancel_requested: bool
     worker: str | None = None  # who runs the current attempt (set at claim)
     tenant: str = keys.DEFAULT_TENANT
@@ -53,7 +54,7 @@ def pairs(flat: list[str]) -> dict[str, str]:
 
 def stored_job(raw: dict[str, str]) -> StoredJob:
     """The worker's view of a job from its hash's fields."""
-    return StoredJob(record=record_from_fields(raw), spec=json_field(raw.get("spec")) or {},
+    return StoredJob(record=record_from_fields(raw), spec=JobSpec.model_validate_json(raw["spec"]),
                      cancel_requested=raw.get("cancel_requested") == "1", worker=raw.get("worker") or None,
                      tenant=raw.get("tenant") or keys.DEFAULT_TENANT, fingerprint=raw.get("fingerprint", ""))
 

@@ -14,8 +14,8 @@ from typing import Literal
 
 from hotpipe.shared import keys
 from hotpipe.shared.job import JobError
-from hotpipe.shared.job_records import json_field
 from hotpipe.shared.scripts import JobScripts, job_keys
+from hotpipe.shared.spec import JobSpec
 
 #: error code of a job whose worker was lost on its last allowed attempt
 WORKER_LOST = "worker_lost"
@@ -29,7 +29,7 @@ class Requeue:
     outcome: Literal["queued", "canceled", "failed"]
     family: str
     stamp: int  # the outbox entry's stamp; hand it to ``requeue_published``
-    priority: int | None = None  # the job's own (from its spec), so the new message queues like the first
+    priority: int  # the job's own (from its spec), so the new message queues like the first
 
 
 class JobRecovery:
@@ -97,6 +97,5 @@ class JobRecovery:
         return Requeue(job_id, reply[0], reply[1], int(reply[2]), _priority(reply[3]))
 
 
-def _priority(spec: str) -> int | None:
-    value = (json_field(spec) or {}).get("priority")
-    return None if value is None else int(value)
+def _priority(spec: str) -> int:
+    return JobSpec.model_validate_json(spec).priority

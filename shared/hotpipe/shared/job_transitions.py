@@ -29,11 +29,6 @@ class JobTransitions:
     lease_ms: int
     _lua: JobScripts
 
-    def claim(self, job_id: str) -> int | None:
-        """``queued -> running``; returns the new attempt number, None if not claimable."""
-        job = self.claim_job(job_id)
-        return job.record.attempts if job else None
-
     def claim_job(self, job_id: str, worker: str = "") -> StoredJob | None:
         """``queued -> running`` with a fresh lease, and the claimed job, in one round trip.
 

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 
 import redis
 
-from hotpipe.shared.celery_app import DEFAULT_PRIORITY
 from hotpipe.shared.drain import drain_dead
 from hotpipe.shared.messages import enqueue
 from hotpipe.shared.registry import Registry
@@ -51,8 +50,7 @@ _SAYS = {
 
 def hand_over(store: JobStore, publish: Publish, requeue: Requeue) -> None:
     """Publish a requeued job's message, then clear its outbox entry."""
-    priority = DEFAULT_PRIORITY if requeue.priority is None else requeue.priority
-    publish(requeue.job_id, requeue.family, priority)
+    publish(requeue.job_id, requeue.family, requeue.priority)
     store.requeue_published(requeue.job_id, requeue.stamp)
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 
-from hotpipe.shared.celery_app import DEFAULT_PRIORITY
 from hotpipe.shared.drain import Publish
 from hotpipe.shared.queues import waiting
 from hotpipe.shared.status import Status
@@ -44,8 +43,7 @@ def sweep_lost_messages(store: JobStore, publish: Publish, stale_s: float, limit
             empty[family] = waiting(store.redis, family) == 0
         if not empty[family]:
             continue
-        priority = job.spec.get("priority")
-        publish(job_id, family, DEFAULT_PRIORITY if priority is None else int(priority))
+        publish(job_id, family, job.spec.priority)
         store.touch_queued(job_id)
         resent.append(job_id)
     return resent

@@ -32,8 +32,10 @@ from typing import Any
 import diffusers
 import torch
 
+from hotpipe.shared.checkpoints import Resolved
 from hotpipe.shared.families import BEYOND_TASK_TABLES, family_of
 from hotpipe.shared.job import Task
+from hotpipe.shared.registry import checkpoint_id
 from hotpipe.workers import loading, memory
 
 log = logging.getLogger(__name__)
@@ -163,13 +165,15 @@ class PipelineCache:
             family: str = "") -> CacheKey:
         return CacheKey(location, revision, dtype or self.dtype, variant, controlnet, name, family)
 
-    def get(self, location: str, revision: str | None, task: Task, pipeline: str,
-            extra: loading.ExtraRef | None = None, **key: Any) -> Any:
-        """The pipeline of class ``pipeline`` for ``task`` on the checkpoint at ``location`` (built with
-        ``extra`` — a ControlNet model, or a decoder's connected prior — when given)."""
-        return self.get_key(self.key(location, revision, **key), task, pipeline, extra)
+    def key_of(self, resolved: Resolved, dtype: torch.dtype | None = None) -> CacheKey:
+        """The key of a job's resolved checkpoint, in ``dtype`` (None: the cache's).  A ControlNet or a
+        decoder's prior is not part of it: it is built into a sibling on the same hot modules."""
+        return self.key(resolved.location, resolved.revision, dtype=dtype,
+                        name=checkpoint_id(resolved.checkpoint, resolved.revision), family=resolved.base_family)
 
     def get_key(self, key: CacheKey, task: Task, pipeline: str, extra: loading.ExtraRef | None = None) -> Any:
+        """The pipeline of class ``pipeline`` for ``task`` on ``key``'s checkpoint (built with ``extra`` — a
+        ControlNet model, or a decoder's connected prior — when given), loaded first if it is not hot."""
         with self._lock:
             entry = self._entries.get(key)
             if entry is None:

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from enum import StrEnum
 from importlib import metadata
 from typing import Any, TypeVar
 
@@ -31,10 +32,10 @@ import torch
 from botocore.exceptions import BotoCoreError, ClientError
 
 from hotpipe import __version__
-from hotpipe.shared.job import ImageResult, JobError, JobResult, Task
+from hotpipe.shared.checkpoints import Resolved
+from hotpipe.shared.job import ImageResult, JobError, JobResult
 from hotpipe.shared.logs import job_context
 from hotpipe.shared.reaper import Publish, hand_over
-from hotpipe.shared.registry import checkpoint_id
 from hotpipe.shared.safety import CheckpointNotAllowed
 from hotpipe.shared.status import TransitionError
 from hotpipe.shared.storage import Storage, json_bytes
@@ -44,14 +45,12 @@ from hotpipe.workers.cache import CacheKey, PipelineCache, ResolutionMismatch
 from hotpipe.workers.encode import Encoded, encode
 from hotpipe.workers.heartbeat import Heartbeat
 from hotpipe.workers.metrics import WorkerMetrics
+from hotpipe.workers.runner import Verdict
 from hotpipe.workers.safe_loading import UnsafeWeights, check_allowed
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-#: step-callback verdicts: canceled by the user, lost to a newer attempt, give back (shutdown),
-#: past the job's own ``timeout_s``
-CANCELED, LOST, RELEASE, TIMED_OUT = 1, -1, 2, 3
 #: error code of a job that ran past its ``timeout_s``
 TIMEOUT = "timeout"
 #: pauses between tries of a job's terminal write while Redis is unreachable (~30 s in all)
@@ -70,6 +69,18 @@ ERROR_CODES: tuple[tuple[type[BaseException], str], ...] = (
     (ValueError, "pipeline_error"),
     (TypeError, "pipeline_error"),
 )
+
+
+class Outcome(StrEnum):
+    """How one run of a job ended: what the Celery task returns and the job metrics' ``status`` label."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    RELEASED = "released"  # given back to the queue: the worker is shutting down
+    LOST = "lost"  # a newer attempt, a reaper or the time limit owns the job now: nothing written
+    SKIPPED = "skipped"  # not claimable (claimed by another, finished, unknown): stood down
+    ERROR = "error"  # an exception escaped: the lease lapses and a reaper takes the job back
 
 
 def error_code(exc: BaseException) -> str:
@@ -146,21 +157,21 @@ class JobRunner:
         if self._drain_deadline is None:
             self._drain_deadline = time.monotonic() + grace_s
 
-    def run(self, job_id: str, worker: str = "") -> str:
+    def run(self, job_id: str, worker: str = "") -> Outcome:
         """Run ``job_id``; returns the final status this attempt wrote (or why it did nothing)."""
         with job_context(job_id):
             return self._run(job_id, worker)
 
-    def _run(self, job_id: str, worker: str) -> str:
+    def _run(self, job_id: str, worker: str) -> Outcome:
         job = self.store.claim_job(job_id, worker)
         if job is None:
             found = self.store.get(job_id)
             log.info("job %s not claimable (%s); standing down", job_id,
                      found.record.status.value if found else "missing")
-            self.metrics.job_finished(found.record.family if found else "", "skipped", None)
-            return "skipped"
+            self.metrics.job_finished(found.record.family if found else "", Outcome.SKIPPED, None)
+            return Outcome.SKIPPED
         attempt, claimed = job.record.attempts, time.monotonic()
-        status = "error"  # an exception escaped: the lease lapses and a reaper takes the job back
+        status = Outcome.ERROR
         self.metrics.job_started()
         self._announce(job_id)
         try:
@@ -189,18 +200,14 @@ class JobRunner:
             except Exception:  # the registry is a view; a job never fails for it
                 log.warning("could not publish the current job", exc_info=True)
 
-    def cache_key(self, resolved: dict[str, Any]) -> CacheKey:
-        """The cache key of a job's resolved checkpoint, in its family's dtype.  (A ControlNet or a
-        decoder's prior is not part of it: it is built into a sibling on the same hot modules.)"""
-        family = resolved.get("base_family") or resolved["family"]
-        return self.cache.key(resolved["location"], resolved["revision"], dtype=self.dtypes.get(family),
-                              variant=resolved.get("variant"),
-                              name=checkpoint_id(resolved["checkpoint"], resolved["revision"]), family=family)
+    def cache_key(self, resolved: Resolved) -> CacheKey:
+        """The cache key of a job's resolved checkpoint, in its family's dtype."""
+        return self.cache.key_of(resolved, self.dtypes.get(resolved.base_family))
 
-    def _attempt(self, job: StoredJob, attempt: int) -> str:
+    def _attempt(self, job: StoredJob, attempt: int) -> Outcome:
         job_id = job.record.id
-        timeout_s = job.spec.get("timeout_s")
-        deadline = time.monotonic() + float(timeout_s) if timeout_s else None
+        timeout_s = job.spec.timeout_s
+        deadline = time.monotonic() + timeout_s if timeout_s else None
         try:
             result = self._generate(job, attempt, deadline)
         except runner.Stopped as stop:
@@ -212,38 +219,37 @@ class JobRunner:
             del exc  # its traceback holds the failed run's tensors
             if error.code == "out_of_memory":
                 memory.release(self.cache.device)
-            return self._finish(lambda: self.store.fail(job_id, attempt, error), "failed")
+            return self._finish(lambda: self.store.fail(job_id, attempt, error), Outcome.FAILED)
         self.metrics.job_succeeded(job.record, result.timings)
-        return self._finish(lambda: self.store.succeed(job_id, attempt, result), "succeeded")
+        return self._finish(lambda: self.store.succeed(job_id, attempt, result), Outcome.SUCCEEDED)
 
     def _generate(self, job: StoredJob, attempt: int, deadline: float | None = None) -> JobResult:
         spec, rec = job.spec, job.record
-        resolved = spec["resolved"]
         clock = Stopwatch()
         check_allowed(rec.checkpoint, self.allowlist)
-        key = self.cache_key(resolved)
-        pipe = self.cache.get_key(key, Task(spec["task"]), rec.pipeline, loading.ExtraRef.from_spec(resolved))
+        key = self.cache_key(spec.resolved)
+        pipe = self.cache.get_key(key, spec.task, rec.pipeline, loading.ExtraRef.from_spec(spec.resolved))
         clock.lap("load")
-        inputs = {name: runner.decode_input(name, self.storage.get(key)) for name, key in spec["inputs"].items()}
+        inputs = {name: runner.decode_input(name, self.storage.get(key)) for name, key in spec.inputs.items()}
         clock.lap("inputs")
         if deadline is not None and time.monotonic() >= deadline:
-            raise runner.Stopped(TIMED_OUT)
+            raise runner.Stopped(Verdict.TIMED_OUT)
         provenance = self._provenance(job, attempt, type(pipe).__name__)
         self._enter(rec.id, attempt, "running")  # an ownership check: loading may have outlasted the lease
         # The sidecar depends only on the request, so it uploads while the pipeline runs.
         sidecar = self._put_sidecar(job, provenance)
         try:
             on_step = self._progress_hook(rec.id, attempt, deadline)
-            images = self._call_pipeline(key, pipe, spec["params"], inputs, on_step)
+            images = self._call_pipeline(key, pipe, spec.params, inputs, on_step)
             clock.lap("run")
-            encoded = [encode(im, spec["output_format"], {**spec["params"], "index": i, **provenance})
+            encoded = [encode(im, spec.output_format, {**spec.params, "index": i, **provenance})
                        for i, im in enumerate(images)]
             clock.lap("encode")
             self._enter(rec.id, attempt, "uploading")  # the ownership check right before the puts
             result = self._upload(rec.id, encoded)
         except BaseException as exc:
             # A lost attempt must not touch the objects: the sidecar key is now the new attempt's.
-            if not (isinstance(exc, runner.Stopped) and exc.verdict == LOST):
+            if not (isinstance(exc, runner.Stopped) and exc.verdict is Verdict.LOST):
                 self._discard_sidecar(rec.id, attempt, sidecar)
             raise
         sidecar.result()  # succeeded only once the sidecar exists too
@@ -267,12 +273,12 @@ class JobRunner:
         and renews the lease (so a put has a whole lease to land in), in one round trip;
         raises ``Stopped(LOST)`` when it no longer owns the job; waits out a Redis restart."""
         if not retry_redis(lambda: self.store.set_stage(job_id, attempt, stage), f"job {job_id}: ownership check"):
-            raise runner.Stopped(LOST)
+            raise runner.Stopped(Verdict.LOST)
 
     def _put_sidecar(self, job: StoredJob, provenance: dict[str, Any]) -> Future[None]:
         spec, job_id = job.spec, job.record.id
-        n, ext = int(spec["params"].get("num_images", 1)), spec["output_format"]
-        doc = {"job_id": job_id, "task": spec["task"], "params": spec["params"], "inputs": spec["inputs"],
+        n, ext = spec.num_images, spec.output_format
+        doc = {"job_id": job_id, "task": spec.task.value, "params": spec.params, "inputs": spec.inputs,
                "output_format": ext, "provenance": provenance,
                "images": [self.storage.image_key(job_id, i, ext) for i in range(n)]}
         return self.storage.put_async(self.storage.sidecar_key(job_id), json_bytes(doc), "application/json")
@@ -295,12 +301,13 @@ class JobRunner:
         return JobResult(images=results, sidecar_key=self.storage.sidecar_key(job_id))
 
     def _provenance(self, job: StoredJob, attempt: int, pipeline: str) -> dict[str, Any]:
-        resolved = job.spec["resolved"]
+        resolved = job.spec.resolved
+        extras = resolved.to_json()  # the ControlNet and the prior as plain JSON objects (or None)
         return {
-            "checkpoint": resolved["checkpoint"], "source": resolved["source"],
-            "revision": resolved["revision"], "class_name": resolved["class_name"],
-            "family": resolved["family"], "pipeline": pipeline, "seed": job.spec["params"]["seed"],
-            "controlnet": resolved.get("controlnet"), "prior": resolved.get("prior"),
+            "checkpoint": resolved.checkpoint, "source": resolved.source,
+            "revision": resolved.revision, "class_name": resolved.class_name,
+            "family": resolved.family, "pipeline": pipeline, "seed": job.spec.params["seed"],
+            "controlnet": extras["controlnet"], "prior": extras["prior"],
             "dtype": str(self.cache_key(resolved).dtype).removeprefix("torch."), "device": self.cache.device,
             "worker": socket.gethostname(), "attempt": attempt, "versions": library_versions(),
         }
@@ -308,63 +315,63 @@ class JobRunner:
     def _progress_hook(self, job_id: str, attempt: int, deadline: float | None = None) -> runner.StepHook:
         last = time.monotonic()  # the running transition already said "started"
 
-        def on_step(step: int, total: int) -> int:
+        def on_step(step: int, total: int) -> Verdict:
             nonlocal last
             now = time.monotonic()
             if self._drain_deadline is not None and now >= self._drain_deadline and step < total:
-                return RELEASE
+                return Verdict.RELEASE
             if deadline is not None and now >= deadline and step < total:
-                return TIMED_OUT
+                return Verdict.TIMED_OUT
             if step < total and now - last < self.progress_interval_s:
-                return 0
+                return Verdict.GO_ON
             last = now
             try:
-                return self.store.progress(job_id, attempt, step, total)
+                return Verdict(self.store.progress(job_id, attempt, step, total))
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 # Progress is advisory: a Redis restart must not fail the job.  Ownership and
                 # the terminal write are checked again (and waited for) before anything is put.
                 log.warning("job %s: progress not written (%s); going on", job_id, exc)
-                return 0
+                return Verdict.GO_ON
         return on_step
 
-    def _stopped(self, job_id: str, attempt: int, verdict: int) -> str:
-        if verdict == CANCELED:
+    def _stopped(self, job_id: str, attempt: int, verdict: Verdict) -> Outcome:
+        if verdict is Verdict.CANCELED:
             log.info("job %s canceled during attempt %s; output discarded", job_id, attempt)
-            return self._finish(lambda: self.store.mark_canceled(job_id, attempt), "canceled")
-        if verdict == RELEASE:
+            return self._finish(lambda: self.store.mark_canceled(job_id, attempt), Outcome.CANCELED)
+        if verdict is Verdict.RELEASE:
             return self._release(job_id, attempt)
-        if verdict == TIMED_OUT:
+        if verdict is Verdict.TIMED_OUT:
             error = JobError(code=TIMEOUT, message="the job ran past its timeout_s and was stopped; its output "
                              "was discarded")
-            return self._finish(lambda: self.store.fail(job_id, attempt, error), "failed")
+            return self._finish(lambda: self.store.fail(job_id, attempt, error), Outcome.FAILED)
         log.warning("job %s: attempt %s no longer owns the job; standing down", job_id, attempt)
-        return "lost"
+        return Outcome.LOST
 
-    def _release(self, job_id: str, attempt: int) -> str:
+    def _release(self, job_id: str, attempt: int) -> Outcome:
         """Shutting down past the grace period: give the job back to the queue."""
         given_back = self.store.release(job_id, attempt)
         if given_back is None:
-            return "lost"
+            return Outcome.LOST
         log.warning("job %s: worker shutting down; attempt %s gave the job back (%s)", job_id, attempt,
                     given_back.outcome)
-        if given_back.outcome != "queued":
-            return given_back.outcome
+        if given_back.outcome != "queued":  # a cancel was pending, or it was the last attempt
+            return Outcome(given_back.outcome)
         if self.publish is not None:
             try:
                 hand_over(self.store, self.publish, given_back)
             except Exception:  # the outbox keeps it; a reaper publishes it after its silence
                 log.warning("job %s: could not publish the requeue; left to the reaper", job_id, exc_info=True)
-        return "released"
+        return Outcome.RELEASED
 
     @staticmethod
-    def _finish(write: Callable[[], None], status: str) -> str:
+    def _finish(write: Callable[[], None], status: Outcome) -> Outcome:
         """The terminal write, retried with backoff while Redis is unreachable."""
         for delay in (*FINAL_WRITE_BACKOFF_S, None):
             try:
                 write()
             except TransitionError as exc:  # a newer attempt or a cancel got there first
                 log.warning("final write refused: %s", exc)
-                return "lost"
+                return Outcome.LOST
             except (redis.ConnectionError, redis.TimeoutError):
                 if delay is None:
                     raise

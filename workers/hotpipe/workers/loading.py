@@ -23,6 +23,7 @@ import diffusers
 import torch
 from diffusers import DiffusionPipeline
 
+from hotpipe.shared.checkpoints import Resolved
 from hotpipe.shared.families import TASK_TABLES, family_of
 from hotpipe.shared.job import Task
 from hotpipe.shared.variants import split, variants_of
@@ -46,19 +47,15 @@ class ExtraRef:
     class_name: str
 
     @classmethod
-    def from_spec(cls, resolved: dict[str, Any]) -> ExtraRef | None:
-        for role in ("controlnet", "prior"):
-            ref = resolved.get(role)
-            if ref is not None:
-                return cls(role, ref["location"], ref["revision"], ref["class_name"])
+    def from_spec(cls, resolved: Resolved) -> ExtraRef | None:
+        """The ControlNet or the connected prior the producer resolved for a job; None: neither."""
+        if resolved.controlnet is not None:
+            cn = resolved.controlnet
+            return cls("controlnet", cn.location, cn.revision, cn.class_name)
+        if resolved.prior is not None:
+            prior = resolved.prior
+            return cls("prior", prior.location, prior.revision, prior.class_name)
         return None
-
-
-def pipeline_for(cache: Any, spec: dict[str, Any], pipeline: str) -> Any:
-    """The pipeline of class ``pipeline`` for the job ``spec``, from the worker's hot cache."""
-    resolved = spec["resolved"]
-    return cache.get(resolved["location"], resolved["revision"], Task(spec["task"]), pipeline,
-                     extra=ExtraRef.from_spec(resolved))
 
 
 def load_extra(ref: ExtraRef, dtype: torch.dtype, device: str, allow_pickle: bool = False) -> Any:

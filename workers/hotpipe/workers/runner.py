@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from enum import IntEnum
 from typing import Any
 
 import torch
@@ -20,16 +21,29 @@ from hotpipe.shared import call_args, family_table
 ARG_NAMES = {"num_images": "num_images_per_prompt"}
 MASK_INPUTS = frozenset({"mask_image"})
 
-#: on_step(step, total) -> 0 to go on, anything else stops the run with that verdict
-StepHook = Callable[[int, int], int]
+
+
+class Verdict(IntEnum):
+    """The step callback's answer: go on, or stop the run and why.  ``GO_ON``, ``CANCELED`` and
+    ``LOST`` are the values ``JobStore.progress`` returns (its Lua script's reply)."""
+
+    GO_ON = 0
+    CANCELED = 1  # the caller canceled the job
+    LOST = -1  # a newer attempt owns the job: stand down, write nothing
+    RELEASE = 2  # the worker is shutting down past its grace period: give the job back
+    TIMED_OUT = 3  # past the job's own ``timeout_s``
+
+
+#: on_step(step, total) -> GO_ON, or the verdict that stops the run
+StepHook = Callable[[int, int], Verdict]
 
 
 class Stopped(Exception):
     """The run was stopped from the step callback (canceled, or the attempt lost the job)."""
 
-    def __init__(self, verdict: int):
+    def __init__(self, verdict: Verdict):
         super().__init__(f"stopped with verdict {verdict}")
-        self.verdict = verdict
+        self.verdict = Verdict(verdict)
 
 
 def decode_input(name: str, data: bytes) -> Image.Image:
@@ -65,7 +79,7 @@ def run(pipe: Any, params: dict[str, Any], inputs: dict[str, Image.Image], on_st
     if "callback_on_step_end" in accepted:
         def on_step_end(p: Any, step: int, timestep: Any, cb_kwargs: dict[str, Any]) -> dict[str, Any]:
             verdict = on_step(step + 1, int(getattr(p, "_num_timesteps", None) or steps))
-            if verdict:
+            if verdict != Verdict.GO_ON:
                 raise Stopped(verdict)
             return cb_kwargs
         kwargs["callback_on_step_end"] = on_step_end
@@ -75,7 +89,7 @@ def run(pipe: Any, params: dict[str, Any], inputs: dict[str, Image.Image], on_st
 
         def legacy(step: int, timestep: Any, latents: Any) -> None:
             verdict = on_step(step + 1, total)
-            if verdict:
+            if verdict != Verdict.GO_ON:
                 raise Stopped(verdict)
         kwargs["callback"], kwargs["callback_steps"] = legacy, 1
     with torch.inference_mode():

@@ -41,7 +41,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from hotpipe.shared.celery_app import TASK_NAME, make_celery
-from hotpipe.shared.checkpoints import resolve
+from hotpipe.shared.checkpoints import Resolved, resolve
 from hotpipe.shared.errors import InvalidRequest
 from hotpipe.shared.job import Task
 from hotpipe.shared.messages import enqueue
@@ -147,19 +147,19 @@ def preload(runner: JobRunner, settings: Settings, families: list[str]) -> None:
     """Load every ``settings.preload`` checkpoint into the runner's cache (raises on the first failure)."""
     for name in settings.preload_list():
         resolved = resolve_any_task(name, settings)
-        if resolved["base_family"] not in families:
+        if resolved.base_family not in families:
             log.warning("preload %s: family %s is not served by this worker (%s)", name,
-                        resolved["base_family"], ", ".join(families))
+                        resolved.base_family, ", ".join(families))
         runner.cache.load(runner.cache_key(resolved))
         log.info("preloaded %s", name)
 
 
-def resolve_any_task(name: str, settings: Settings) -> dict[str, Any]:
+def resolve_any_task(name: str, settings: Settings) -> Resolved:
     """``name`` resolved for the first task it supports (a refiner has no text2image)."""
     error: InvalidRequest | None = None
     for task in Task:
         try:
-            return resolve(name, task, settings.model_root).to_json()
+            return resolve(name, task, settings.model_root)
         except InvalidRequest as exc:
             error = exc
     raise ValueError(f"can't preload {name!r}: {error}")
