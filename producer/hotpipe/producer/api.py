@@ -28,6 +28,8 @@ from hotpipe.producer.fleet import make_router
 from hotpipe.producer.metrics import install_metrics
 from hotpipe.producer.routes.health import add_health_routes
 from hotpipe.producer.routes.jobs import add_job_routes
+from hotpipe.producer.routes.models import add_model_routes
+from hotpipe.producer.routes.openai_images import add_openai_image_routes
 from hotpipe.producer.routes.queues import add_queue_routes
 from hotpipe.producer.routes.records import render
 from hotpipe.producer.routes.uploads import add_upload_routes
@@ -92,6 +94,8 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.state.key_table.warn_if_open()
     app.state.read_limit = ReadLimit.from_settings(svc.redis, settings)
     add_job_routes(app, svc, make_submitter(svc), readers, metrics)
+    add_openai_image_routes(app, svc, make_submitter(svc), readers, metrics)
+    add_model_routes(app, svc)
     add_upload_routes(app, svc)
     add_queue_routes(app, svc.redis)
     add_health_routes(app, svc)
