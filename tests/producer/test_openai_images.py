@@ -173,3 +173,15 @@ def test_an_edit_without_a_mask_is_image2image_at_the_asked_size(quick: TestClie
     image = Image.open(io.BytesIO(storage.get(f"jobs/{job_id}/inputs/image.png")))
     assert quick.get(f"/v1/jobs/{job_id}").json()["task"] == "image2image"
     assert image.size == (64, 32)
+
+
+def test_a_body_over_the_server_bound_is_refused_in_openai_s_shape(make_api: Callable[[Settings], TestClient],
+                                                                   settings: Settings,
+                                                                   backlog: Callable[[], Backlog]) -> None:
+    api = make_api(dataclasses.replace(settings, max_body_bytes=2000))
+    response = edit(api, {"image": picture(), "mask": png(Image.frombytes("RGBA", (64, 64),
+                                                                           random.Random(2).randbytes(64 * 64 * 4)))})
+    err = error_of(response)
+    assert (response.status_code, err["param"], err["code"]) == (413, "body", "body_too_large")
+    assert api.post("/v1/jobs", content=b"x" * 3000).json()["error"]["field"] == "body"  # others keep ours
+    assert backlog() == Backlog(0, 0)

@@ -42,6 +42,8 @@ PARAMS = {"checkpoint": "model", "params.num_images": "n", "params.height": "siz
 #: OpenAI's error ``type`` per HTTP status
 ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 404: "invalid_request_error",
                429: "rate_limit_error", 504: "timeout"}
+#: the OpenAI-compatible routes
+OPENAI_PATHS = ("/v1/images/", "/v1/models")
 #: outcomes whose answer must not make the SDK send the request again (it would make another job)
 NO_RETRY = {"x-should-retry": "false"}
 
@@ -78,6 +80,11 @@ class ImageGenerationRequest(ImageRequest):
     model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [
         {"model": "my-checkpoint", "prompt": "a red cube on a table", "n": 1, "size": "512x512",
          "response_format": "url", "seed": 7, "steps": 20, "negative_prompt": "blurry"}]})
+
+
+def is_openai_path(path: str) -> bool:
+    """Whether ``path`` is one of the OpenAI-compatible routes (their errors are OpenAI's shape)."""
+    return path.startswith(OPENAI_PATHS)
 
 
 def parse_size(size: str | None, max_side: int) -> tuple[int, int] | None:
