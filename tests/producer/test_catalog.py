@@ -119,3 +119,15 @@ def test_the_api_reads_the_settings_cache_time(make_api: Callable[[Settings], Te
     first = entries(api)
     shutil.copytree(root / "a-sd", root / "d-sd")
     assert entries(api) == first
+
+
+def test_hotpipe_models_prints_one_line_per_model(capsys: pytest.CaptureFixture[str]) -> None:
+    from hotpipe.producer.models_cli import print_models
+
+    print_models([{"id": "tiny-sd", "kind": "checkpoint", "family": "stable-diffusion",
+                   "tasks": ["text2image", "inpainting"]},
+                  {"id": "broken", "kind": "checkpoint", "family": None, "tasks": [], "error": "no class"},
+                  {"id": "cn", "kind": "controlnet", "family": "stable-diffusion"}])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["tiny-sd", "checkpoint", "stable-diffusion", "text2image,", "inpainting"]
+    assert lines[1].endswith("runs nothing: no class") and lines[2].endswith("fits stable-diffusion")

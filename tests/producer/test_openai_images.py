@@ -185,3 +185,22 @@ def test_a_body_over_the_server_bound_is_refused_in_openai_s_shape(make_api: Cal
     assert (response.status_code, err["param"], err["code"]) == (413, "body", "body_too_large")
     assert api.post("/v1/jobs", content=b"x" * 3000).json()["error"]["field"] == "body"  # others keep ours
     assert backlog() == Backlog(0, 0)
+
+
+@pytest.mark.parametrize(("change", "status", "error_type", "code"), [
+    ({"rate_limit_per_s": 0.001, "rate_limit_burst": 1}, 429, "rate_limit_error", "rate_limited"),
+    ({"checkpoint_allowlist": "other-*"}, 403, "permission_error", "checkpoint_not_allowed"),
+])
+def test_the_server_s_limits_hold_and_answer_in_openai_s_shape(
+        make_api: Callable[[Settings], TestClient], settings: Settings, backlog: Callable[[], Backlog],
+        change: dict[str, Any], status: int, error_type: str, code: str) -> None:
+    api = make_api(dataclasses.replace(settings, openai_wait_s=0.2, **change))
+    answers = [api.post("/v1/images/generations", json=GOOD) for _ in range(2)]
+    refused = answers[-1]
+    err = error_of(refused)
+    assert (refused.status_code, err["type"], err["code"]) == (status, error_type, code), err
+    if status == 429:
+        assert int(refused.headers["Retry-After"]) >= 1
+        assert backlog() == Backlog(1, 1)  # the first request's job only
+    else:
+        assert err["param"] == "model" and backlog() == Backlog(0, 0)
