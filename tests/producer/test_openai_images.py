@@ -204,3 +204,14 @@ def test_the_server_s_limits_hold_and_answer_in_openai_s_shape(
         assert backlog() == Backlog(1, 1)  # the first request's job only
     else:
         assert err["param"] == "model" and backlog() == Backlog(0, 0)
+
+
+def test_with_redis_down_the_answer_is_openai_s_503_with_retry_after(
+        make_api: Callable[[Settings], TestClient], settings: Settings) -> None:
+    from hotpipe.devstack import free_port
+
+    api = make_api(dataclasses.replace(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0"))
+    response = api.post("/v1/images/generations", json=GOOD)
+    err = error_of(response)
+    assert (response.status_code, err["type"], err["code"]) == (503, "server_error", "unavailable")
+    assert response.headers["Retry-After"] == "2"
