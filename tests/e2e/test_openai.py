@@ -125,6 +125,19 @@ def test_bad_requests_are_the_sdk_s_own_errors_naming_the_parameter(sdk: openai.
     assert (bad_size.value.param, too_many.value.param) == ("size", "n")
 
 
+def test_a_failed_job_is_a_500_naming_it_and_its_error_code(sdk: openai.OpenAI, stack: LocalStack) -> None:
+    with pytest.raises(openai.InternalServerError) as failed:
+        sdk.images.generate(model="tiny-sd", prompt="too slow", size=SIZE,
+                            extra_body={"timeout_s": 0.001, "steps": 50})
+    body = failed.value.body
+    assert isinstance(body, dict) and failed.value.status_code == 500
+    (job_id,) = body["job_ids"]
+    with Client(stack.api_url) as client:
+        record = client.get(job_id)
+    assert record.status is Status.FAILED and record.error is not None
+    assert body["code"] == record.error.code == "timeout" and job_id in body["message"]
+
+
 @pytest.fixture(scope="module")
 def idle_api(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """An API with a key and a 1 s wait, on a database no worker consumes."""
