@@ -29,6 +29,7 @@ MODEL_SCHEMA: dict[str, Any] = {"type": "object", "required": ["id", "object", "
     "tasks": {"type": "array", "items": {"type": "string"}, "description": "tasks a job may ask for"},
     "pipelines": {"type": "object", "additionalProperties": {"type": "string"}},
     "error": {"type": "string", "description": "why a checkpoint runs no task"}}}
+LIMIT = "entries per page, at most HOTPIPE_MAX_LIST_LIMIT (100 by default)"
 LIST_SCHEMA: dict[str, Any] = {"type": "object", "required": ["object", "data", "has_more"], "properties": {
     "object": {"type": "string", "enum": ["list"]}, "data": {"type": "array", "items": MODEL_SCHEMA},
     "has_more": {"type": "boolean"}, "first_id": {"type": ["string", "null"]},
@@ -40,7 +41,9 @@ def _responses(ok: dict[str, Any], *codes: int) -> dict[int | str, dict[str, Any
     text = {400: "a query parameter is invalid", 401: "no valid API key", 404: "no such model",
             429: "read rate limit reached", 503: "Redis is unavailable"}
     return {200: {"description": "OK", "content": {"application/json": {"schema": ok}}},
-            **{code: {"description": text[code], **error} for code in codes}}
+            **{code: {"description": text[code], **error} for code in codes},
+            # declared so FastAPI adds no 422 of its own: validation errors here are OpenAI's 400
+            "4XX": {"description": "any other client error, in the same shape", **error}}
 
 
 def add_model_routes(app: FastAPI, svc: Services) -> None:
@@ -50,9 +53,10 @@ def add_model_routes(app: FastAPI, svc: Services) -> None:
     router = APIRouter(route_class=OpenAIRoute, tags=["OpenAI-compatible"])
 
     @router.get("/v1/models", responses=_responses(LIST_SCHEMA, 400, 401, 429, 503))
-    def list_models(_: ReadingTenant, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                    after: str | None = None) -> dict[str, Any]:
-        """What can be run: checkpoints (family, tasks) and ControlNets (the family they fit), by id."""
+    def list_models(_: ReadingTenant, limit: Annotated[int, Query(ge=1, description=LIMIT)] = 100,
+                    after: Annotated[str | None, Query(max_length=512)] = None) -> dict[str, Any]:
+        """What can be run: checkpoints (family, tasks) and ControlNets (the family they fit), by id;
+        ``after`` is the previous page's ``last_id``."""
         if limit > max_limit:
             raise InvalidRequest(f"limit is {limit}; at most {max_limit} (HOTPIPE_MAX_LIST_LIMIT)", field="limit")
         models, more = catalog.page(limit, after)

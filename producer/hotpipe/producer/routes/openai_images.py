@@ -76,7 +76,9 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
     413: _error("an upload or the body is too large"), 429: _error("rate limit or queue bound reached"),
     500: _error("the job failed (code: its error code; job_ids names it)"),
     503: _error("Redis or another backing service is unavailable"),
-    504: _error("the job did not finish within HOTPIPE_OPENAI_WAIT_S; it goes on (job_ids names it)")}
+    504: _error("the job did not finish within HOTPIPE_OPENAI_WAIT_S; it goes on (job_ids names it)"),
+    # declared so FastAPI adds no 422 of its own: validation errors here are OpenAI's 400
+    "4XX": _error("any other client error, in the same shape")}
 EDIT_FORM = {"type": "object", "required": ["image", "prompt", "model"], "properties": {
     "image": {"type": "string", "format": "binary", "description": "PNG, JPEG or WebP"},
     "mask": {"type": "string", "format": "binary",
