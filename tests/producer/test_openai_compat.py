@@ -45,10 +45,12 @@ def test_sizes_that_are_refused_name_size(size: str) -> None:
 def test_hotpipe_fields_split_into_job_params_and_inputs() -> None:
     req = ImageRequest.model_validate({"model": "tiny-sd", "prompt": "p", "n": 2, "size": "64x32", "seed": 3,
                                        "steps": 5, "priority": 8, "user": "u-1", "pag_scale": 2.0,
-                                       "control_image": "data:image/png;base64,AAAA", "controlnet": "cn"})
+                                       "control_image": "data:image/png;base64,AAAA", "controlnet": "cn",
+                                       "webhook_url": "https://example.com/hook", "timeout_s": 9})
     job = job_request(req, Task.TEXT2IMAGE, Settings())
     params = job.params.model_dump(exclude_none=True)
     assert (job.checkpoint, job.priority, job.controlnet) == ("tiny-sd", 8, "cn")
+    assert (job.webhook_url, job.timeout_s) == ("https://example.com/hook", 9)
     assert {k: params[k] for k in ("num_images", "width", "height", "seed", "num_inference_steps",
                                    "pag_scale")} == {"num_images": 2, "width": 64, "height": 32, "seed": 3,
                                                      "num_inference_steps": 5, "pag_scale": 2.0}

@@ -21,14 +21,15 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hotpipe.shared.errors import HotpipeError, InvalidRequest, TooManyRequests, Unauthorized, Unavailable
-from hotpipe.shared.job import JobRecord, JobRequest, Task
+from hotpipe.shared.job import Inputs, JobRecord, JobRequest, Task
 from hotpipe.shared.settings import Settings
 
 SIZE_RE = re.compile(r"^(?P<w>\d{1,5})x(?P<h>\d{1,5})$")
-#: extra body fields that are fields of the job rather than of the pipeline call
-JOB_FIELDS = frozenset({"revision", "controlnet", "enable_pag", "priority", "timeout_s", "queue_timeout_s"})
+#: extra body fields that are fields of the job rather than of the pipeline call: every field of
+#: ``POST /v1/jobs`` the OpenAI request does not already say (so new job fields pass through as they come)
+JOB_FIELDS = frozenset(JobRequest.model_fields) - {"checkpoint", "task", "params", "inputs"}
 #: extra body fields that are input images (``data:`` or ``s3://`` URIs, as in ``POST /v1/jobs``)
-INPUT_FIELDS = frozenset({"control_image"})
+INPUT_FIELDS = frozenset(Inputs.model_fields) - {"image", "mask_image"}
 #: shorter names for pipeline arguments
 ALIASES = {"steps": "num_inference_steps"}
 #: OpenAI fields hotpipe accepts and ignores (no quality tiers, styles or end-user ids here)
