@@ -140,6 +140,16 @@ def _workers(args: argparse.Namespace) -> int:
     return 0
 
 
+def _models(args: argparse.Namespace) -> int:
+    from hotpipe.producer.cli_client import client_for
+    from hotpipe.producer.models_cli import print_models
+
+    with client_for(args) as client:
+        models = client.models()
+    print_models(models, as_json=args.json)
+    return 0
+
+
 def _make_checkpoints(args: argparse.Namespace) -> int:
     from hotpipe.workers.dev_checkpoints import make_checkpoints
 
@@ -278,6 +288,13 @@ def _add_workers(sub: Subparsers) -> None:
     ws.set_defaults(fn=_workers)
 
 
+def _add_models(sub: Subparsers) -> None:
+    ms = sub.add_parser("models", help="list the catalog: checkpoints (family, tasks) and ControlNets (family)")
+    _add_client_options(ms)
+    ms.add_argument("--json", action="store_true")
+    ms.set_defaults(fn=_models)
+
+
 def _add_dev(sub: Subparsers) -> None:
     dev = sub.add_parser("dev", help="developer tools").add_subparsers(dest="dev_command", required=True)
     mk = dev.add_parser("make-checkpoints", help="build tiny random-weight checkpoints offline")
@@ -299,7 +316,7 @@ def _add_dev(sub: Subparsers) -> None:
 #: the subcommands, in the order ``hotpipe --help`` lists them: each entry adds one
 COMMANDS: tuple[Callable[[Subparsers], None], ...] = (
     _add_api, _add_worker, _add_submit, _add_status, _add_cancel, _add_webhooks, _add_jobs, _add_keys,
-    _add_reaper, _add_workers, _add_dev)
+    _add_reaper, _add_workers, _add_models, _add_dev)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -29,7 +29,7 @@ def run_block(index: int, stack: LocalStack) -> dict[str, Any]:
 
 
 def test_every_python_block_is_checked() -> None:
-    assert len(blocks()) == 4
+    assert len(blocks()) == 5
 
 
 def test_the_client_example(stack: LocalStack, capsys: pytest.CaptureFixture[str]) -> None:
@@ -62,3 +62,12 @@ def test_the_webhook_receiver_example(stack: LocalStack, monkeypatch: pytest.Mon
     assert receive(signed_headers(STACK_WEBHOOK_SECRET, "completed", "j1.1", body), body)["id"] == "j1"
     with pytest.raises(PermissionError):
         receive(signed_headers("not-the-secret", "completed", "j1.1", body), body)
+
+
+def test_the_openai_example(stack: LocalStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                            capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    scope = run_block(4, stack)
+    assert len(scope["urls"]) == 2 and all(url.startswith("http") for url in scope["urls"])
+    assert scope["edited"].data[0].url.startswith("http")
+    assert "tiny-sd" in capsys.readouterr().out

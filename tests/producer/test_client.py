@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from hotpipe import AsyncClient, Client
-from hotpipe.producer.client import ConflictError, InvalidRequestError, NotFoundError, UnavailableError
+from hotpipe.producer.client import APIError, ConflictError, InvalidRequestError, NotFoundError, UnavailableError
 from hotpipe.producer.client_core import EventStream, WaitPlan, parse_sse
 from hotpipe.shared.job import JobRecord
 from hotpipe.shared.status import Status
@@ -148,3 +148,28 @@ def test_wait_plan_polls_at_most_poll_s_until_the_deadline_then_stops() -> None:
     plan.deadline = 0.0
     assert plan.first_poll_s() == 0.0, "past the deadline: one last read of the record, without waiting"
     assert plan.next_poll_s(running) is None
+
+
+def test_models_follows_the_catalog_pages_on_both_clients() -> None:
+    pages = {None: {"data": [{"id": "a"}, {"id": "b"}], "has_more": True, "last_id": "b"},
+             "b": {"data": [{"id": "c"}], "has_more": False, "last_id": "c"}}
+    seen: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        after = request.url.params.get("after")
+        seen.append(after)
+        return httpx.Response(200, json={"object": "list", **pages[after]})
+
+    sync, aio = both(handler, lambda c: c.models())
+    assert sync == aio == [{"id": "a"}, {"id": "b"}, {"id": "c"}]
+    assert seen == [None, "b", None, "b"]
+
+
+def test_an_openai_shaped_error_names_its_param_as_the_field() -> None:
+    def handler(_: httpx.Request) -> httpx.Response:
+        return httpx.Response(400, json={"error": {"message": "limit is 500", "type": "invalid_request_error",
+                                                   "param": "limit", "code": "invalid_request"}})
+
+    with pytest.raises(APIError) as raised:
+        both(handler, lambda c: c.models())
+    assert (raised.value.status, raised.value.code, raised.value.field) == (400, "invalid_request", "limit")

@@ -26,15 +26,18 @@ from hotpipe.producer.admission import Admission, ReadLimit
 from hotpipe.producer.auth import KeyTable
 from hotpipe.producer.fleet import make_router
 from hotpipe.producer.metrics import install_metrics
+from hotpipe.producer.openai_compat import error_body, is_openai_path
 from hotpipe.producer.routes.health import add_health_routes
 from hotpipe.producer.routes.jobs import add_job_routes
+from hotpipe.producer.routes.models import add_model_routes
+from hotpipe.producer.routes.openai_images import add_openai_image_routes
 from hotpipe.producer.routes.queues import add_queue_routes
 from hotpipe.producer.routes.records import render
 from hotpipe.producer.routes.uploads import add_upload_routes
 from hotpipe.producer.routes.workers import add_worker_routes
 from hotpipe.producer.service import Submitter
 from hotpipe.producer.webhook_dispatcher import Dispatcher
-from hotpipe.shared.errors import HotpipeError, TooManyRequests, Unauthorized, Unavailable
+from hotpipe.shared.errors import HotpipeError, TooLarge, TooManyRequests, Unauthorized, Unavailable
 from hotpipe.shared.hub_cache import hub_fetch
 from hotpipe.shared.settings import Settings
 from hotpipe.shared.storage import Storage
@@ -92,6 +95,8 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.state.key_table.warn_if_open()
     app.state.read_limit = ReadLimit.from_settings(svc.redis, settings)
     add_job_routes(app, svc, make_submitter(svc), readers, metrics)
+    add_openai_image_routes(app, svc, make_submitter(svc), readers, metrics)
+    add_model_routes(app, svc)
     add_upload_routes(app, svc)
     add_queue_routes(app, svc.redis)
     add_health_routes(app, svc)
@@ -175,7 +180,7 @@ class BodyLimit:
             return
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await self._refuse(send)
+            await self._refuse(scope, send)
             return
         seen, too_large, started = 0, False, False
 
@@ -200,11 +205,14 @@ class BodyLimit:
         with contextlib.suppress(_TooLarge):
             await self.app(scope, limited, guarded)
         if too_large and not started:
-            await self._refuse(send)
+            await self._refuse(scope, send)
 
-    async def _refuse(self, send: Send) -> None:
-        response = JSONResponse({"error": {"code": "body_too_large", "field": "body",
-                                           "message": f"request body over {self.max_bytes} bytes"}}, status_code=413)
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        body: dict[str, Any] = {"error": {"code": "body_too_large", "field": "body",
+                                          "message": f"request body over {self.max_bytes} bytes"}}
+        if is_openai_path(scope.get("path", "")):  # the OpenAI-compatible routes answer in OpenAI's shape
+            body = error_body(TooLarge(body["error"]["message"], field="body"))[1]
+        response = JSONResponse(body, status_code=413)
         await response({"type": "http"}, _no_receive, send)
 
 

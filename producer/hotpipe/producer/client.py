@@ -25,6 +25,7 @@ from hotpipe.producer.client_core import (
     downloaded,
     get_call,
     list_call,
+    models_call,
     submit_call,
     upload_call,
     workers_call,
@@ -90,6 +91,17 @@ class Client:
     def workers(self) -> builtins.list[dict[str, Any]]:
         """Live workers (``GET /v1/workers``): families, device, hot checkpoints, current job, stats."""
         return self._send(workers_call())
+
+    def models(self) -> builtins.list[dict[str, Any]]:
+        """The catalog (``GET /v1/models``, every page): checkpoints with family and tasks, ControlNets."""
+        models: builtins.list[dict[str, Any]] = []
+        after = None
+        while True:
+            page = self._send(models_call(after=after))
+            models += page["data"]
+            if not page["has_more"]:
+                return models
+            after = page["last_id"]
 
     def wait(self, job_id: str, timeout_s: float = 600.0, poll_s: float = 20.0) -> JobRecord:
         """The record once terminal (or as it stands after ``timeout_s``).

@@ -108,6 +108,17 @@ def workers_call() -> Call[list[dict[str, Any]]]:
     return Call("GET", "/v1/workers", _workers)
 
 
+def _page(body: Any) -> dict[str, Any]:
+    page: dict[str, Any] = body
+    return page
+
+
+def models_call(limit: int = 100, after: str | None = None) -> Call[dict[str, Any]]:
+    """``GET /v1/models``: one page of the catalog (``data``, ``has_more``, ``last_id``)."""
+    params: dict[str, Any] = {"limit": limit, **({"after": after} if after else {})}
+    return Call("GET", "/v1/models", _page, {"params": params})
+
+
 def downloaded(response: httpx.Response) -> bytes:
     """The bytes of a download; httpx's ``HTTPStatusError`` when it failed."""
     response.raise_for_status()

@@ -58,4 +58,6 @@ def api_error(response: httpx.Response) -> APIError:
     except (ValueError, KeyError, TypeError):
         err = {"code": "http_error", "message": response.text[:500]}
     kind = ERRORS.get(response.status_code, UnavailableError if response.status_code >= 500 else APIError)
-    return kind(response.status_code, err.get("code", "error"), err.get("message", ""), err.get("field"))
+    # our routes name the field in "field", the OpenAI-compatible ones (GET /v1/models, /v1/images) in "param"
+    return kind(response.status_code, err.get("code") or "error", err.get("message", ""),
+                err.get("field") or err.get("param"))

@@ -199,16 +199,19 @@ def resolve_controlnet(controlnet: str, model_root: Path,
 def check_controlnet_fits(resolved: Resolved, cn: ResolvedControlNet, config: dict[str, Any]) -> None:
     """The ControlNet model must be made for the checkpoint's family: its class (``CONTROLNET_MODELS``),
     and for SD vs SDXL, which share ``ControlNetModel``, SDXL's added ``text_time`` conditioning."""
-    families = CONTROLNET_MODELS[cn.class_name][1]
-    made_for = families
-    if cn.class_name == "ControlNetModel":
-        made_for = ("stable-diffusion-xl",) if config.get("addition_embed_type") == "text_time" else (
-            "stable-diffusion",)
+    made_for = controlnet_families(cn.class_name, config)
     if resolved.base_family not in made_for:
         raise InvalidCheckpoint(
             f"controlnet '{cn.checkpoint}' is a {cn.class_name} made for {' or '.join(made_for)}, but checkpoint "
             f"'{resolved.checkpoint}' is {resolved.base_family}; use a ControlNet trained for "
             f"{resolved.base_family}", field="controlnet")
+
+
+def controlnet_families(class_name: str, config: dict[str, Any]) -> tuple[str, ...]:
+    """The base families a ControlNet model (its class and ``config.json``) is made for."""
+    if class_name == "ControlNetModel":
+        return ("stable-diffusion-xl",) if config.get("addition_embed_type") == "text_time" else ("stable-diffusion",)
+    return CONTROLNET_MODELS[class_name][1]
 
 
 def check_config_limits(index: dict[str, Any], checkpoint: str, task: Task) -> None:

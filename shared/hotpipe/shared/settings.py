@@ -139,12 +139,17 @@ class Settings:
                                                      "routing keeps in Redis (global popularity, read by routing "
                                                      "and the popular eviction policy): a request this old "
                                                      "counts half.")
+    openai_wait_s: float = _setting(300.0, "Longest POST /v1/images/generations and /v1/images/edits (the OpenAI "
+                                           "Images API) wait for their job; past it they answer 504 naming the "
+                                           "job, which goes on (GET /v1/jobs/{id}).")
+    models_cache_s: float = _setting(30.0, "Seconds an API process reuses its scan of the model root for "
+                                           "GET /v1/models (the catalog); 0 scans on every request.")
 
     def __post_init__(self) -> None:
         positive = {"lease_s": self.lease_s, "reaper_interval_s": self.reaper_interval_s,
                     "max_attempts": self.max_attempts, "worker_ttl_s": self.worker_ttl_s,
                     "route_backlog_max": self.route_backlog_max, "api_workers": self.api_workers,
-                    "popularity_half_life_s": self.popularity_half_life_s}
+                    "popularity_half_life_s": self.popularity_half_life_s, "openai_wait_s": self.openai_wait_s}
         for name, value in positive.items():
             if not (value > 0 and math.isfinite(value)):
                 raise ValueError(f"{ENV_PREFIX}{name.upper()} is {value!r}; it must be a finite number above 0")
@@ -153,7 +158,7 @@ class Settings:
                              "(1-65535), or 0 to turn worker metrics off")
         self._check_rate_limits()
         zero_or_more = {"job_time_limit_s": self.job_time_limit_s, "shutdown_grace_s": self.shutdown_grace_s,
-                        "stale_queued_s": self.stale_queued_s}
+                        "stale_queued_s": self.stale_queued_s, "models_cache_s": self.models_cache_s}
         for name, value in zero_or_more.items():
             if not (value >= 0 and math.isfinite(value)):
                 raise ValueError(f"{ENV_PREFIX}{name.upper()} is {value!r}; it must be a finite number of seconds, "
