@@ -5,6 +5,14 @@ worker there is a reaper, and it survives its own pool child being killed.  Any 
 may run at once: taking a job back is one Lua script, so exactly one reaper wins each
 job, and only the winner publishes its message.
 
+It does not always wait for leases.  A worker that went silent in the registry for a whole
+``worker_ttl_s`` (killed, node lost, frozen) is dead: each pass takes back, fenced by attempt, every
+job whose record names that worker (``Holder.node``), seconds after the death instead of a lease
+later.  And a Celery parent that saw its pool child die hands that child's attempt back at once
+(``take_back_lost``, called from ``workers/hotpipe/workers/recovery.py``).  Both go through the same
+fenced script as a lapsed lease: the attempt cap applies (``worker_lost``), and a paused attempt that
+wakes up later finds the job no longer its own and stands down.
+
 Requeueing (the record) and publishing (the run message) are two steps, so the requeue also
 writes an outbox entry that is cleared once the message is out.  An entry left behind
 by a reaper that died in between is adopted by another reaper after ``silence_s`` and
@@ -26,7 +34,7 @@ from hotpipe.shared.drain import drain_dead
 from hotpipe.shared.messages import enqueue
 from hotpipe.shared.registry import Registry
 from hotpipe.shared.settings import Settings
-from hotpipe.shared.store import JobStore, Requeue
+from hotpipe.shared.store import Holder, JobStore, Requeue
 from hotpipe.shared.sweep import sweep_lost_messages
 
 log = logging.getLogger(__name__)
@@ -37,7 +45,7 @@ Publish = Callable[[str, str, int], None]
 SOCKET_TIMEOUT_S = 5.0
 
 _SAYS = {
-    "queued": "its worker stopped renewing the lease; requeued",
+    "queued": "its worker was lost (lease lapsed, worker silent, or pool child died); requeued",
     "failed": "its worker was lost on the last allowed attempt; failed (worker_lost)",
     "canceled": "its worker was lost with a cancel pending; canceled",
     "republished": "its requeue was never published (reaper died); published again",
@@ -95,6 +103,7 @@ class Reaper:
                         self._hand_over(taken, report)
             if len(ids) < self.batch:
                 break
+        self._reap_silent(report)
         for job_id in self.store.orphaned_requeues(self.silence_s, self.batch):
             adopted = self.store.adopt_requeue(job_id, self.silence_s)
             if adopted is not None and self._hand_over(adopted, report):
@@ -107,6 +116,38 @@ class Reaper:
         if self.stale_queued_s > 0:
             report.resent = sweep_lost_messages(self.store, self.publish, self.stale_queued_s, self.batch)
         return report
+
+    def _reap_silent(self, report: ReapReport) -> None:
+        """Take back the jobs of workers silent in the registry for a whole TTL, without waiting for
+        their leases (only workers that registered: one that never did is left to its leases)."""
+        if self.registry is None:
+            return
+        dead = set(self.registry.dead(0.0, self.batch))
+        if not dead:
+            return
+        for holder in self.store.holders():
+            if holder.node in dead:
+                self._take(holder, report)
+
+    def take_back_lost(self, job_id: str, worker: str) -> Requeue | None:
+        """A Celery parent saw its pool child ``worker`` (``{node} pid={pid}``) die running ``job_id``:
+        take back the attempt that child held, now.  None when the record names another worker (the
+        child never claimed it, or it finished or was taken back already)."""
+        holder = self.store.holder(job_id)
+        if holder is None or holder.worker != worker:
+            return None
+        report = ReapReport()
+        taken = self._take(holder, report)
+        _log(report)
+        return taken
+
+    def _take(self, holder: Holder, report: ReapReport) -> Requeue | None:
+        taken = self.store.take_back(holder.job_id, holder.attempt, self.max_attempts)
+        if taken is not None:
+            getattr(report, taken.outcome).append(holder.job_id)
+            if taken.outcome == "queued":
+                self._hand_over(taken, report)
+        return taken
 
     def _expire_queued(self, report: ReapReport) -> None:
         """End queued jobs past their queue deadline, so they end even if no worker ever claims them."""
@@ -121,9 +162,7 @@ class Reaper:
         except redis.RedisError as exc:
             log.warning("reaper: Redis unavailable (%s); trying again next pass", exc)
             return None
-        for outcome, says in _SAYS.items():
-            for job_id in getattr(report, outcome):
-                log.warning("reaper: job %s: %s", job_id, says)
+        _log(report)
         return report
 
     def _hand_over(self, requeue: Requeue, report: ReapReport) -> bool:
@@ -135,6 +174,12 @@ class Reaper:
             report.unpublished.append(requeue.job_id)
             return False
         return True
+
+
+def _log(report: ReapReport) -> None:
+    for outcome, says in _SAYS.items():
+        for job_id in getattr(report, outcome):
+            log.warning("reaper: job %s: %s", job_id, says)
 
 
 def reaper_from_settings(settings: Settings) -> Reaper:
