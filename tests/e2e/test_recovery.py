@@ -168,7 +168,7 @@ def test_a_killed_workers_job_is_taken_back_once_its_registry_record_goes_silent
     done = finished(store, job_id)
     assert (done.record.status, done.record.attempts) == (Status.SUCCEEDED, 2), done.record.error
     assert (done.worker or "").startswith(f"{other(victim)}@")
-    assert f"reaper: job {job_id}: its worker was lost" in log_of(workers[other(victim)])
+    assert f"reaper: job {job_id}: its worker stopped renewing" in log_of(workers[other(victim)])
 
 
 def test_a_worker_frozen_past_the_silence_window_wakes_up_and_stands_down(

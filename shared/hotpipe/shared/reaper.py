@@ -45,7 +45,7 @@ Publish = Callable[[str, str, int], None]
 SOCKET_TIMEOUT_S = 5.0
 
 _SAYS = {
-    "queued": "its worker was lost (lease lapsed, worker silent, or pool child died); requeued",
+    "queued": "its worker stopped renewing the lease; requeued",
     "failed": "its worker was lost on the last allowed attempt; failed (worker_lost)",
     "canceled": "its worker was lost with a cancel pending; canceled",
     "republished": "its requeue was never published (reaper died); published again",
