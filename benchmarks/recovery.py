@@ -10,13 +10,16 @@ silence window ``worker_ttl_s`` 6 s, reaper every 2 s, 3 attempts):
   node or ``kill -9`` of the pod; the other worker's reaper takes the job back once the dead
   worker's registry record has been silent for the window.  The killed worker is restarted
   (and ready) before the next trial.
+- **lease** (the baseline, opt-in: ``--kinds child,worker,lease``): the same whole-worker kill with
+  the workers' silence window set to 600 s, so only the lease (30 s) recovers the job — how
+  recovery worked before the registry silence was used.
 
 Per trial: a 60-step tiny-sd job is submitted, the kill comes once it is mid-denoise, and the
 record is polled every 10 ms: **kill → requeue** is until attempt 1 no longer holds it (status
 left ``running``, or a later attempt already claimed it), **kill → success** until it is
 ``succeeded``.  Medians, 90th percentiles and maxima are printed as a Markdown table.
 
-Usage: ``python -m benchmarks.recovery [--trials 20] [--kinds child,worker]``.
+Usage: ``python -m benchmarks.recovery [--trials 20] [--kinds child,worker[,lease]] [--lease-trials 5]``.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ from hotpipe.shared.store import JobStore
 #: only what a two-worker stack on a small host needs; every recovery setting stays at its default
 ENV = {"HOTPIPE_PRELOAD": "tiny-sd", "HOTPIPE_ROUTING": "family", "HOTPIPE_TORCH_THREADS": "1"}
 WORKERS = ("a", "b")
+#: each kind's extra worker environment (the baseline turns the silence window off)
+KIND_ENV: dict[str, dict[str, str]] = {"child": {}, "worker": {}, "lease": {"HOTPIPE_WORKER_TTL_S": "600"}}
 PARAMS = {"prompt": "a red cube", "num_inference_steps": 60, "height": 64, "width": 64}
 POLL_S = 0.01
 WAIT_S = 300.0
@@ -78,7 +83,7 @@ def trial(stack: LocalStack, client: Client, store: JobStore, kind: str, seed: i
     job_id = client.submit({"checkpoint": "tiny-sd", "task": "text2image", "params": {**PARAMS, "seed": seed}}).id
     victim, child = poll(lambda: mid_run(store, job_id), f"job {job_id} mid-run")
     if kind == "child":
-        os.kill(child, signal.SIGKILL)
+        os.kill(child, signal.SIGKILL)  # the pool child only
     else:
         stack.procs[victim].kill_group()
     killed = time.monotonic()
@@ -94,10 +99,18 @@ def trial(stack: LocalStack, client: Client, store: JobStore, kind: str, seed: i
     succeeded = time.monotonic() - killed
     if done.record.status is not Status.SUCCEEDED:
         raise RuntimeError(f"job {job_id} ended {done.record.status}: {done.record.error}")
-    if kind == "worker":
+    if kind != "child":
         stack.procs[victim].popen.wait()
-        stack.start_workers({victim: {}})
+        stack.start_workers({victim: KIND_ENV[kind]})
     return requeued, succeeded
+
+
+def start_workers(stack: LocalStack, env: dict[str, str]) -> None:
+    """Both workers up with ``env`` (restarted if they run with another)."""
+    for name in WORKERS:
+        if name in stack.procs and stack.procs[name].popen.poll() is None:
+            stack.procs[name].stop()
+    stack.start_workers({name: env for name in WORKERS})
 
 
 def summary(kind: str, name: str, values: list[float]) -> str:
@@ -116,6 +129,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--kinds", default="child,worker")
+    parser.add_argument("--lease-trials", type=int, default=5, help="trials of the (slow) lease baseline")
     args = parser.parse_args()
     defaults = Settings.from_env({})
     print(f"defaults: lease {defaults.lease_s:g} s, heartbeat {defaults.worker_heartbeat_s:g} s, silence window "
@@ -128,10 +142,10 @@ def main() -> None:
                         extra_env=ENV) as stack, Client(stack.api_url) as client:
             store = JobStore(redis.Redis.from_url(stack.settings.redis_url, decode_responses=True), 600)
             registry = Registry(store.redis, defaults.worker_ttl_s)
-            stack.start_workers({name: {} for name in WORKERS})
             for kind in args.kinds.split(","):
+                start_workers(stack, KIND_ENV[kind])
                 requeues, successes = [], []
-                for i in range(args.trials):
+                for i in range(args.lease_trials if kind == "lease" else args.trials):
                     poll(lambda: all_ready(registry), "both workers ready")
                     requeued, succeeded = trial(stack, client, store, kind, seed=i)
                     requeues.append(requeued)

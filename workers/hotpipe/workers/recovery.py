@@ -1,19 +1,18 @@
 """The Celery parent hands back the job of a pool child that died, at once.
 
 When the pool child is SIGKILLed (the OOM killer, a segfault, a CUDA fault) the parent lives
-and is told: billiard sees the child's process sentinel, and once ``worker_lost_wait`` has
-passed without a result it fails the request with ``WorkerLostError``.  Celery then rejects
-the message back to the broker — but the record still says ``running``, so that redelivery
-stands down at the claim, and without this module the job would wait for its lease to lapse.
+and is told: Celery's ``AsynPool`` watches each child's process sentinel and, when it becomes
+readable, fails the child's request with ``WorkerLostError`` right away (milliseconds).  Celery
+then rejects the message back to the broker — but the record still says ``running``, so that
+redelivery stands down at the claim, and without this module the job would wait for its lease.
 
 ``lost_child_request`` is the task's ``Request`` class: on ``WorkerLostError`` it asks the
 reaper to take back exactly the attempt the dead child held — the record's ``worker`` must be
 ``{node} pid={that child's pid}`` (``attempt_worker``), and the take-back is fenced by the
 attempt read with it, the attempt cap applying (``worker_lost`` on the last one).  The requeue
 publishes a fresh message through the outbox; Celery's own redelivery is a duplicate that
-stands down.  Billiard only marks a lost job when it maintains the pool (on the sentinel, and
-on a 5 s timer), so ``LostChildWatch`` maintains it every ``WATCH_INTERVAL_S`` on the parent's
-event-loop timer: the wait is then ``LOST_WAIT_S`` + at most one interval.
+stands down.  The Redis calls run on the parent's event loop, bounded by the reaper's socket
+timeouts; if they fail, the reaper's silent-worker pass or the lease still recovers the job.
 """
 
 from __future__ import annotations
@@ -23,21 +22,12 @@ from typing import Any
 
 from billiard.einfo import ExceptionWithTraceback
 from billiard.exceptions import WorkerLostError
-from celery import bootsteps
 from celery.worker.request import Request
-from kombu.asynchronous.timer import Entry
 
 from hotpipe.shared.reaper import Reaper, reaper_from_settings
 from hotpipe.shared.settings import Settings
 
 log = logging.getLogger(__name__)
-
-#: Celery's ``worker_lost_wait``: how long the parent waits for a dead child's result before it
-#: fails the request with WorkerLostError.  Results are ignored here (the record is the truth),
-#: so nothing is gained by Celery's 10 s.
-LOST_WAIT_S = 0.2
-#: how often the parent maintains its pool (billiard marks a lost job only then)
-WATCH_INTERVAL_S = 0.25
 
 
 def attempt_worker(node: str, pid: int | None) -> str:
@@ -73,26 +63,3 @@ def lost_child_request(settings: Settings) -> type[Request]:
                 take_back(str(self.args[0]), attempt_worker(self.hostname, self.worker_pid))
 
     return LostChildRequest
-
-
-class LostChildWatch(bootsteps.StartStopStep):
-    """Parent: maintain the pool every ``WATCH_INTERVAL_S``, so a dead child's job fails over in
-    well under a second (billiard's own timer does it every 5 s)."""
-
-    requires = ("celery.worker.components:Timer", "celery.worker.components:Pool")
-
-    def __init__(self, parent: Any, **kwargs: Any) -> None:
-        super().__init__(parent, **kwargs)
-        self.entry: Entry | None = None
-
-    def start(self, parent: Any) -> None:
-        def maintain() -> None:
-            pool = getattr(parent, "pool", None)
-            maintain_pool = getattr(pool, "maintain_pool", None)
-            if maintain_pool is not None:
-                maintain_pool()
-        self.entry = parent.timer.call_repeatedly(WATCH_INTERVAL_S, maintain, priority=5)
-
-    def stop(self, parent: Any) -> None:
-        if self.entry is not None:
-            self.entry.cancel()
