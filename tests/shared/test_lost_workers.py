@@ -7,6 +7,11 @@ fenced by attempt and keep the attempt cap.
 
 from __future__ import annotations
 
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from hotpipe.devstack import free_port
 from hotpipe.shared import keys
 from hotpipe.shared.job import Task, new_job_id
 from hotpipe.shared.queues import worker_queue
@@ -33,7 +38,8 @@ def registry_with_one_dead_worker(store: JobStore) -> Registry:
     registry = Registry(store.redis, ttl_s=600)
     for name in (DEAD, ALIVE):
         registry.publish(WorkerInfo(name=name, queue=worker_queue(name), families=[FAMILY], device="cpu"))
-    store.redis.zadd(keys.workers(), {DEAD: 0})  # its record's TTL ran out: silent for a whole window
+    seconds, micros = store.redis.time()  # its record's TTL ran out just now: silent for a whole window
+    store.redis.zadd(keys.workers(), {DEAD: seconds * 1000 + micros // 1000 - 1})
     store.redis.delete(keys.worker(DEAD))
     return registry
 
@@ -104,3 +110,22 @@ def test_a_child_that_dies_on_every_attempt_ends_worker_lost_at_the_cap(store: J
     assert job is not None and job.record.status is Status.FAILED and job.record.attempts == 2
     assert job.record.error is not None and job.record.error.code == WORKER_LOST
     assert published(store) == [job_id]  # one message, for attempt 2; none after the last
+
+
+def test_silence_counts_only_once_the_reaper_has_reached_redis_for_a_while(store: JobStore, publish: Publish) -> None:
+    """After a Redis outage every worker's record has expired until its next heartbeat gets through:
+    a reaper that has only just (re)connected must not take their jobs."""
+    registry = registry_with_one_dead_worker(store)
+    job_id = held_by(store, DEAD)
+    settling = Reaper(store, publish, max_attempts=3, silence_s=SILENCE_S, registry=registry, settle_s=3600)
+    assert settling.run_once().queued == [] and status(store, job_id) == (Status.RUNNING, 1)
+
+    settling._reachable_since = -3600.0  # ... reachable for an hour now
+    assert settling.run_once().queued == [job_id]
+
+
+def test_a_failed_pass_restarts_the_settling(store: JobStore, publish: Publish) -> None:
+    nobody = redis.Redis(port=free_port(), socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
+    down = Reaper(JobStore(nobody, record_ttl_s=600), publish, max_attempts=3, silence_s=SILENCE_S, settle_s=1)
+    down._reachable_since = -3600.0
+    assert down.tick() is None and down._reachable_since is None

@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -41,6 +42,8 @@ log = logging.getLogger(__name__)
 
 #: publishes the run message of (job id, family, priority): ``partial(messages.enqueue, client)``
 Publish = Callable[[str, str, int], None]
+#: after Redis was unreachable, heartbeats a reaper lets pass before it believes a worker's silence
+SETTLE_BEATS = 3
 #: a reaper's Redis calls never block its caller (a worker's event loop) longer than this
 SOCKET_TIMEOUT_S = 5.0
 
@@ -89,20 +92,18 @@ class Reaper:
     registry: Registry | None = None
     #: a job queued this long with nothing waiting for its family gets its message again (0: off)
     stale_queued_s: float = 0.0
+    #: silence counts only once this reaper has reached Redis for this long: after an outage every
+    #: worker's record has expired until its next heartbeat gets through, alive or not
+    settle_s: float = 0.0
+    _reachable_since: float | None = field(default=None, init=False, repr=False)
 
     def run_once(self) -> ReapReport:
         """One pass over expired leases, orphaned outbox entries, queue deadlines, expired index
         entries, dead workers' queues and queued jobs whose message was lost."""
         report = ReapReport()
-        while ids := self.store.expired_leases(self.batch):
-            for job_id in ids:
-                taken = self.store.reap(job_id, self.max_attempts)
-                if taken is not None:
-                    getattr(report, taken.outcome).append(job_id)
-                    if taken.outcome == "queued":
-                        self._hand_over(taken, report)
-            if len(ids) < self.batch:
-                break
+        if self._reachable_since is None:
+            self._reachable_since = time.monotonic()
+        self._reap_lapsed(report)
         self._reap_silent(report)
         for job_id in self.store.orphaned_requeues(self.silence_s, self.batch):
             adopted = self.store.adopt_requeue(job_id, self.silence_s)
@@ -117,10 +118,22 @@ class Reaper:
             report.resent = sweep_lost_messages(self.store, self.publish, self.stale_queued_s, self.batch)
         return report
 
+    def _reap_lapsed(self, report: ReapReport) -> None:
+        while ids := self.store.expired_leases(self.batch):
+            for job_id in ids:
+                taken = self.store.reap(job_id, self.max_attempts)
+                if taken is not None:
+                    getattr(report, taken.outcome).append(job_id)
+                    if taken.outcome == "queued":
+                        self._hand_over(taken, report)
+            if len(ids) < self.batch:
+                break
+
     def _reap_silent(self, report: ReapReport) -> None:
         """Take back the jobs of workers silent in the registry for a whole TTL, without waiting for
         their leases (only workers that registered: one that never did is left to its leases)."""
-        if self.registry is None:
+        settled = self._reachable_since is not None and time.monotonic() - self._reachable_since >= self.settle_s
+        if self.registry is None or not settled:
             return
         dead = set(self.registry.dead(0.0, self.batch))
         if not dead:
@@ -161,6 +174,7 @@ class Reaper:
             report = self.run_once()
         except redis.RedisError as exc:
             log.warning("reaper: Redis unavailable (%s); trying again next pass", exc)
+            self._reachable_since = None
             return None
         _log(report)
         return report
@@ -190,7 +204,7 @@ def reaper_from_settings(settings: Settings) -> Reaper:
     # An outbox entry a whole lease old has outlived the reaper that wrote it.
     return Reaper(store, functools.partial(enqueue, client), settings.max_attempts,
                   silence_s=settings.lease_s, registry=Registry(client, settings.worker_ttl_s),
-                  stale_queued_s=settings.stale_queued_s)
+                  stale_queued_s=settings.stale_queued_s, settle_s=SETTLE_BEATS * settings.worker_heartbeat_s)
 
 
 def run_reaper(reaper: Reaper, interval_s: float, stop: threading.Event) -> None:

@@ -1,10 +1,13 @@
 """The Celery parent hands back the job of a pool child that died, at once.
 
 When the pool child is SIGKILLed (the OOM killer, a segfault, a CUDA fault) the parent lives
-and is told: Celery's ``AsynPool`` watches each child's process sentinel and, when it becomes
-readable, fails the child's request with ``WorkerLostError`` right away (milliseconds).  Celery
-then rejects the message back to the broker — but the record still says ``running``, so that
-redelivery stands down at the claim, and without this module the job would wait for its lease.
+and is told: Celery's ``AsynPool`` fails the dead child's request with ``WorkerLostError`` the
+next time it maintains the pool — on the child's process sentinel when the event loop notices
+it, else on its 5 s timer (measured without ``LostChildWatch``: 0.04 to 4.8 s after the kill).
+``LostChildWatch`` maintains the pool every ``WATCH_INTERVAL_S`` on the parent's event-loop
+timer, so it is noticed within that.  Celery then rejects the message back to the broker — but
+the record still says ``running``, so that redelivery stands down at the claim, and without this
+module the job would wait for its lease.
 
 ``lost_child_request`` is the task's ``Request`` class: on ``WorkerLostError`` it asks the
 reaper to take back exactly the attempt the dead child held — the record's ``worker`` must be
@@ -22,12 +25,17 @@ from typing import Any
 
 from billiard.einfo import ExceptionWithTraceback
 from billiard.exceptions import WorkerLostError
+from celery import bootsteps
 from celery.worker.request import Request
+from kombu.asynchronous.timer import Entry
 
 from hotpipe.shared.reaper import Reaper, reaper_from_settings
 from hotpipe.shared.settings import Settings
 
 log = logging.getLogger(__name__)
+
+#: how often the parent maintains its pool (which is when Celery notices a dead child's job)
+WATCH_INTERVAL_S = 0.25
 
 
 def attempt_worker(node: str, pid: int | None) -> str:
@@ -63,3 +71,25 @@ def lost_child_request(settings: Settings) -> type[Request]:
                 take_back(str(self.args[0]), attempt_worker(self.hostname, self.worker_pid))
 
     return LostChildRequest
+
+
+class LostChildWatch(bootsteps.StartStopStep):
+    """Parent: maintain the pool every ``WATCH_INTERVAL_S`` (reaps a dead child, fails its request,
+    starts a new child), rather than only on the sentinel or billiard's 5 s timer."""
+
+    requires = ("celery.worker.components:Timer", "celery.worker.components:Pool")
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self.entry: Entry | None = None
+
+    def start(self, parent: Any) -> None:
+        def maintain() -> None:
+            maintain_pool = getattr(getattr(parent, "pool", None), "maintain_pool", None)
+            if maintain_pool is not None:
+                maintain_pool()
+        self.entry = parent.timer.call_repeatedly(WATCH_INTERVAL_S, maintain, priority=5)
+
+    def stop(self, parent: Any) -> None:
+        if self.entry is not None:
+            self.entry.cancel()

@@ -60,7 +60,7 @@ from hotpipe.workers.exporter import MetricsExporter
 from hotpipe.workers.job_runner import JobRunner
 from hotpipe.workers.metrics import ReaperMetrics, WorkerMetrics
 from hotpipe.workers.presence import Presence
-from hotpipe.workers.recovery import attempt_worker, lost_child_request
+from hotpipe.workers.recovery import LostChildWatch, attempt_worker, lost_child_request
 
 log = logging.getLogger(__name__)
 
@@ -284,6 +284,7 @@ def create_worker_app(settings: Settings, families: list[str] | None = None, nam
     """
     app = make_celery(settings)
     app.steps["worker"].add(reaper_step(settings))
+    app.steps["worker"].add(LostChildWatch)
     if exporter is not None:
         app.steps["worker"].add(exporter.step())
     runtime: dict[str, Any] = {}
