@@ -15,7 +15,7 @@ from hotpipe.devstack import free_port
 from hotpipe.shared import keys
 from hotpipe.shared.job import Task, new_job_id
 from hotpipe.shared.queues import worker_queue
-from hotpipe.shared.reaper import Publish, Reaper
+from hotpipe.shared.reaper import Publish, Reaper, ReapReport
 from hotpipe.shared.registry import Registry, WorkerInfo
 from hotpipe.shared.status import Status
 from hotpipe.shared.store import WORKER_LOST, JobStore
@@ -89,23 +89,22 @@ def test_a_silent_worker_on_the_last_attempt_ends_the_job_worker_lost(store: Job
 def test_a_dead_pool_childs_attempt_is_handed_back_exactly(store: JobStore, publish: Publish) -> None:
     job_id = held_by(store, ALIVE, pid=41)
     hand_back = reaper(store, publish)
-    assert hand_back.take_back_lost(job_id, f"{ALIVE} pid=40") is None  # another child's: not this one
-    assert hand_back.take_back_lost(job_id, f"{DEAD} pid=41") is None
+    assert hand_back.take_back_lost(job_id, f"{ALIVE} pid=40") == ReapReport()  # another child's: not this one
+    assert hand_back.take_back_lost(job_id, f"{DEAD} pid=41") == ReapReport()
     assert status(store, job_id) == (Status.RUNNING, 1) and published(store) == []
 
-    taken = hand_back.take_back_lost(job_id, f"{ALIVE} pid=41")
-    assert taken is not None and taken.outcome == "queued"
+    assert hand_back.take_back_lost(job_id, f"{ALIVE} pid=41") == ReapReport(queued=[job_id])
     assert status(store, job_id) == (Status.QUEUED, 1) and published(store) == [job_id]
     assert store.redis.zcard(keys.requeues()) == 0  # the message is out, the outbox clear
-    assert hand_back.take_back_lost(job_id, f"{ALIVE} pid=41") is None  # a second report changes nothing
+    assert hand_back.take_back_lost(job_id, f"{ALIVE} pid=41") == ReapReport()  # a second report changes nothing
 
 
 def test_a_child_that_dies_on_every_attempt_ends_worker_lost_at_the_cap(store: JobStore, publish: Publish) -> None:
     job_id = held_by(store, ALIVE, pid=1)
     hand_back = reaper(store, publish, max_attempts=2)
-    assert (taken := hand_back.take_back_lost(job_id, f"{ALIVE} pid=1")) is not None and taken.outcome == "queued"
+    assert hand_back.take_back_lost(job_id, f"{ALIVE} pid=1").queued == [job_id]
     assert claim(store, job_id, worker=f"{ALIVE} pid=2") == 2
-    assert (taken := hand_back.take_back_lost(job_id, f"{ALIVE} pid=2")) is not None and taken.outcome == "failed"
+    assert hand_back.take_back_lost(job_id, f"{ALIVE} pid=2").failed == [job_id]
     job = store.get(job_id)
     assert job is not None and job.record.status is Status.FAILED and job.record.attempts == 2
     assert job.record.error is not None and job.record.error.code == WORKER_LOST

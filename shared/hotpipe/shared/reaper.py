@@ -142,25 +142,23 @@ class Reaper:
             if holder.node in dead:
                 self._take(holder, report)
 
-    def take_back_lost(self, job_id: str, worker: str) -> Requeue | None:
+    def take_back_lost(self, job_id: str, worker: str) -> ReapReport:
         """A Celery parent saw its pool child ``worker`` (``{node} pid={pid}``) die running ``job_id``:
-        take back the attempt that child held, now.  None when the record names another worker (the
-        child never claimed it, or it finished or was taken back already)."""
-        holder = self.store.holder(job_id)
-        if holder is None or holder.worker != worker:
-            return None
+        take back the attempt that child held, now.  The report is empty when the record names another
+        worker (the child never claimed it, or it finished or was taken back already)."""
         report = ReapReport()
-        taken = self._take(holder, report)
-        _log(report)
-        return taken
+        holder = self.store.holder(job_id)
+        if holder is not None and holder.worker == worker:
+            self._take(holder, report)
+            _log(report)
+        return report
 
-    def _take(self, holder: Holder, report: ReapReport) -> Requeue | None:
+    def _take(self, holder: Holder, report: ReapReport) -> None:
         taken = self.store.take_back(holder.job_id, holder.attempt, self.max_attempts)
         if taken is not None:
             getattr(report, taken.outcome).append(holder.job_id)
             if taken.outcome == "queued":
                 self._hand_over(taken, report)
-        return taken
 
     def _expire_queued(self, report: ReapReport) -> None:
         """End queued jobs past their queue deadline, so they end even if no worker ever claims them."""

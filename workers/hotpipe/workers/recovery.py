@@ -29,7 +29,7 @@ from celery import bootsteps
 from celery.worker.request import Request
 from kombu.asynchronous.timer import Entry
 
-from hotpipe.shared.reaper import Reaper, reaper_from_settings
+from hotpipe.shared.reaper import reaper_from_settings
 from hotpipe.shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -43,23 +43,29 @@ def attempt_worker(node: str, pid: int | None) -> str:
     return f"{node} pid={pid}"
 
 
-def lost_child_request(settings: Settings) -> type[Request]:
-    """The task's Request class: a request whose pool child died hands its attempt back at once."""
-    reapers: list[Reaper] = []  # made on first use, in the parent (never inherited by a child)
+def lost_child_request(settings: Settings, parent_side: dict[str, Any]) -> type[Request]:
+    """The task's Request class: a request whose pool child died hands its attempt back at once.
+
+    ``parent_side`` holds the parent's ``reaper`` and its ``metrics`` once the reaper bootstep has
+    started (the hand-back counts in ``hotpipe_reaper_jobs`` like any take-back); without them (a
+    bare app) a reaper is made on first use, in the parent."""
 
     def take_back(job_id: str, worker: str) -> None:
-        if not reapers:
-            reapers.append(reaper_from_settings(settings))
+        if "reaper" not in parent_side:
+            parent_side["reaper"] = reaper_from_settings(settings)
         try:
-            taken = reapers[0].take_back_lost(job_id, worker)
+            report = parent_side["reaper"].take_back_lost(job_id, worker)
         except Exception:  # Redis away: the reaper's silent-worker pass or the lease still recovers it
             log.warning("job %s: could not hand back the attempt of dead pool child %s", job_id, worker,
                         exc_info=True)
             return
-        if taken is None:
-            log.info("job %s: pool child %s died; the job was no longer its own", job_id, worker)
+        if parent_side.get("metrics") is not None:
+            parent_side["metrics"].record(report)
+        outcomes = [name for name in ("queued", "failed", "canceled") if getattr(report, name)]
+        if outcomes:
+            log.warning("job %s: pool child %s died; its attempt was taken back (%s)", job_id, worker, outcomes[0])
         else:
-            log.warning("job %s: pool child %s died; its attempt was taken back (%s)", job_id, worker, taken.outcome)
+            log.info("job %s: pool child %s died; the job was no longer its own", job_id, worker)
 
     class LostChildRequest(Request):
         def on_failure(self, exc_info: Any, send_failed_event: bool = True, return_ok: bool = False) -> None:

@@ -190,8 +190,9 @@ def warm_up(runner: JobRunner, presence: Presence, settings: Settings, families:
     done.touch()
 
 
-def reaper_step(settings: Settings) -> type[bootsteps.StartStopStep]:
-    """A worker bootstep that runs the reaper every ``reaper_interval_s`` on the parent's timer."""
+def reaper_step(settings: Settings, parent_side: dict[str, Any]) -> type[bootsteps.StartStopStep]:
+    """A worker bootstep that runs the reaper every ``reaper_interval_s`` on the parent's timer (and
+    leaves it and its metrics in ``parent_side`` for the dead-child hand-back, ``recovery.py``)."""
 
     class ReaperStep(bootsteps.StartStopStep):
         requires = ("celery.worker.components:Timer",)
@@ -202,6 +203,7 @@ def reaper_step(settings: Settings) -> type[bootsteps.StartStopStep]:
 
         def start(self, parent: Any) -> None:
             reaper, metrics = reaper_from_settings(settings), ReaperMetrics(None)
+            parent_side.update(reaper=reaper, metrics=metrics)
             self.entry = parent.timer.call_repeatedly(settings.reaper_interval_s,
                                                       lambda: metrics.record(reaper.tick()), priority=10)
 
@@ -283,7 +285,8 @@ def create_worker_app(settings: Settings, families: list[str] | None = None, nam
     an ``exporter``, the child's metrics go to its directory and the parent serves them.
     """
     app = make_celery(settings)
-    app.steps["worker"].add(reaper_step(settings))
+    parent_side: dict[str, Any] = {}  # the parent's reaper and its metrics, once started
+    app.steps["worker"].add(reaper_step(settings, parent_side))
     app.steps["worker"].add(LostChildWatch)
     if exporter is not None:
         app.steps["worker"].add(exporter.step())
@@ -312,7 +315,7 @@ def create_worker_app(settings: Settings, families: list[str] | None = None, nam
             Path(settings.worker_ready_file).touch()
 
     @app.task(name=TASK_NAME, ignore_result=True, acks_late=True, bind=True, time_limit=celery_time_limit(settings),
-              Request=lost_child_request(settings))
+              Request=lost_child_request(settings, parent_side))
     def run_job(task: Any, job_id: str) -> str:
         if "runner" not in runtime:  # solo pool or a direct call: no process-init signal
             runtime["runner"] = build_runner(settings)
