@@ -34,7 +34,11 @@ def _worker(args: argparse.Namespace) -> int:
     overrides = {"device": args.device} if args.device else {}
     if args.preload:
         overrides["preload"] = ",".join(args.preload)
-    settings = Settings.from_env(**overrides)
+    try:
+        settings = Settings.from_env(**overrides)
+    except ValueError as exc:  # refused at start, in one line naming the settings; nothing started
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     configure_logging(settings.log_format, args.loglevel.upper())
     route_library_logs()
     from hotpipe.workers.worker import run_worker  # torch and diffusers: after logging is set up

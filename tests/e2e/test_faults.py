@@ -4,7 +4,9 @@ The module runs its own stack (redis, S3, API, two workers ``a`` and ``b``) with
 recovery settings, so killing workers never disturbs the session's stack.  The bucket
 has versioning on: every put of a key adds a version, so "written once" is counted, not
 assumed.  Kombu's visibility timeout stays at its default (an hour), so every recovery
-seen here is the lease + reaper's, never a redelivery.  Waits are generous; nothing
+seen here is hotpipe's (a dead pool child's parent handing its attempt back, a silent worker's
+or a lapsed lease's reaper), never a redelivery; ``tests/e2e/test_recovery.py`` checks the
+fast paths alone, with a lease no wait outlasts.  Waits are generous; nothing
 asserts a duration (recovery times are recorded as test properties).
 """
 

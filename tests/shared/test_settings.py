@@ -172,3 +172,16 @@ def test_hot_cache_and_routing_settings() -> None:
 def test_bad_hot_cache_and_routing_settings_are_refused(env: dict[str, str], says: str) -> None:
     with pytest.raises(ValueError, match=re.escape(says)):
         Settings.from_env(env)
+
+
+@pytest.mark.parametrize("env", [{"HOTPIPE_WORKER_TTL_S": "1"},  # the default heartbeat is 1 s
+                                 {"HOTPIPE_WORKER_TTL_S": "3", "HOTPIPE_WORKER_HEARTBEAT_S": "5"}])
+def test_a_silence_window_not_longer_than_the_heartbeat_is_refused_naming_both(env: dict[str, str]) -> None:
+    with pytest.raises(ValueError, match=r"HOTPIPE_WORKER_TTL_S .* must be longer than HOTPIPE_WORKER_HEARTBEAT_S"):
+        Settings.from_env(env)
+
+
+def test_recovery_defaults_put_a_dead_worker_s_job_back_within_ten_seconds() -> None:
+    s = Settings.from_env({})
+    assert (s.worker_heartbeat_s, s.worker_ttl_s, s.reaper_interval_s) == (1.0, 6.0, 2.0)
+    assert s.worker_ttl_s + s.reaper_interval_s <= 10  # the bound ARCHITECTURE.md states

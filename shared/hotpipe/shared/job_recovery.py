@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
+import redis
+
 from hotpipe.shared import keys
 from hotpipe.shared.job import JobError
 from hotpipe.shared.scripts import JobScripts, job_keys
@@ -32,9 +34,24 @@ class Requeue:
     priority: int  # the job's own (from its spec), so the new message queues like the first
 
 
+@dataclass(frozen=True)
+class Holder:
+    """Which attempt of a running job holds it, and where it runs (``{node} pid={pool child pid}``)."""
+
+    job_id: str
+    worker: str
+    attempt: int
+
+    @property
+    def node(self) -> str:
+        """The worker's node name, its name in the registry."""
+        return self.worker.partition(" pid=")[0]
+
+
 class JobRecovery:
     """The reaper's side of ``JobStore``: lapsed leases, give-backs, the outbox, due sets."""
 
+    redis: redis.Redis
     record_ttl_s: int
     _lua: JobScripts
 
@@ -54,6 +71,30 @@ class JobRecovery:
         ``failed`` with code ``worker_lost``, one with a cancel pending ends ``canceled``.
         """
         return self._take_back(job_id, "", str(max_attempts))
+
+    def take_back(self, job_id: str, attempt: int, max_attempts: int) -> Requeue | None:
+        """Take back exactly ``attempt``, whose worker is known dead, without waiting for its lease.
+
+        Fenced by attempt (None when the job finished or another attempt holds it now); the cap
+        applies as for ``reap``: on the last allowed attempt the job ends ``failed`` / ``worker_lost``.
+        """
+        return self._take_back(job_id, str(attempt), str(max_attempts))
+
+    def holder(self, job_id: str) -> Holder | None:
+        """The attempt holding a running job; None when it is not running."""
+        status, worker, attempt = self.redis.hmget(keys.job(job_id), ["status", "worker", "attempt"])
+        if status != "running" or not worker or not attempt:
+            return None
+        return Holder(job_id, str(worker), int(attempt))
+
+    def holders(self) -> list[Holder]:
+        """Every running job's holder (the lease set holds exactly the running jobs)."""
+        ids = [str(i) for i in self.redis.zrange(keys.leases(), 0, -1)]
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hmget(keys.job(job_id), ["worker", "attempt"])
+        found = zip(ids, pipe.execute(), strict=True)
+        return [Holder(job_id, str(worker), int(attempt)) for job_id, (worker, attempt) in found if worker and attempt]
 
     def expired_leases(self, limit: int = 100) -> list[str]:
         """Ids of running jobs whose lease deadline has passed (oldest first)."""

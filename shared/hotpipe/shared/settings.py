@@ -61,7 +61,8 @@ class Settings:
     worker_ready_file: Path | None = _setting(None, "File a worker touches once it consumes (readiness probe).")
     lease_s: float = _setting(30.0, "Lease of a running job: its worker renews it every lease_s/3 (heartbeat); "
                                     "once it lapses a reaper requeues the job.")
-    reaper_interval_s: float = _setting(5.0, "Seconds between two passes of the reaper every worker's parent runs.")
+    reaper_interval_s: float = _setting(2.0, "Seconds between two passes of the reaper every worker's parent runs "
+                                             "(a dead worker's job is back in its queue within worker_ttl_s + this).")
     job_time_limit_s: float = _setting(1800.0, "Hard limit on one attempt of a job (loading included): past it the "
                                                "job ends failed with code time_limit and the worker's pool child is "
                                                "replaced (even one hung in native code). 0 turns it off.")
@@ -124,8 +125,12 @@ class Settings:
                                       "other families use HOTPIPE_DTYPE. CPU workers always use HOTPIPE_DTYPE.")
     preload: str = _setting("", "Checkpoints (comma-separated) a worker loads before it consumes and reports "
                                 "ready; `hotpipe worker --preload` sets it.")
-    worker_ttl_s: float = _setting(15.0, "A worker's registry record lives this long unless renewed (every "
-                                         "worker_ttl_s/3); then routing stops and its own queue is drained.")
+    worker_ttl_s: float = _setting(6.0, "The silence window: a worker's registry record lives this long unless "
+                                        "renewed (every worker_heartbeat_s); then the worker is dead: routing stops, "
+                                        "a reaper requeues the jobs it held (fenced by attempt) and drains its own "
+                                        "queue. Must be longer than worker_heartbeat_s.")
+    worker_heartbeat_s: float = _setting(1.0, "How often a worker renews its registry record (its liveness). "
+                                              "Must be shorter than worker_ttl_s.")
     routing: str = _setting("affinity", "Producer routing: affinity (send a job to a live worker holding its "
                                         "checkpoint) or family (always the family queue).")
     route_backlog_max: int = _setting(3, "Affinity routing sends a job to a warm worker's own queue only while "
@@ -148,6 +153,7 @@ class Settings:
     def __post_init__(self) -> None:
         positive = {"lease_s": self.lease_s, "reaper_interval_s": self.reaper_interval_s,
                     "max_attempts": self.max_attempts, "worker_ttl_s": self.worker_ttl_s,
+                    "worker_heartbeat_s": self.worker_heartbeat_s,
                     "route_backlog_max": self.route_backlog_max, "api_workers": self.api_workers,
                     "popularity_half_life_s": self.popularity_half_life_s, "openai_wait_s": self.openai_wait_s}
         for name, value in positive.items():
@@ -157,6 +163,7 @@ class Settings:
             raise ValueError(f"{ENV_PREFIX}WORKER_METRICS_PORT is {self.worker_metrics_port}; use a TCP port "
                              "(1-65535), or 0 to turn worker metrics off")
         self._check_rate_limits()
+        self._check_silence_window()
         zero_or_more = {"job_time_limit_s": self.job_time_limit_s, "shutdown_grace_s": self.shutdown_grace_s,
                         "stale_queued_s": self.stale_queued_s, "models_cache_s": self.models_cache_s}
         for name, value in zero_or_more.items():
@@ -171,6 +178,15 @@ class Settings:
             if choice not in allowed:
                 raise ValueError(f"{ENV_PREFIX}{name.upper()} is {choice!r}; use one of {', '.join(allowed)}")
         self.family_dtype_map()
+
+    def _check_silence_window(self) -> None:
+        if self.worker_ttl_s <= self.worker_heartbeat_s:
+            raise ValueError(f"{ENV_PREFIX}WORKER_TTL_S ({self.worker_ttl_s:g} s, the silence window after which a "
+                             f"worker is declared dead) must be longer than {ENV_PREFIX}WORKER_HEARTBEAT_S "
+                             f"({self.worker_heartbeat_s:g} s, how often a worker says it is alive), or healthy "
+                             f"workers are declared dead and their jobs requeued: raise {ENV_PREFIX}WORKER_TTL_S "
+                             f"(several heartbeats, e.g. {6 * self.worker_heartbeat_s:g}) or lower "
+                             f"{ENV_PREFIX}WORKER_HEARTBEAT_S")
 
     def _check_rate_limits(self) -> None:
         for limit, rate, burst in (("RATE_LIMIT", self.rate_limit_per_s, self.rate_limit_burst),

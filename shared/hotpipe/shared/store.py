@@ -31,12 +31,12 @@ from hotpipe.shared.job_creation import JobCreation, JobExists, JobOptions, KeyT
 from hotpipe.shared.job_listing import JobListing
 from hotpipe.shared.job_reader import AsyncJobReader
 from hotpipe.shared.job_records import Cursor, StoredJob, parse_event, record_from_fields, stored_job
-from hotpipe.shared.job_recovery import WORKER_LOST, JobRecovery, Requeue
+from hotpipe.shared.job_recovery import WORKER_LOST, Holder, JobRecovery, Requeue
 from hotpipe.shared.job_transitions import DEADLINE_EXCEEDED, JobTransitions
 from hotpipe.shared.scripts import JobScripts
 
-__all__ = ["DEADLINE_EXCEEDED", "WORKER_LOST", "AsyncJobReader", "Cursor", "JobExists", "JobOptions", "JobStore",
-           "KeyTaken", "Requeue", "StoredJob", "parse_event", "record_from_fields"]
+__all__ = ["DEADLINE_EXCEEDED", "WORKER_LOST", "AsyncJobReader", "Cursor", "Holder", "JobExists", "JobOptions",
+           "JobStore", "KeyTaken", "Requeue", "StoredJob", "parse_event", "record_from_fields"]
 
 
 class JobStore(JobCreation, JobTransitions, JobRecovery, JobListing):

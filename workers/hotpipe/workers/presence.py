@@ -2,8 +2,9 @@
 
 Lives in the pool child, beside the cache it describes.  The record is written at once
 whenever the cache changes (a load starts or ends, an eviction) or a job starts or ends,
-and every ``ttl/3`` seconds by a thread; when the process dies the record expires and the
-producer stops routing to it.
+and every ``interval_s`` (``worker_heartbeat_s``, 1 s) by a thread; when the process dies or
+freezes, the record expires after ``worker_ttl_s`` of silence: the producer stops routing to it
+and a reaper requeues the job it held (``lost_workers.py``).
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ log = logging.getLogger(__name__)
 class Presence:
     """Publishes ``name``'s record from ``cache`` and the current job."""
 
-    def __init__(self, registry: Registry, name: str, families: list[str], cache: PipelineCache):
+    def __init__(self, registry: Registry, name: str, families: list[str], cache: PipelineCache,
+                 interval_s: float | None = None):
         self.registry, self.cache = registry, cache
+        self.interval_s = interval_s if interval_s is not None else registry.ttl_ms / 3000
         self.info = WorkerInfo(name=name, queue=worker_queue(name), families=families, device=cache.device,
                                capacity=cache.max_pipelines, policy=cache.policy_name, host=socket.gethostname(),
                                pid=os.getpid())
@@ -71,5 +74,5 @@ class Presence:
                 log.warning("registry write failed (%s); retrying at the next beat", exc)
 
     def _beat(self) -> None:
-        while not self._stop.wait(self.registry.ttl_ms / 3000):
+        while not self._stop.wait(self.interval_s):
             self.publish()

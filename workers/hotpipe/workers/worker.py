@@ -11,13 +11,14 @@ because it holds their checkpoint) from the start, but the producer routes there
 its registry record says ready, and the family queues are added only after the preload
 finished (``PreloadGate``); the ready file, the readiness probe's, is touched then.
 
-Recovery lives in two places.  The child heartbeats the lease of the job it runs
-(``heartbeat.py``).  The parent runs the reaper on its event-loop timer (a bootstep,
-no thread in a process that forks), so a worker whose child was killed still reaps, and
-so does every other worker: reaping is atomic per job.  On SIGTERM the parent starts
-Celery's warm shutdown and tells the child to drain: the running job gets
-``shutdown_grace_s`` to finish, then is given back to the queue.  If the process is
-killed before that, the lease lapses and some reaper requeues the job.
+Recovery lives in three places.  The child heartbeats the lease of the job it runs
+(``heartbeat.py``) and the worker's liveness in the registry (``presence.py``).  The parent
+hands back the job of a pool child that died at once (``recovery.py``), and runs the reaper on
+its event-loop timer (a bootstep, no thread in a process that forks), which takes back the jobs
+of workers silent in the registry and of lapsed leases; every worker reaps, atomically per job.
+On SIGTERM the parent starts Celery's warm shutdown and tells the child to drain: the running
+job gets ``shutdown_grace_s`` to finish, then is given back to the queue.  If the process is
+killed before that, its registry record goes silent and some reaper requeues the job.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ from hotpipe.workers.exporter import MetricsExporter
 from hotpipe.workers.job_runner import JobRunner
 from hotpipe.workers.metrics import ReaperMetrics, WorkerMetrics
 from hotpipe.workers.presence import Presence
+from hotpipe.workers.recovery import LostChildWatch, attempt_worker, lost_child_request
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +171,8 @@ def start_presence(runner: JobRunner, settings: Settings, name: str, families: l
     """Child: publish this worker in the registry, and keep it published."""
     client = redis.Redis.from_url(settings.redis_url, decode_responses=True, health_check_interval=30,
                                   socket_timeout=SOCKET_TIMEOUT_S)
-    presence = Presence(Registry(client, settings.worker_ttl_s), name, families, runner.cache)
+    presence = Presence(Registry(client, settings.worker_ttl_s), name, families, runner.cache,
+                        interval_s=settings.worker_heartbeat_s)
     runner.cache.on_change = presence.publish
     runner.on_job = presence.set_job
     presence.start()
@@ -187,8 +190,9 @@ def warm_up(runner: JobRunner, presence: Presence, settings: Settings, families:
     done.touch()
 
 
-def reaper_step(settings: Settings) -> type[bootsteps.StartStopStep]:
-    """A worker bootstep that runs the reaper every ``reaper_interval_s`` on the parent's timer."""
+def reaper_step(settings: Settings, parent_side: dict[str, Any]) -> type[bootsteps.StartStopStep]:
+    """A worker bootstep that runs the reaper every ``reaper_interval_s`` on the parent's timer (and
+    leaves it and its metrics in ``parent_side`` for the dead-child hand-back, ``recovery.py``)."""
 
     class ReaperStep(bootsteps.StartStopStep):
         requires = ("celery.worker.components:Timer",)
@@ -199,6 +203,7 @@ def reaper_step(settings: Settings) -> type[bootsteps.StartStopStep]:
 
         def start(self, parent: Any) -> None:
             reaper, metrics = reaper_from_settings(settings), ReaperMetrics(None)
+            parent_side.update(reaper=reaper, metrics=metrics)
             self.entry = parent.timer.call_repeatedly(settings.reaper_interval_s,
                                                       lambda: metrics.record(reaper.tick()), priority=10)
 
@@ -280,7 +285,9 @@ def create_worker_app(settings: Settings, families: list[str] | None = None, nam
     an ``exporter``, the child's metrics go to its directory and the parent serves them.
     """
     app = make_celery(settings)
-    app.steps["worker"].add(reaper_step(settings))
+    parent_side: dict[str, Any] = {}  # the parent's reaper and its metrics, once started
+    app.steps["worker"].add(reaper_step(settings, parent_side))
+    app.steps["worker"].add(LostChildWatch)
     if exporter is not None:
         app.steps["worker"].add(exporter.step())
     runtime: dict[str, Any] = {}
@@ -307,11 +314,12 @@ def create_worker_app(settings: Settings, families: list[str] | None = None, nam
         if settings.worker_ready_file and not families:  # else the preload gate says when
             Path(settings.worker_ready_file).touch()
 
-    @app.task(name=TASK_NAME, ignore_result=True, acks_late=True, bind=True, time_limit=celery_time_limit(settings))
+    @app.task(name=TASK_NAME, ignore_result=True, acks_late=True, bind=True, time_limit=celery_time_limit(settings),
+              Request=lost_child_request(settings, parent_side))
     def run_job(task: Any, job_id: str) -> str:
         if "runner" not in runtime:  # solo pool or a direct call: no process-init signal
             runtime["runner"] = build_runner(settings)
-        return runtime["runner"].run(job_id, worker=f"{task.request.hostname} pid={os.getpid()}")
+        return runtime["runner"].run(job_id, worker=attempt_worker(task.request.hostname, os.getpid()))
 
     return app
 
