@@ -226,6 +226,10 @@ CASES = [
          says="4 x 0.2 = 0.8"),
     case("default-strength-times-steps-below-1", with_(image2image(num_inference_steps=3), checkpoint="tiny-sdxl"),
          "params.strength", says="3 x 0.3 = 0.9"),
+    # Kandinsky 2.2's combined img2img pipeline passes steps on to a decoder that keeps int(2 x 0.3) = 0
+    case("kandinsky22-default-strength-times-steps-below-1",
+         with_(image2image(num_inference_steps=2), checkpoint="tiny-kandinsky22-decoder"), "params.strength",
+         says="KandinskyV22Img2ImgCombinedPipeline"),
     # -- checkpoints
     case("checkpoint-dotdot", on("../x"), "checkpoint", code="invalid_checkpoint"),
     case("checkpoint-absolute", on("/etc/passwd"), "checkpoint", code="invalid_checkpoint"),

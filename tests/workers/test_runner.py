@@ -48,3 +48,23 @@ def test_inputs_set_the_default_size(cache: PipelineCache, model_root: Path) -> 
     params = {k: v for k, v in PARAMS.items() if k not in ("height", "width")}
     out = runner.run(pipe, params, {"image": image, "mask_image": mask}, lambda s, t: runner.Verdict.GO_ON)
     assert out[0].size == (48, 40)
+
+
+def test_a_pipeline_failing_on_the_jobs_parameters_is_the_callers_error(cache: PipelineCache,
+                                                                         model_root: Path) -> None:
+    """Kandinsky 2.2 img2img with 2 steps at its default strength 0.3 keeps no step and fails reshaping an empty
+    tensor (the producer refuses it at submit; this is the worker's side): ``pipeline_error``, not internal."""
+    from hotpipe.shared.checkpoints import resolve
+    from hotpipe.workers import loading
+    from hotpipe.workers.job_runner import error_code
+
+    resolved = resolve("tiny-kandinsky22-decoder", Task.IMAGE2IMAGE, model_root)
+    pipe = cache.get_key(cache.key_of(resolved), Task.IMAGE2IMAGE, resolved.pipeline,
+                         loading.ExtraRef.from_spec(resolved))
+    params = {"prompt": "x", "num_inference_steps": 2, "prior_num_inference_steps": 2, "height": 32, "width": 32,
+              "seed": 1}
+    with pytest.raises(runner.PipelineRefused) as refused:
+        runner.run(pipe, params, {"image": Image.new("RGB", (32, 32), "red")}, lambda s, t: runner.Verdict.GO_ON)
+    assert isinstance(refused.value.__cause__, RuntimeError)
+    assert "KandinskyV22Img2ImgCombinedPipeline" in str(refused.value)
+    assert error_code(refused.value) == "pipeline_error"

@@ -66,6 +66,7 @@ ERROR_CODES: tuple[tuple[type[BaseException], str], ...] = (
     (ClientError, "storage_error"),
     (BotoCoreError, "storage_error"),
     (OSError, "load_error"),
+    (runner.PipelineRefused, "pipeline_error"),
     (ValueError, "pipeline_error"),
     (TypeError, "pipeline_error"),
 )

@@ -46,6 +46,24 @@ class Stopped(Exception):
         self.verdict = Verdict(verdict)
 
 
+#: what a pipeline raises when the arguments it was given don't work together (a schedule left with no
+#: step reshapes a tensor of 0 elements: a RuntimeError); the producer checked every argument it could
+CALLER_CAUSED: tuple[type[Exception], ...] = (ValueError, TypeError, IndexError, KeyError, ZeroDivisionError,
+                                               RuntimeError)
+#: RuntimeErrors that are the worker's, never the caller's
+NOT_THE_CALLERS: tuple[type[BaseException], ...] = (
+    torch.OutOfMemoryError, *((torch.AcceleratorError,) if hasattr(torch, "AcceleratorError") else ()))
+
+
+class PipelineRefused(Exception):
+    """The pipeline call failed on the job's own arguments: the job fails ``pipeline_error`` (the caller's to
+    fix), never ``internal_error``."""
+
+    def __init__(self, pipeline: str, cause: BaseException):
+        super().__init__(f"{pipeline} failed with this job's parameters ({type(cause).__name__}: {cause}); "
+                         "change the parameters (num_inference_steps, strength, size, scheduler) and resubmit")
+
+
 def decode_input(name: str, data: bytes) -> Image.Image:
     image = Image.open(io.BytesIO(data))
     return image.convert("L" if name in MASK_INPUTS else "RGB")
@@ -92,6 +110,13 @@ def run(pipe: Any, params: dict[str, Any], inputs: dict[str, Image.Image], on_st
             if verdict != Verdict.GO_ON:
                 raise Stopped(verdict)
         kwargs["callback"], kwargs["callback_steps"] = legacy, 1
-    with torch.inference_mode():
-        out = pipe(**kwargs)
+    try:
+        with torch.inference_mode():
+            out = pipe(**kwargs)
+    except Stopped:
+        raise
+    except NOT_THE_CALLERS:
+        raise
+    except CALLER_CAUSED as exc:
+        raise PipelineRefused(type(pipe).__name__, exc) from exc
     return list(out.images)

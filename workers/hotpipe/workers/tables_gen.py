@@ -104,13 +104,22 @@ def truncating_strength() -> dict[str, tuple[int, float]]:
     below 1 leaves none) -> their ``__call__`` defaults for (num_inference_steps, strength)."""
     out: dict[str, tuple[int, float]] = {}
     for name in sorted(call_arg_classes()):
-        cls = pipeline_class(name)
-        get_timesteps = getattr(cls, "get_timesteps", None)
-        if get_timesteps is None or TRUNCATING_SOURCE not in inspect.getsource(get_timesteps):
-            continue
-        params = inspect.signature(cls.__call__).parameters
-        out[name] = (params["num_inference_steps"].default, params["strength"].default)
-    return out
+        get_timesteps = getattr(pipeline_class(name), "get_timesteps", None)
+        if get_timesteps is not None and TRUNCATING_SOURCE in inspect.getsource(get_timesteps):
+            out[name] = call_defaults(name)
+    # Combined pipelines (Kandinsky prior + decoder) pass steps and strength on to a decoder that
+    # truncates, with their own defaults: Kandinsky 2.2 img2img with 2 steps keeps int(2 x 0.3) = 0.
+    for name in sorted(call_arg_classes() - set(out)):
+        init = inspect.getsource(pipeline_class(name).__init__)
+        if any(f"{decoder}(" in init for decoder in list(out)):
+            out[name] = call_defaults(name)
+    return dict(sorted(out.items()))
+
+
+def call_defaults(name: str) -> tuple[int, float]:
+    """``name.__call__``'s defaults for (num_inference_steps, strength)."""
+    params = inspect.signature(pipeline_class(name).__call__).parameters
+    return params["num_inference_steps"].default, params["strength"].default
 
 
 def render() -> str:
