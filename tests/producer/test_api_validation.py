@@ -230,6 +230,27 @@ CASES = [
     case("kandinsky22-default-strength-times-steps-below-1",
          with_(image2image(num_inference_steps=2), checkpoint="tiny-kandinsky22-decoder"), "params.strength",
          says="KandinskyV22Img2ImgCombinedPipeline"),
+    # -- scheduler
+    case("scheduler-unknown", with_(text2image(), scheduler="Karras-of-doom"), "scheduler",
+         says="EulerAncestralDiscreteScheduler"),
+    case("scheduler-incompatible", with_(text2image(), scheduler="FlowMatchEulerDiscreteScheduler"), "scheduler",
+         says="DPM++ 2M Karras"),
+    case("scheduler-on-a-combined-pipeline", with_(text2image(), checkpoint="tiny-kandinsky22-decoder",
+                                                   scheduler="Euler a"), "scheduler", says="remove scheduler"),
+    case("scheduler-not-a-string", with_(text2image(), scheduler=["Euler a"]), "scheduler"),
+    case("scheduler-config-without-scheduler", with_(text2image(), scheduler_config={"use_karras_sigmas": True}),
+         "scheduler_config"),
+    case("scheduler-config-unknown-option", with_(text2image(), scheduler="Euler a", scheduler_config={"karras": 1}),
+         "scheduler_config.karras"),
+    case("scheduler-config-training-arg", with_(text2image(), scheduler="DPM++ 2M",
+                                                scheduler_config={"num_train_timesteps": 10**9}),
+         "scheduler_config.num_train_timesteps"),
+    case("scheduler-config-bad-choice", with_(text2image(), scheduler="DPM++ 2M",
+                                              scheduler_config={"algorithm_type": "deis"}),
+         "scheduler_config.algorithm_type"),
+    case("scheduler-config-wrong-kind", with_(text2image(), scheduler="DPM++ 2M Karras",
+                                              scheduler_config={"use_karras_sigmas": "yes"}),
+         "scheduler_config.use_karras_sigmas"),
     # -- checkpoints
     case("checkpoint-dotdot", on("../x"), "checkpoint", code="invalid_checkpoint"),
     case("checkpoint-absolute", on("/etc/passwd"), "checkpoint", code="invalid_checkpoint"),
@@ -343,7 +364,8 @@ def test_bad_request_is_refused_and_changes_nothing(bad: Case, api: TestClient, 
 def test_same_request_with_a_good_input_is_accepted(api: TestClient, backlog: Callable[[], Backlog]) -> None:
     """The table's requests fail for the reason named, not because the base request is bad."""
     good = (text2image(), image2image(), inpainting(), controlled("tiny-controlnet-sd"),
-            with_(text2image(guidance_rescale=0.5), enable_pag=False), image2image(num_inference_steps=5, strength=0.2))
+            with_(text2image(guidance_rescale=0.5), enable_pag=False), image2image(num_inference_steps=5, strength=0.2),
+            with_(text2image(), scheduler="DPM++ 2M Karras", scheduler_config={"timestep_spacing": "trailing"}))
     for body in good:
         assert api.post("/v1/jobs", json=body).status_code == 202, body
     assert backlog() == Backlog(queued=len(good), records=len(good))

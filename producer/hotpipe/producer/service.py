@@ -17,11 +17,11 @@ from dataclasses import dataclass
 
 from hotpipe.producer.admission import Admission
 from hotpipe.producer.routing import Router
-from hotpipe.shared import call_args
+from hotpipe.shared import call_args, schedulers
 from hotpipe.shared.checkpoints import HubFetch, Resolved, resolve
 from hotpipe.shared.errors import Conflict, InvalidRequest
 from hotpipe.shared.images import InputImage, check_image, decode_data_uri
-from hotpipe.shared.job import TASK_INPUTS, JobRecord, JobRequest, Params, Task, new_job_id
+from hotpipe.shared.job import TASK_INPUTS, JobRecord, JobRequest, Params, SchedulerChoice, Task, new_job_id
 from hotpipe.shared.keys import DEFAULT_TENANT
 from hotpipe.shared.messages import run_message
 from hotpipe.shared.registry import checkpoint_id
@@ -77,11 +77,12 @@ class Submitter:
         if prior is not None:
             return Submitted(prior, created=False)
         resolved = self._check(req)
+        scheduler = schedulers.choose(resolved.pipeline, req.scheduler, req.scheduler_config)
         images = self._check_inputs(req)
         if self.admission is not None:
             self.admission.check_queue(resolved.base_family)
         job_id = job_id or new_job_id()
-        spec = self._spec(req, resolved, self._store_inputs(job_id, images))
+        spec = self._spec(req, resolved, self._store_inputs(job_id, images), scheduler)
         options = JobOptions(tenant=tenant, fingerprint=fingerprint, idempotency_key=digest,
                              idempotency_ttl_s=self.settings.idempotency_ttl_s, queue_timeout_s=req.queue_timeout_s,
                              timeout_s=req.timeout_s, webhook_url=req.webhook_url,
@@ -181,11 +182,13 @@ class Submitter:
         return keys
 
     @staticmethod
-    def _spec(req: JobRequest, resolved: Resolved, inputs: dict[str, str]) -> JobSpec:
+    def _spec(req: JobRequest, resolved: Resolved, inputs: dict[str, str],
+              scheduler: SchedulerChoice | None = None) -> JobSpec:
         params = req.params.model_dump(exclude_none=True)
         params.setdefault("seed", secrets.randbelow(2**32))
         return JobSpec(resolved=resolved, task=req.task, params=params, inputs=inputs,
-                       output_format=req.output_format, priority=req.priority, timeout_s=req.timeout_s)
+                       output_format=req.output_format, priority=req.priority, timeout_s=req.timeout_s,
+                       scheduler=scheduler)
 
 
 def request_fingerprint(req: JobRequest) -> str:

@@ -86,6 +86,8 @@ class JobCreation:
             "tenant": opts.tenant, "index": keys.jobs_index(opts.tenant), "fingerprint": opts.fingerprint,
             "stage": "queued", "queued_at": repr(now), **opts.record_fields(),
         }
+        if spec.scheduler is not None:  # the record names the scheduler the job chose
+            fields["scheduler"] = spec.scheduler.model_dump_json()
         idem_key = keys.idempotency(opts.tenant, opts.idempotency_key) if opts.idempotency_key else keys.job(job_id)
         queue_ms = "" if opts.queue_timeout_s is None else str(round(opts.queue_timeout_s * 1000))
         argv: list[str | int] = [f"{job_id} {opts.fingerprint}" if opts.idempotency_key else "", opts.idempotency_ttl_s,

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hotpipe.shared.celery_app import DEFAULT_PRIORITY
 from hotpipe.shared.checkpoints import Resolved
-from hotpipe.shared.job import OutputFormat, Task
+from hotpipe.shared.job import OutputFormat, SchedulerChoice, Task
 
 
 class JobSpec(BaseModel):
@@ -36,6 +36,9 @@ class JobSpec(BaseModel):
     priority: int = DEFAULT_PRIORITY
     #: seconds the job may run (loading included); None: no limit of its own
     timeout_s: float | None = None
+    #: the scheduler to build for the run from the checkpoint's scheduler config; None: the checkpoint's own
+    #: (left out of the JSON then, so a job without controls is written exactly as before)
+    scheduler: SchedulerChoice | None = Field(default=None, exclude_if=lambda v: v is None)
 
     @property
     def seed(self) -> int:

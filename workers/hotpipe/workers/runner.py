@@ -12,10 +12,12 @@ from collections.abc import Callable
 from enum import IntEnum
 from typing import Any
 
+import diffusers
 import torch
 from PIL import Image
 
-from hotpipe.shared import call_args, family_table
+from hotpipe.shared import call_args, family_table, scheduler_table
+from hotpipe.shared.job import SchedulerChoice
 
 #: request parameter -> pipeline argument, where the names differ
 ARG_NAMES = {"num_images": "num_images_per_prompt"}
@@ -87,9 +89,34 @@ def call_kwargs(pipe: Any, params: dict[str, Any], inputs: dict[str, Image.Image
     return kwargs
 
 
-def run(pipe: Any, params: dict[str, Any], inputs: dict[str, Image.Image], on_step: StepHook) -> list[Image.Image]:
-    """Run ``pipe`` once with its own fresh scheduler; returns the PIL images."""
-    pipe.scheduler = pipe.scheduler.from_config(pipe.scheduler.config)
+def fresh_scheduler(default: Any, choice: SchedulerChoice | None) -> Any:
+    """A new scheduler for one run: the checkpoint's own class, or the job's choice, from the checkpoint's
+    scheduler config plus the job's overrides.  Only classes in the generated table are ever built."""
+    if choice is None:
+        return default.from_config(default.config)
+    if choice.name not in scheduler_table.OPTIONS:
+        raise ValueError(f"scheduler {choice.name!r} is not one hotpipe builds")
+    cls = getattr(diffusers, choice.name)
+    try:
+        return cls.from_config(default.config, **choice.config)
+    except (ValueError, NotImplementedError, TypeError) as exc:
+        raise PipelineRefused(choice.name, exc) from exc
+
+
+def run(pipe: Any, params: dict[str, Any], inputs: dict[str, Image.Image], on_step: StepHook,
+        scheduler: SchedulerChoice | None = None) -> list[Image.Image]:
+    """Run ``pipe`` once with its own fresh scheduler (the job's choice, if any); returns the PIL images.
+    A chosen scheduler is only lent: the hot pipeline gets its own class back, whatever happens."""
+    default = pipe.scheduler
+    pipe.scheduler = fresh_scheduler(default, scheduler)
+    try:
+        return _call(pipe, params, inputs, on_step)
+    finally:
+        if scheduler is not None:
+            pipe.scheduler = default
+
+
+def _call(pipe: Any, params: dict[str, Any], inputs: dict[str, Image.Image], on_step: StepHook) -> list[Image.Image]:
     kwargs = call_kwargs(pipe, params, inputs)
     steps = int(params.get("num_inference_steps") or 50)
     accepted = family_table.CALL_ARGS.get(type(pipe).__name__, frozenset())
