@@ -29,7 +29,7 @@ def run_block(index: int, stack: LocalStack) -> dict[str, Any]:
 
 
 def test_every_python_block_is_checked() -> None:
-    assert len(blocks()) == 4
+    assert len(blocks()) == 5
 
 
 def test_the_client_example(stack: LocalStack, capsys: pytest.CaptureFixture[str]) -> None:
@@ -53,6 +53,12 @@ def test_the_idempotency_listing_and_upload_example(stack: LocalStack, tmp_path:
 def test_the_async_example(stack: LocalStack) -> None:
     scope = run_block(2, stack)
     assert [r.status for r in scope["records"]] == [Status.SUCCEEDED] * 3
+
+
+def test_the_scheduler_example(stack: LocalStack, capsys: pytest.CaptureFixture[str]) -> None:
+    scope = run_block(4, stack)
+    assert scope["record"].status is Status.SUCCEEDED
+    assert "EulerAncestralDiscreteScheduler" in capsys.readouterr().out
 
 
 def test_the_webhook_receiver_example(stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> None:
