@@ -42,6 +42,7 @@ from hotpipe.shared.status import TransitionError
 from hotpipe.shared.storage import Storage, json_bytes
 from hotpipe.shared.store import JobStore, StoredJob
 from hotpipe.workers import loading, memory, runner
+from hotpipe.workers.adapters import Adapters
 from hotpipe.workers.cache import CacheKey, PipelineCache, ResolutionMismatch
 from hotpipe.workers.encode import Encoded, encode
 from hotpipe.workers.heartbeat import Heartbeat
@@ -156,6 +157,8 @@ class JobRunner:
     dtypes: dict[str, torch.dtype] = field(default_factory=dict)
     #: told which job runs now (the worker registry shows it); None: nobody listens
     on_job: Callable[[str | None], None] | None = None
+    #: LoRA adapters resident on the hot pipelines, activated per job
+    adapters: Adapters = field(default_factory=Adapters)
     _drain_deadline: float | None = field(default=None, init=False)
 
     def drain(self, grace_s: float) -> None:
@@ -238,6 +241,7 @@ class JobRunner:
         check_allowed(rec.checkpoint, self.allowlist)
         key = self.cache_key(spec.resolved)
         pipe = self.cache.get_key(key, spec.task, rec.pipeline, loading.ExtraRef.from_spec(spec.resolved))
+        self.adapters.activate(pipe, spec.loras)  # LoRA loads count as loading
         clock.lap("load")
         inputs = {name: runner.decode_input(name, self.storage.get(key)) for name, key in spec.inputs.items()}
         clock.lap("inputs")
@@ -245,6 +249,8 @@ class JobRunner:
             raise runner.Stopped(Verdict.TIMED_OUT)
         provenance = self._provenance(job, attempt, type(pipe).__name__)
         provenance["scheduler"] = scheduler_provenance(pipe, spec.scheduler)
+        provenance["loras"] = [{"name": lo.name, "scale": lo.scale, "weight_name": lo.weight_name, "source": lo.source,
+                                "revision": lo.revision} for lo in spec.loras]
         self._enter(rec.id, attempt, "running")  # an ownership check: loading may have outlasted the lease
         # The sidecar depends only on the request, so it uploads while the pipeline runs.
         sidecar = self._put_sidecar(job, provenance)

@@ -54,6 +54,7 @@ from hotpipe.shared.settings import Settings
 from hotpipe.shared.storage import Storage
 from hotpipe.shared.store import JobStore
 from hotpipe.workers import memory
+from hotpipe.workers.adapters import Adapters
 from hotpipe.workers.cache import Counts, PipelineCache
 from hotpipe.workers.exporter import MetricsExporter
 from hotpipe.workers.job_runner import JobRunner
@@ -134,7 +135,7 @@ def build_runner(settings: Settings) -> JobRunner:
                      publish=functools.partial(enqueue, client), metrics=metrics,
                      allowlist=parse_patterns(settings.checkpoint_allowlist),
                      time_limit_s=settings.job_time_limit_s, on_time_limit=replace_child,
-                     dtypes=family_dtypes(settings))
+                     dtypes=family_dtypes(settings), adapters=Adapters(settings.cache_max_adapters))
 
 
 def pin_device(device: str) -> None:
