@@ -98,3 +98,39 @@ def test_cli_scheduler_flags(stack: LocalStack) -> None:
     assert record["scheduler"] == {"name": "DPMSolverMultistepScheduler", "sampler": "DPM++ 2M Karras",
                                    "config": {"use_karras_sigmas": True, "timestep_spacing": "trailing",
                                               "lower_order_final": True}}
+
+
+def test_a_lora_job_runs_on_the_hot_pipeline_and_leaves_no_trace(client: Client, stack: LocalStack) -> None:
+    plain = run(client, t2i(seed=31))
+    styled = run(client, t2i(seed=31, loras=[{"name": "tiny-lora-sd", "scale": 0.9}]))
+    zero = run(client, t2i(seed=31, loras=[{"name": "tiny-lora-sd", "scale": 0.0}]))
+    after = run(client, t2i(seed=31))
+
+    assert styled.loras is not None
+    assert [(lo.name, lo.scale, lo.weight_name) for lo in styled.loras] == [
+        ("tiny-lora-sd", 0.9, "pytorch_lora_weights.safetensors")]
+    assert not np.array_equal(pixels(client, plain), pixels(client, styled))
+    assert np.array_equal(pixels(client, plain), pixels(client, zero))
+    assert np.array_equal(pixels(client, plain), pixels(client, after))
+    prov = json.loads(stack.storage().get(f"jobs/{styled.id}/job.json"))["provenance"]
+    assert prov["loras"] == [{"name": "tiny-lora-sd", "scale": 0.9, "weight_name": "pytorch_lora_weights.safetensors",
+                              "source": "local", "revision": None}]
+
+
+def test_an_sdxl_lora_on_an_sd_checkpoint_is_refused(client: Client) -> None:
+    with pytest.raises(InvalidRequestError) as refused:
+        client.submit(t2i(loras=[{"name": "tiny-lora-sdxl"}]))
+    assert refused.value.field == "loras.0.name"
+    assert "stable-diffusion-xl" in refused.value.message
+
+
+def test_cli_lora_flag(stack: LocalStack) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "hotpipe", "submit", "--api", stack.api_url, "--checkpoint", "tiny-sd",
+         "--prompt", "a boat", "--steps", "3", "--height", "64", "--width", "64", "--seed", "3",
+         "--lora", "tiny-lora-sd:0.5", "--lora", "tiny-lora-sd-b", "--wait", "--json"],
+        capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(proc.stdout.splitlines()[-1])
+    assert record["status"] == "succeeded"
+    assert [(lo["name"], lo["scale"]) for lo in record["loras"]] == [("tiny-lora-sd", 0.5), ("tiny-lora-sd-b", 1.0)]

@@ -56,15 +56,15 @@ def test_a_local_lora_resolves_with_its_adapter_name(model_root: Path) -> None:
 
 
 def test_the_header_tells_sd_from_sdxl(model_root: Path) -> None:
-    sd = header_shape(model_root / "tiny-lora-sd" / LORA_FILE, "tiny-lora-sd", "loras[0]")
-    sdxl = header_shape(model_root / "tiny-lora-sdxl" / LORA_FILE, "tiny-lora-sdxl", "loras[0]")
+    sd = header_shape(model_root / "tiny-lora-sd" / LORA_FILE, "tiny-lora-sd", "loras.0")
+    sdxl = header_shape(model_root / "tiny-lora-sdxl" / LORA_FILE, "tiny-lora-sdxl", "loras.0")
     assert (sd.family, sd.cross_attention_dim) == ("stable-diffusion", 32)
     assert (sdxl.family, sdxl.cross_attention_dim) == ("stable-diffusion-xl", 64)
 
 
 def test_an_sdxl_lora_on_an_sd_checkpoint_names_both_families(model_root: Path) -> None:
     err = refused(model_root, "tiny-sd", LoraRequest(name="tiny-lora-sdxl"))
-    assert err.field == "loras[0].name"
+    assert err.field == "loras.0.name"
     assert "stable-diffusion-xl" in str(err) and "is stable-diffusion " in str(err)
     err = refused(model_root, "tiny-sdxl", LoraRequest(name="tiny-lora-sd"))
     assert "is stable-diffusion-xl " in str(err)
@@ -76,9 +76,9 @@ def test_sdxl_loras_fit_sdxl_and_its_variants(model_root: Path) -> None:
 
 def test_pickle_weights_are_refused(model_root: Path, odd_loras: None) -> None:
     err = refused(model_root, "tiny-sd", LoraRequest(name="pickle-lora"))
-    assert err.field == "loras[0].name" and "pickle" in str(err) and "pytorch_lora_weights.bin" in str(err)
+    assert err.field == "loras.0.name" and "pickle" in str(err) and "pytorch_lora_weights.bin" in str(err)
     err = refused(model_root, "tiny-sd", LoraRequest(name="pickle-lora", weight_name="pytorch_lora_weights.bin"))
-    assert err.field == "loras[0].weight_name" and "safetensors" in str(err)
+    assert err.field == "loras.0.weight_name" and "safetensors" in str(err)
 
 
 def test_a_safetensors_file_without_lora_layers_is_refused(model_root: Path, odd_loras: None) -> None:
@@ -86,11 +86,11 @@ def test_a_safetensors_file_without_lora_layers_is_refused(model_root: Path, odd
 
 
 @pytest.mark.parametrize(("name", "weight_name", "field"), [
-    ("no-such-lora", None, "loras[0].name"),
-    ("../tiny-lora-sd", None, "loras[0].name"),
-    ("tiny-lora-sd", "../tiny-sd/unet/diffusion_pytorch_model.safetensors", "loras[0].weight_name"),
-    ("tiny-lora-sd", "other.safetensors", "loras[0].name"),
-    ("someone/not-cached", None, "loras[0].name"),
+    ("no-such-lora", None, "loras.0.name"),
+    ("../tiny-lora-sd", None, "loras.0.name"),
+    ("tiny-lora-sd", "../tiny-sd/unet/diffusion_pytorch_model.safetensors", "loras.0.weight_name"),
+    ("tiny-lora-sd", "other.safetensors", "loras.0.name"),
+    ("someone/not-cached", None, "loras.0.name"),
 ])
 def test_missing_or_escaping_names_are_refused(model_root: Path, name: str, weight_name: str | None,
                                                field: str) -> None:
@@ -101,8 +101,8 @@ def test_limits_duplicates_allowlist_and_families(model_root: Path) -> None:
     five = [LoraRequest(name="tiny-lora-sd", scale=i / 10) for i in range(5)]
     assert refused(model_root, "tiny-sd", *five).field == "loras"
     twice = refused(model_root, "tiny-sd", LoraRequest(name="tiny-lora-sd"), LoraRequest(name="tiny-lora-sd"))
-    assert twice.field == "loras[1].name"
+    assert twice.field == "loras.1.name"
     blocked = refused(model_root, "tiny-sd", LoraRequest(name="tiny-lora-sd"), allowlist=("tiny-sd", "other-*"))
-    assert isinstance(blocked, CheckpointNotAllowed) and blocked.field == "loras[0].name"
+    assert isinstance(blocked, CheckpointNotAllowed) and blocked.field == "loras.0.name"
     other = refused(model_root, "tiny-pixart-sigma", LoraRequest(name="tiny-lora-sd"))
     assert isinstance(other, InvalidRequest) and other.field == "loras" and "pixart" in str(other)

@@ -53,7 +53,20 @@ def controls_from_args(args: argparse.Namespace) -> dict[str, Any]:
     pairs = getattr(args, "scheduler_config", None) or []
     if pairs:
         body["scheduler_config"] = dict(config_pair(p) for p in pairs)
+    if getattr(args, "lora", None):
+        body["loras"] = [lora_arg(text) for text in args.lora]
     return body
+
+
+def lora_arg(text: str) -> dict[str, Any]:
+    """``NAME`` or ``NAME:SCALE`` (names never hold a colon: folder names and Hub repo ids)."""
+    name, sep, scale = text.rpartition(":")
+    if not sep:
+        return {"name": text}
+    try:
+        return {"name": name, "scale": float(scale)}
+    except ValueError:
+        raise SystemExit(f"--lora {text!r}: write NAME or NAME:SCALE, e.g. my-style:0.8") from None
 
 
 def config_pair(text: str) -> tuple[str, Any]:

@@ -62,8 +62,8 @@ def resolve_loras(loras: list[LoraRequest], resolved: Resolved, model_root: Path
     names = [lora.name for lora in loras]
     for i, name in enumerate(names):
         if name in names[:i]:
-            raise InvalidRequest(f"loras[{i}].name '{name}' is listed twice; give each adapter once with its scale",
-                                 field=f"loras[{i}].name")
+            raise InvalidRequest(f"loras.{i}.name '{name}' is listed twice; give each adapter once with its scale",
+                                 field=f"loras.{i}.name")
     unet = read_config(resolved.checkpoint, model_root, resolved.revision if resolved.source == "hub" else None,
                        "unet/config.json", "checkpoint", fetch).data
     return [resolve_lora(i, lora, resolved, unet, model_root, allowlist) for i, lora in enumerate(loras)]
@@ -71,7 +71,7 @@ def resolve_loras(loras: list[LoraRequest], resolved: Resolved, model_root: Path
 
 def resolve_lora(i: int, lora: LoraRequest, resolved: Resolved, unet: dict[str, Any], model_root: Path,
                  allowlist: tuple[str, ...]) -> LoraSpec:
-    field = f"loras[{i}]"
+    field = f"loras.{i}"
     if not checkpoint_allowed(lora.name, allowlist):
         raise CheckpointNotAllowed(f"{field}.name {lora.name!r} is not on this server's checkpoint allowlist; "
                                    "ask the operator", field=f"{field}.name")
