@@ -112,6 +112,8 @@ def test_a_lora_job_runs_on_the_hot_pipeline_and_leaves_no_trace(client: Client,
     assert not np.array_equal(pixels(client, plain), pixels(client, styled))
     assert np.array_equal(pixels(client, plain), pixels(client, zero))
     assert np.array_equal(pixels(client, plain), pixels(client, after))
+    hot = [h for w in client.workers() for h in w["hot"] if h["checkpoint"].endswith("tiny-sd")]
+    assert any("tiny-lora-sd" in h["adapters"] for h in hot), hot  # GET /v1/workers shows resident adapters
     prov = json.loads(stack.storage().get(f"jobs/{styled.id}/job.json"))["provenance"]
     assert prov["loras"] == [{"name": "tiny-lora-sd", "scale": 0.9, "weight_name": "pytorch_lora_weights.safetensors",
                               "source": "local", "revision": None}]

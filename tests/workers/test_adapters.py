@@ -107,3 +107,13 @@ def test_pickle_weights_never_load(cache: PipelineCache, model_root: Path) -> No
                                                               "adapter": "lora_bad"})
     with pytest.raises(ValueError, match="safetensors"):
         Adapters().activate(pipe, [bad])
+
+
+def test_hits_loads_and_evictions_are_counted(cache: PipelineCache, model_root: Path) -> None:
+    events: list[str] = []
+    pipe, adapters = sd(cache, model_root), Adapters(max_resident=1, count=events.append)
+    a, b = lora(model_root, "tiny-lora-sd"), lora(model_root, "tiny-lora-sd-b")
+    for loras in ([a], [a], [b]):
+        adapters.activate(pipe, loras)
+    assert events == ["load", "hit", "load", "eviction"]
+    assert adapters.loras_on(pipe) == ["tiny-lora-sd-b"]

@@ -30,6 +30,7 @@ class HotCheckpoint:
     uses: int = 0
     bytes: int = 0
     family: str = ""  # the base family it was requested for (whose popularity counts it)
+    adapters: list[str] = field(default_factory=list)  # LoRAs resident on it, least recently used first
 
 
 @dataclass

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,14 @@ class Adapters:
 
     max_resident: int = 8
     stats: AdapterStats = field(default_factory=AdapterStats)
+    #: told of each ``hit``, ``load`` and ``eviction`` (the worker's metrics); None: nobody listens
+    count: Callable[[str], None] | None = None
+    #: adapter name -> the LoRA's name, for the registry
+    names: dict[str, str] = field(default_factory=dict)
+
+    def _count(self, event: str) -> None:
+        if self.count is not None:
+            self.count(event)
 
     def activate(self, pipe: Any, loras: list[LoraSpec]) -> None:
         """Make exactly ``loras`` (with their scales) active on ``pipe``; none: every adapter off."""
@@ -55,8 +64,10 @@ class Adapters:
             if lora.adapter in resident:
                 resident.move_to_end(lora.adapter)
                 self.stats.hits += 1
+                self._count("hit")
             else:
                 resident[lora.adapter] = self._load(pipe, lora)
+                self.names[lora.adapter] = lora.name
         self._evict(pipe, resident, keep={lora.adapter for lora in loras})
         pipe.enable_lora()
         pipe.set_adapters([lora.adapter for lora in loras], [lora.scale for lora in loras])
@@ -68,6 +79,7 @@ class Adapters:
         pipe.load_lora_weights(lora.location, weight_name=lora.weight_name, adapter_name=lora.adapter,
                                use_safetensors=True, local_files_only=True, revision=lora.revision)
         self.stats.loads += 1
+        self._count("load")
         self.stats.load_seconds += time.perf_counter() - started
         size = adapter_bytes(pipe, lora.adapter)
         log.info("loaded LoRA %s as %s (%d bytes) in %.3fs", lora.name, lora.adapter, size,
@@ -82,6 +94,11 @@ class Adapters:
             pipe.delete_adapters(victim)
             del resident[victim]
             self.stats.evictions += 1
+            self._count("eviction")
+
+    def loras_on(self, pipe: Any) -> list[str]:
+        """The LoRAs resident on ``pipe`` by name, least recently used first (for ``GET /v1/workers``)."""
+        return [self.names.get(adapter, adapter) for adapter in resident_on(pipe)]
 
 
 def resident_on(pipe: Any) -> OrderedDict[str, int]:

@@ -205,6 +205,10 @@ class PipelineCache:
         entries = sorted(list(self._entries.values()), key=lambda e: e.last_used)
         return [(e.key, e.uses, e.nbytes) for e in entries]
 
+    def bases(self) -> list[tuple[CacheKey, Any]]:
+        """(key, base pipeline) of every resident entry (their task siblings share its modules)."""
+        return [(e.key, e.base) for e in list(self._entries.values())]
+
     def stats(self) -> CacheStats:
         """A snapshot of the counters and of what is resident."""
         s, entries = self._stats, list(self._entries.values())
