@@ -29,7 +29,7 @@ def run_block(index: int, stack: LocalStack) -> dict[str, Any]:
 
 
 def test_every_python_block_is_checked() -> None:
-    assert len(blocks()) == 5
+    assert len(blocks()) == 6
 
 
 def test_the_client_example(stack: LocalStack, capsys: pytest.CaptureFixture[str]) -> None:
@@ -59,6 +59,12 @@ def test_the_scheduler_example(stack: LocalStack, capsys: pytest.CaptureFixture[
     scope = run_block(4, stack)
     assert scope["record"].status is Status.SUCCEEDED
     assert "EulerAncestralDiscreteScheduler" in capsys.readouterr().out
+
+
+def test_the_lora_example(stack: LocalStack, capsys: pytest.CaptureFixture[str]) -> None:
+    scope = run_block(5, stack)
+    assert scope["record"].status is Status.SUCCEEDED
+    assert "tiny-lora-sd" in capsys.readouterr().out
 
 
 def test_the_webhook_receiver_example(stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> None:
