@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml setup.py
 
 install: $(VENV)/.installed
 
-demo: install  ## tiny checkpoints + local stack + text2image -> image2image -> inpainting
+demo: install  ## tiny checkpoints + local stack + text2image -> image2image -> inpainting -> a scheduler -> a LoRA
 	$(PY) -m hotpipe dev demo --out demo-output
 
 stack: install  ## a local stack that keeps running (Ctrl-C to stop)
