@@ -71,6 +71,23 @@ def test_the_worker_holding_the_checkpoint_gets_the_job(router: Router, registry
     assert router.queue_for(FAMILY, "sdxl") == c  # loading counts as holding
 
 
+def test_among_holders_the_one_with_the_jobs_adapters_resident_gets_it(router: Router, registry: Registry,
+                                                                        redis_server: str) -> None:
+    def holder(name: str, *adapters: str) -> str:
+        registry.publish(WorkerInfo(name=name, queue=worker_queue(name), families=[FAMILY], device="cpu", ready=True,
+                                    hot=[HotCheckpoint("tiny-sd", uses=1, family=FAMILY, adapters=list(adapters))]))
+        return worker_queue(name)
+
+    plain, styled, both = holder("a@h"), holder("b@h", "style-b"), holder("c@h", "style-b", "style-c")
+    assert router.queue_for(FAMILY, "tiny-sd", ("style-b",)) == styled  # b and c tie on adapters; b by name
+    assert router.queue_for(FAMILY, "tiny-sd", ("style-b", "style-c")) == both
+    assert router.queue_for(FAMILY, "tiny-sd") == plain  # no LoRAs: the least busy, then by name
+    fill(redis_server, both, 1)  # one job waiting there: a holder missing an adapter is still worse
+    assert router.queue_for(FAMILY, "tiny-sd", ("style-b", "style-c")) == both
+    fill(redis_server, both, 1)  # at the backlog bound (2): the next best holder takes it
+    assert router.queue_for(FAMILY, "tiny-sd", ("style-b", "style-c")) == styled
+
+
 def test_a_holder_over_the_backlog_bound_sends_the_job_to_the_family_queue(
         router: Router, registry: Registry, redis_server: str) -> None:
     worker(registry, "a@h")

@@ -91,7 +91,8 @@ class Submitter:
                              timeout_s=req.timeout_s, webhook_url=req.webhook_url,
                              webhook_events=tuple(req.webhook_events),
                              webhook_progress_s=self.settings.webhook_progress_interval_s)
-        message = run_message(job_id, resolved.base_family, req.priority, queue=self._queue_for(resolved, req))
+        message = run_message(job_id, resolved.base_family, req.priority,
+                              queue=self._queue_for(resolved, req, tuple(lo.name for lo in adapters)))
         try:
             record = self.store.create(job_id, family=resolved.base_family, pipeline=resolved.pipeline,
                                        checkpoint=req.checkpoint, revision=resolved.revision, task=req.task,
@@ -105,11 +106,11 @@ class Submitter:
             return Submitted(prior, created=False)
         return Submitted(record)
 
-    def _queue_for(self, resolved: Resolved, req: JobRequest) -> str | None:
-        """A warm worker's own queue for this checkpoint (affinity routing), or None: the family queue."""
+    def _queue_for(self, resolved: Resolved, req: JobRequest, loras: tuple[str, ...] = ()) -> str | None:
+        """A warm worker's own queue for this checkpoint (and its LoRAs, if any), or None: the family queue."""
         if self.router is None:
             return None
-        return self.router.queue_for(resolved.base_family, checkpoint_id(req.checkpoint, resolved.revision))
+        return self.router.queue_for(resolved.base_family, checkpoint_id(req.checkpoint, resolved.revision), loras)
 
     def _check(self, req: JobRequest) -> Resolved:
         """Every check of the request itself (limits, inputs, allowlist, webhook), then its resolution."""
