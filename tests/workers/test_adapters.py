@@ -14,7 +14,7 @@ from hotpipe.shared.job import LoraRequest, Task
 from hotpipe.shared.loras import resolve_loras
 from hotpipe.shared.spec import LoraSpec
 from hotpipe.workers import runner
-from hotpipe.workers.adapters import Adapters, resident_adapters
+from hotpipe.workers.adapters import Adapters, resident_adapters, resident_on
 from hotpipe.workers.cache import PipelineCache
 
 PARAMS = {"prompt": "x", "num_inference_steps": 3, "height": 32, "width": 32, "seed": 1}
@@ -117,3 +117,17 @@ def test_hits_loads_and_evictions_are_counted(cache: PipelineCache, model_root: 
         adapters.activate(pipe, loras)
     assert events == ["load", "hit", "load", "eviction"]
     assert adapters.loras_on(pipe) == ["tiny-lora-sd-b"]
+
+
+def test_adapter_bytes_count_in_the_cache_budget(cache: PipelineCache, model_root: Path) -> None:
+    pipe, adapters = sd(cache, model_root), Adapters(max_resident=1)
+    key = cache.key(str(model_root / "tiny-sd"), None)
+    base = cache.stats().resident_bytes or 0
+    a, b = lora(model_root, "tiny-lora-sd"), lora(model_root, "tiny-lora-sd-b")
+    grew = adapters.activate(pipe, [a])
+    cache.add_bytes(key, grew)
+    assert grew == resident_on(pipe)[a.adapter] > 0
+    assert cache.stats().resident_bytes == base + grew
+    cache.add_bytes(key, adapters.activate(pipe, [b]))  # b loaded, a deleted: the same size again
+    assert cache.stats().resident_bytes == base + resident_on(pipe)[b.adapter]
+    assert adapters.activate(pipe, [b]) == 0  # resident: nothing grows

@@ -55,17 +55,19 @@ class Adapters:
         if self.count is not None:
             self.count(event)
 
-    def activate(self, pipe: Any, loras: list[LoraSpec]) -> None:
-        """Make exactly ``loras`` (with their scales) active on ``pipe``; none: every adapter off.
+    def activate(self, pipe: Any, loras: list[LoraSpec]) -> int:
+        """Make exactly ``loras`` (with their scales) active on ``pipe``; none: every adapter off.  Returns the
+        bytes the pipeline's adapters grew by (loads minus deletions), for the cache's budget.
         ``enable_lora`` + ``set_adapters`` walk every module (~1.3 ms each on the tiny SD), so a job that wants
         what the last one left active skips them."""
         resident = resident_on(pipe)
+        before = sum(resident.values())
         want = tuple((lora.adapter, lora.scale) for lora in loras)
         if not loras:
             if resident and active_on(pipe) != want:
                 pipe.disable_lora()
                 set_active(pipe, want)
-            return
+            return 0
         for lora in loras:
             if lora.adapter in resident:
                 resident.move_to_end(lora.adapter)
@@ -79,6 +81,7 @@ class Adapters:
             pipe.enable_lora()
             pipe.set_adapters([lora.adapter for lora in loras], [lora.scale for lora in loras])
             set_active(pipe, want)
+        return sum(resident.values()) - before
 
     def _load(self, pipe: Any, lora: LoraSpec) -> int:
         if not lora.weight_name.endswith(".safetensors"):  # the producer refused it; never unpickle

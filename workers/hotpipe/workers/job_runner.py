@@ -241,7 +241,7 @@ class JobRunner:
         check_allowed(rec.checkpoint, self.allowlist)
         key = self.cache_key(spec.resolved)
         pipe = self.cache.get_key(key, spec.task, rec.pipeline, loading.ExtraRef.from_spec(spec.resolved))
-        self.adapters.activate(pipe, spec.loras)  # LoRA loads count as loading
+        self.cache.add_bytes(key, self.adapters.activate(pipe, spec.loras))  # LoRA loads count as loading
         clock.lap("load")
         inputs = {name: runner.decode_input(name, self.storage.get(key)) for name, key in spec.inputs.items()}
         clock.lap("inputs")
