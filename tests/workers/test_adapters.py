@@ -131,3 +131,33 @@ def test_adapter_bytes_count_in_the_cache_budget(cache: PipelineCache, model_roo
     cache.add_bytes(key, adapters.activate(pipe, [b]))  # b loaded, a deleted: the same size again
     assert cache.stats().resident_bytes == base + resident_on(pipe)[b.adapter]
     assert adapters.activate(pipe, [b]) == 0  # resident: nothing grows
+
+
+@pytest.mark.parametrize(("checkpoint", "task", "options", "name"), [
+    ("tiny-sdxl", Task.TEXT2IMAGE, {}, "tiny-lora-sdxl"),
+    ("tiny-sdxl", Task.IMAGE2IMAGE, {"enable_pag": True}, "tiny-lora-sdxl"),
+    ("tiny-sd", Task.TEXT2IMAGE, {"controlnet": "tiny-controlnet-sd"}, "tiny-lora-sd"),
+])
+def test_sdxl_pag_and_controlnet_pipelines_take_loras(cache: PipelineCache, model_root: Path, checkpoint: str,
+                                                      task: Task, options: dict[str, Any], name: str) -> None:
+    from hotpipe.workers import loading
+
+    resolved = resolve(checkpoint, task, model_root, **options)
+    [spec] = resolve_loras([LoraRequest(name=name)], resolved, model_root, (), fetch_hub_file, 4)
+    pipe = cache.get_key(cache.key_of(resolved), task, resolved.pipeline, loading.ExtraRef.from_spec(resolved))
+    inputs = {"image": Image.new("RGB", (32, 32), (20, 120, 200))}
+    if "controlnet" in options:
+        inputs = {"control_image": Image.new("RGB", (32, 32), (250, 250, 250))}
+    params = dict(PARAMS)
+    if task is Task.IMAGE2IMAGE:  # the input sets the size
+        params = {k: v for k, v in params.items() if k not in ("height", "width")} | {"strength": 0.8}
+    if task is Task.TEXT2IMAGE and "controlnet" not in options:
+        inputs = {}
+    adapters = Adapters()
+    plain = np.asarray(runner.run(pipe, params, inputs, go_on)[0])
+    adapters.activate(pipe, [spec])
+    adapted = np.asarray(runner.run(pipe, params, inputs, go_on)[0])
+    adapters.activate(pipe, [])
+    again = np.asarray(runner.run(pipe, params, inputs, go_on)[0])
+    assert not np.array_equal(plain, adapted)
+    assert np.array_equal(plain, again)
