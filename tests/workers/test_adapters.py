@@ -161,3 +161,29 @@ def test_sdxl_pag_and_controlnet_pipelines_take_loras(cache: PipelineCache, mode
     again = np.asarray(runner.run(pipe, params, inputs, go_on)[0])
     assert not np.array_equal(plain, adapted)
     assert np.array_equal(plain, again)
+
+
+def test_a_hub_lora_from_the_hub_cache_loads_offline(cache: PipelineCache, model_root: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Hub repo id resolves from the local Hub cache (the API reads its header there) and the worker loads
+    the same file with ``local_files_only``; no network either way."""
+    import shutil
+
+    from huggingface_hub import constants
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "models--someone--tiny-style"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    shutil.copy(model_root / "tiny-lora-sd" / "pytorch_lora_weights.safetensors", repo / "snapshots" / commit)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    [hub] = resolve_loras([LoraRequest(name="someone/tiny-style")], resolve("tiny-sd", Task.TEXT2IMAGE, model_root),
+                          model_root, (), fetch_hub_file, 4)
+    assert (hub.source, hub.location) == ("hub", "someone/tiny-style")
+    pipe, adapters = sd(cache, model_root), Adapters()
+    local = image(pipe, Adapters(), [lora(model_root, "tiny-lora-sd")])
+    assert np.array_equal(image(pipe, adapters, [hub]), local)  # the same weights, from the Hub cache
+    assert adapters.stats.loads == 1
