@@ -88,6 +88,26 @@ def test_among_holders_the_one_with_the_jobs_adapters_resident_gets_it(router: R
     assert router.queue_for(FAMILY, "tiny-sd", ("style-b", "style-c")) == styled
 
 
+def test_when_every_holder_would_evict_an_adapter_a_worker_with_room_takes_the_checkpoint_too(
+        router: Router, registry: Registry) -> None:
+    def publish(name: str, *adapters: str, hot: bool = True, full: bool = False) -> str:
+        held = [HotCheckpoint("tiny-sd", uses=1, family=FAMILY, adapters=list(adapters))] if hot else []
+        registry.publish(WorkerInfo(name=name, queue=worker_queue(name), families=[FAMILY], device="cpu", ready=True,
+                                    hot=held, max_adapters=2, full=full))
+        return worker_queue(name)
+
+    holder = publish("a@h", "s1", "s2")
+    spare = publish("b@h", hot=False)
+    assert router.queue_for(FAMILY, "tiny-sd", ("s1",)) == holder  # resident there: no eviction
+    assert router.queue_for(FAMILY, "tiny-sd") == holder  # no LoRA: no adapter to evict
+    assert router.queue_for(FAMILY, "tiny-sd", ("s3",)) == spare  # s3 would evict s1 or s2 on a@h
+    publish("b@h", hot=False, full=True)  # no room there either: the holder evicts an adapter
+    assert router.queue_for(FAMILY, "tiny-sd", ("s3",)) == holder
+    publish("a@h", "s1")  # room for one more adapter on the holder
+    publish("b@h", hot=False)
+    assert router.queue_for(FAMILY, "tiny-sd", ("s3",)) == holder
+
+
 def test_a_holder_over_the_backlog_bound_sends_the_job_to_the_family_queue(
         router: Router, registry: Registry, redis_server: str) -> None:
     worker(registry, "a@h")

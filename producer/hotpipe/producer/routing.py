@@ -76,6 +76,11 @@ class Router:
         open_ = [w for w in workers if backlog[w.queue] < self.backlog_max]
         if holders:
             warm = [w for w in holders if w in open_]
+            spare = [w for w in open_ if not w.holds(checkpoint) and not w.full]
+            if loras and warm and spare and all(adapters_full(w, checkpoint, loras) for w in warm):
+                # every holder would have to evict an adapter: a worker with room takes the checkpoint
+                # too, so the adapters of one popular base spread over the workers
+                return min(spare, key=lambda w: (w.held(), backlog[w.queue], w.name)).queue
             return min(warm, key=lambda w: (missing_adapters(w, checkpoint, loras), backlog[w.queue],
                                             w.name)).queue if warm else None
         by_name = {w.name: w for w in open_}
@@ -98,6 +103,13 @@ def missing_adapters(worker: WorkerInfo, checkpoint: str, loras: tuple[str, ...]
     """How many of a job's LoRAs ``worker`` would have to load onto its hot ``checkpoint``."""
     resident = {a for h in worker.hot if h.checkpoint == checkpoint for a in h.adapters}
     return sum(1 for name in loras if name not in resident)
+
+
+def adapters_full(worker: WorkerInfo, checkpoint: str, loras: tuple[str, ...]) -> bool:
+    """Whether running a job with ``loras`` on ``worker`` would load one and evict another resident adapter."""
+    missing = missing_adapters(worker, checkpoint, loras)
+    resident = max((len(h.adapters) for h in worker.hot if h.checkpoint == checkpoint), default=0)
+    return missing > 0 and worker.max_adapters > 0 and resident + missing > worker.max_adapters
 
 
 def placement_cost(worker: WorkerInfo, count: Callable[[HotCheckpoint], float]) -> tuple[float, float, int, int]:

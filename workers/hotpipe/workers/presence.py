@@ -32,7 +32,7 @@ class Presence:
         self.registry, self.cache, self.adapters = registry, cache, adapters
         self.info = WorkerInfo(name=name, queue=worker_queue(name), families=families, device=cache.device,
                                capacity=cache.max_pipelines, policy=cache.policy_name, host=socket.gethostname(),
-                               pid=os.getpid())
+                               pid=os.getpid(), max_adapters=adapters.max_resident if adapters else 0)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="presence", daemon=True)
