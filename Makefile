@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml setup.py
 
 install: $(VENV)/.installed
 
-demo: install  ## tiny checkpoints + local stack + text2image -> image2image -> inpainting
+demo: install  ## tiny checkpoints + local stack + text2image -> image2image -> inpainting -> a scheduler -> a LoRA
 	$(PY) -m hotpipe dev demo --out demo-output
 
 stack: install  ## a local stack that keeps running (Ctrl-C to stop)
@@ -48,8 +48,9 @@ bench: install  ## benchmarks/ figures for BENCHMARKS.md (not tests)
 docs: install  ## regenerate docs/configuration.md from the settings model
 	$(PY) -m hotpipe.config_reference docs/configuration.md
 
-tables: install  ## regenerate shared/hotpipe/shared/family_table.py from the installed Diffusers
+tables: install  ## regenerate shared/hotpipe/shared/{family,scheduler}_table.py from the installed Diffusers
 	$(PY) -m hotpipe.workers.tables_gen > shared/hotpipe/shared/family_table.py.new && mv shared/hotpipe/shared/family_table.py.new shared/hotpipe/shared/family_table.py
+	$(PY) -m hotpipe.workers.tables_gen schedulers > shared/hotpipe/shared/scheduler_table.py.new && mv shared/hotpipe/shared/scheduler_table.py.new shared/hotpipe/shared/scheduler_table.py
 
 clean:
 	rm -rf $(VENV) .hotpipe demo-output .pytest_cache .mypy_cache .ruff_cache

@@ -23,11 +23,13 @@ from hotpipe.shared.job import JobRecord
 from hotpipe.shared.status import Status
 
 CHECKPOINT = "tiny-sd"
+LORA = "tiny-lora-sd"
 SIZE = 64
 
 
 def _ensure_checkpoints(models: Path) -> None:
-    if not (models / CHECKPOINT / "model_index.json").is_file():
+    if not ((models / CHECKPOINT / "model_index.json").is_file()
+            and (models / LORA / "pytorch_lora_weights.safetensors").is_file()):
         print(f"building tiny checkpoints in {models} ...", flush=True)
         subprocess.run([sys.executable, "-m", "hotpipe", "dev", "make-checkpoints", str(models)], check=True)
 
@@ -75,9 +77,15 @@ def run_demo(out: Path, models: Path, workdir: Path, redis: str) -> int:
         jobs.append(_run(client, {"checkpoint": CHECKPOINT, "task": "inpainting", "params": params,
                                   "inputs": {"image": _png_uri(Image.open(jobs[1][1])), "mask_image": _png_uri(mask)}},
                          out, "3-inpainting"))
-        print(f"\n{'task':<12} {'pipeline':<32} {'status':<10} {'secs':>6}  image")
+        t2i_body = {"checkpoint": CHECKPOINT, "task": "text2image", "params": {**params, "height": SIZE, "width": SIZE}}
+        jobs.append(_run(client, {**t2i_body, "scheduler": "DPM++ 2M Karras"}, out, "4-scheduler"))
+        jobs.append(_run(client, {**t2i_body, "loras": [{"name": LORA, "scale": 0.8}]}, out, "5-lora"))
+        print(f"\n{'task':<12} {'pipeline':<32} {'controls':<34} {'status':<10} {'secs':>6}  image")
         for record, path, took in jobs:
-            print(f"{record.task.value:<12} {record.pipeline:<32} {record.status.value:<10} {took:6.2f}  {path}")
+            controls = (f"scheduler {record.scheduler.sampler or record.scheduler.name}" if record.scheduler else
+                        ", ".join(f"lora {lo.name}:{lo.scale:g}" for lo in record.loras or []))
+            print(f"{record.task.value:<12} {record.pipeline:<32} {controls or '-':<34} {record.status.value:<10} "
+                  f"{took:6.2f}  {path}")
     return 0
 
 

@@ -71,6 +71,43 @@ def test_the_worker_holding_the_checkpoint_gets_the_job(router: Router, registry
     assert router.queue_for(FAMILY, "sdxl") == c  # loading counts as holding
 
 
+def test_among_holders_the_one_with_the_jobs_adapters_resident_gets_it(router: Router, registry: Registry,
+                                                                        redis_server: str) -> None:
+    def holder(name: str, *adapters: str) -> str:
+        registry.publish(WorkerInfo(name=name, queue=worker_queue(name), families=[FAMILY], device="cpu", ready=True,
+                                    hot=[HotCheckpoint("tiny-sd", uses=1, family=FAMILY, adapters=list(adapters))]))
+        return worker_queue(name)
+
+    plain, styled, both = holder("a@h"), holder("b@h", "style-b"), holder("c@h", "style-b", "style-c")
+    assert router.queue_for(FAMILY, "tiny-sd", ("style-b",)) == styled  # b and c tie on adapters; b by name
+    assert router.queue_for(FAMILY, "tiny-sd", ("style-b", "style-c")) == both
+    assert router.queue_for(FAMILY, "tiny-sd") == plain  # no LoRAs: the least busy, then by name
+    fill(redis_server, both, 1)  # one job waiting there: a holder missing an adapter is still worse
+    assert router.queue_for(FAMILY, "tiny-sd", ("style-b", "style-c")) == both
+    fill(redis_server, both, 1)  # at the backlog bound (2): the next best holder takes it
+    assert router.queue_for(FAMILY, "tiny-sd", ("style-b", "style-c")) == styled
+
+
+def test_when_every_holder_would_evict_an_adapter_a_worker_with_room_takes_the_checkpoint_too(
+        router: Router, registry: Registry) -> None:
+    def publish(name: str, *adapters: str, hot: bool = True, full: bool = False) -> str:
+        held = [HotCheckpoint("tiny-sd", uses=1, family=FAMILY, adapters=list(adapters))] if hot else []
+        registry.publish(WorkerInfo(name=name, queue=worker_queue(name), families=[FAMILY], device="cpu", ready=True,
+                                    hot=held, max_adapters=2, full=full))
+        return worker_queue(name)
+
+    holder = publish("a@h", "s1", "s2")
+    spare = publish("b@h", hot=False)
+    assert router.queue_for(FAMILY, "tiny-sd", ("s1",)) == holder  # resident there: no eviction
+    assert router.queue_for(FAMILY, "tiny-sd") == holder  # no LoRA: no adapter to evict
+    assert router.queue_for(FAMILY, "tiny-sd", ("s3",)) == spare  # s3 would evict s1 or s2 on a@h
+    publish("b@h", hot=False, full=True)  # no room there either: the holder evicts an adapter
+    assert router.queue_for(FAMILY, "tiny-sd", ("s3",)) == holder
+    publish("a@h", "s1")  # room for one more adapter on the holder
+    publish("b@h", hot=False)
+    assert router.queue_for(FAMILY, "tiny-sd", ("s3",)) == holder
+
+
 def test_a_holder_over_the_backlog_bound_sends_the_job_to_the_family_queue(
         router: Router, registry: Registry, redis_server: str) -> None:
     worker(registry, "a@h")

@@ -110,6 +110,21 @@ def test_record_keeps_the_params_and_a_seed(api: TestClient, redis_client: redis
     assert job.spec.inputs == {}
 
 
+def test_record_and_spec_name_the_chosen_scheduler(api: TestClient, redis_client: redis.Redis,
+                                                  settings: Settings) -> None:
+    body = {**text2image(), "scheduler": "DPM++ 2M Karras", "scheduler_config": {"timestep_spacing": "trailing"}}
+    record = submit(api, body)
+
+    chosen = {"name": "DPMSolverMultistepScheduler", "sampler": "DPM++ 2M Karras",
+              "config": {"use_karras_sigmas": True, "timestep_spacing": "trailing"}}
+    assert record["scheduler"] == chosen
+    assert api.get(f"/v1/jobs/{record['id']}").json()["scheduler"] == chosen
+    job = JobStore(redis_client, settings.record_ttl_s).get(record["id"])
+    assert job is not None and job.spec.scheduler is not None
+    assert job.spec.scheduler.model_dump() == chosen
+    assert "scheduler" not in submit(api, text2image())  # the checkpoint's own
+
+
 def test_each_submit_is_a_new_job(api: TestClient, backlog: Callable[[], Backlog]) -> None:
     first, second = submit(api, text2image()), submit(api, text2image())
 

@@ -38,6 +38,8 @@ BUCKET, PREFIX = "hotpipe-test", "jobs"
 #: made in model_root by the ``odd_checkpoints`` fixture for the duration of each test
 SYMLINK_OUT = "escape-link"
 SHAPE = "shap-e-img2img"
+#: a LoRA folder holding only pickle weights, made by ``odd_checkpoints``
+PICKLE_LORA = "pickle-only-lora"
 
 
 # -- images ----------------------------------------------------------------------------------
@@ -226,6 +228,51 @@ CASES = [
          says="4 x 0.2 = 0.8"),
     case("default-strength-times-steps-below-1", with_(image2image(num_inference_steps=3), checkpoint="tiny-sdxl"),
          "params.strength", says="3 x 0.3 = 0.9"),
+    # Kandinsky 2.2's combined img2img pipeline passes steps on to a decoder that keeps int(2 x 0.3) = 0
+    case("kandinsky22-default-strength-times-steps-below-1",
+         with_(image2image(num_inference_steps=2), checkpoint="tiny-kandinsky22-decoder"), "params.strength",
+         says="KandinskyV22Img2ImgCombinedPipeline"),
+    # -- scheduler
+    case("scheduler-unknown", with_(text2image(), scheduler="Karras-of-doom"), "scheduler",
+         says="EulerAncestralDiscreteScheduler"),
+    case("scheduler-incompatible", with_(text2image(), scheduler="FlowMatchEulerDiscreteScheduler"), "scheduler",
+         says="DPM++ 2M Karras"),
+    case("scheduler-on-a-combined-pipeline", with_(text2image(), checkpoint="tiny-kandinsky22-decoder",
+                                                   scheduler="Euler a"), "scheduler", says="remove scheduler"),
+    case("scheduler-not-a-string", with_(text2image(), scheduler=["Euler a"]), "scheduler"),
+    case("scheduler-config-without-scheduler", with_(text2image(), scheduler_config={"use_karras_sigmas": True}),
+         "scheduler_config"),
+    case("scheduler-config-unknown-option", with_(text2image(), scheduler="Euler a", scheduler_config={"karras": 1}),
+         "scheduler_config.karras"),
+    case("scheduler-config-training-arg", with_(text2image(), scheduler="DPM++ 2M",
+                                                scheduler_config={"num_train_timesteps": 10**9}),
+         "scheduler_config.num_train_timesteps"),
+    case("scheduler-config-bad-choice", with_(text2image(), scheduler="DPM++ 2M",
+                                              scheduler_config={"algorithm_type": "deis"}),
+         "scheduler_config.algorithm_type"),
+    case("scheduler-config-wrong-kind", with_(text2image(), scheduler="DPM++ 2M Karras",
+                                              scheduler_config={"use_karras_sigmas": "yes"}),
+         "scheduler_config.use_karras_sigmas"),
+    # -- loras
+    case("lora-sdxl-on-sd", with_(text2image(), loras=[{"name": "tiny-lora-sdxl"}]), "loras.0.name",
+         says="stable-diffusion-xl"),
+    case("lora-pickle-folder", with_(text2image(), loras=[{"name": PICKLE_LORA}]), "loras.0.name", says="pickle"),
+    case("lora-pickle-weight-name", with_(text2image(), loras=[{"name": "tiny-lora-sd", "weight_name": "w.bin"}]),
+         "loras.0.weight_name", says="safetensors"),
+    case("lora-missing", with_(text2image(), loras=[{"name": "no-such-lora"}]), "loras.0.name"),
+    case("lora-escape", with_(text2image(), loras=[{"name": "../tiny-lora-sd"}]), "loras.0.name",
+         code="invalid_checkpoint"),
+    case("lora-scale-too-big", with_(text2image(), loras=[{"name": "tiny-lora-sd", "scale": 5}]), "loras.0.scale"),
+    case("lora-scale-nan", raw(with_(text2image(), loras=[{"name": "tiny-lora-sd", "scale": "@x"}]), x="NaN"),
+         "loras.0.scale", statuses=(400, 422)),
+    case("lora-scale-string", with_(text2image(), loras=[{"name": "tiny-lora-sd", "scale": "1"}]), "loras.0.scale"),
+    case("lora-unknown-field", with_(text2image(), loras=[{"name": "tiny-lora-sd", "alpha": 1}]), "loras.0.alpha"),
+    case("lora-too-many", with_(text2image(), loras=[{"name": "tiny-lora-sd", "scale": i / 10} for i in range(5)]),
+         "loras"),
+    case("lora-twice", with_(text2image(), loras=[{"name": "tiny-lora-sd"}, {"name": "tiny-lora-sd"}]),
+         "loras.1.name"),
+    case("lora-on-kandinsky", with_(text2image(), checkpoint="tiny-kandinsky22-decoder",
+                                    loras=[{"name": "tiny-lora-sd"}]), "loras", says="stable-diffusion"),
     # -- checkpoints
     case("checkpoint-dotdot", on("../x"), "checkpoint", code="invalid_checkpoint"),
     case("checkpoint-absolute", on("/etc/passwd"), "checkpoint", code="invalid_checkpoint"),
@@ -283,11 +330,15 @@ def odd_checkpoints(model_root: Path, tmp_path: Path) -> Iterator[None]:
     shape = model_root / SHAPE
     shape.mkdir()
     (shape / "model_index.json").write_text(json.dumps({"_class_name": "ShapEImg2ImgPipeline"}))
+    pickled = model_root / PICKLE_LORA
+    pickled.mkdir()
+    (pickled / "pytorch_lora_weights.bin").write_bytes(b"\x80\x04 a pickle")
     try:
         yield
     finally:
         link.unlink()
         shutil.rmtree(shape)
+        shutil.rmtree(pickled)
 
 
 def object_keys(storage: Storage) -> set[str]:
@@ -339,7 +390,9 @@ def test_bad_request_is_refused_and_changes_nothing(bad: Case, api: TestClient, 
 def test_same_request_with_a_good_input_is_accepted(api: TestClient, backlog: Callable[[], Backlog]) -> None:
     """The table's requests fail for the reason named, not because the base request is bad."""
     good = (text2image(), image2image(), inpainting(), controlled("tiny-controlnet-sd"),
-            with_(text2image(guidance_rescale=0.5), enable_pag=False), image2image(num_inference_steps=5, strength=0.2))
+            with_(text2image(guidance_rescale=0.5), enable_pag=False), image2image(num_inference_steps=5, strength=0.2),
+            with_(text2image(), scheduler="DPM++ 2M Karras", scheduler_config={"timestep_spacing": "trailing"}),
+            with_(text2image(), loras=[{"name": "tiny-lora-sd", "scale": 0.8}, {"name": "tiny-lora-sd-b"}]))
     for body in good:
         assert api.post("/v1/jobs", json=body).status_code == 202, body
     assert backlog() == Backlog(queued=len(good), records=len(good))

@@ -41,7 +41,43 @@ def request_from_args(args: argparse.Namespace) -> dict[str, Any]:
         body["inputs"] = inputs
     if args.revision:
         body["revision"] = args.revision
+    body.update(controls_from_args(args))
     return body
+
+
+def controls_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """``scheduler`` and ``scheduler_config`` from ``--scheduler`` and ``--scheduler-config KEY=VALUE``."""
+    body: dict[str, Any] = {}
+    if getattr(args, "scheduler", None):
+        body["scheduler"] = args.scheduler
+    pairs = getattr(args, "scheduler_config", None) or []
+    if pairs:
+        body["scheduler_config"] = dict(config_pair(p) for p in pairs)
+    if getattr(args, "lora", None):
+        body["loras"] = [lora_arg(text) for text in args.lora]
+    return body
+
+
+def lora_arg(text: str) -> dict[str, Any]:
+    """``NAME`` or ``NAME:SCALE`` (names never hold a colon: folder names and Hub repo ids)."""
+    name, sep, scale = text.rpartition(":")
+    if not sep:
+        return {"name": text}
+    try:
+        return {"name": name, "scale": float(scale)}
+    except ValueError:
+        raise SystemExit(f"--lora {text!r}: write NAME or NAME:SCALE, e.g. my-style:0.8") from None
+
+
+def config_pair(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` with VALUE read as JSON (``true``, ``3``, ``0.5``) or else taken as a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise SystemExit(f"--scheduler-config {text!r}: write KEY=VALUE, e.g. use_karras_sigmas=true")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
 
 
 def requests_from_file(path: Path, defaults: dict[str, Any]) -> list[dict[str, Any]]:

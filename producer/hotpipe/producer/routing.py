@@ -46,15 +46,16 @@ class Router:
     #: global request counts: bumped once per routed job, read to place a checkpoint nobody holds
     popularity: Popularity | None = None
 
-    def queue_for(self, family: str, checkpoint: str) -> str | None:
-        """The queue for one submitted job of ``checkpoint`` (called once per job: it counts the request)."""
+    def queue_for(self, family: str, checkpoint: str, loras: tuple[str, ...] = ()) -> str | None:
+        """The queue for one submitted job of ``checkpoint`` (called once per job: it counts the request);
+        among the workers holding it, one that also holds the job's LoRA adapters is preferred."""
         try:
-            return self._queue_for(family, checkpoint)
+            return self._queue_for(family, checkpoint, loras)
         except (redis.RedisError, ValueError, TypeError, KeyError) as exc:  # a record we can't read, too
             log.warning("routing: registry unreadable (%s); using the family queue", exc)
             return None
 
-    def _queue_for(self, family: str, checkpoint: str) -> str | None:
+    def _queue_for(self, family: str, checkpoint: str, loras: tuple[str, ...] = ()) -> str | None:
         workers = [w for w in self.registry.live() if w.ready and family in w.families]
         holders = [w for w in workers if w.holds(checkpoint)]
         pipe = self.registry.redis.pipeline(transaction=False)
@@ -75,7 +76,13 @@ class Router:
         open_ = [w for w in workers if backlog[w.queue] < self.backlog_max]
         if holders:
             warm = [w for w in holders if w in open_]
-            return min(warm, key=lambda w: (backlog[w.queue], w.name)).queue if warm else None
+            spare = [w for w in open_ if not w.holds(checkpoint) and not w.full]
+            if loras and warm and spare and all(adapters_full(w, checkpoint, loras) for w in warm):
+                # every holder would have to evict an adapter: a worker with room takes the checkpoint
+                # too, so the adapters of one popular base spread over the workers
+                return min(spare, key=lambda w: (w.held(), backlog[w.queue], w.name)).queue
+            return min(warm, key=lambda w: (missing_adapters(w, checkpoint, loras), backlog[w.queue],
+                                            w.name)).queue if warm else None
         by_name = {w.name: w for w in open_}
         claimed = self.registry.loader(family, checkpoint)
         if claimed in by_name:
@@ -90,6 +97,19 @@ class Router:
         pick = min(open_, key=lambda w: (*placement_cost(w, count), backlog[w.queue], w.name))
         winner = self.registry.claim_loader(family, checkpoint, pick.name, self.claim_s)
         return by_name[winner].queue if winner in by_name else None
+
+
+def missing_adapters(worker: WorkerInfo, checkpoint: str, loras: tuple[str, ...]) -> int:
+    """How many of a job's LoRAs ``worker`` would have to load onto its hot ``checkpoint``."""
+    resident = {a for h in worker.hot if h.checkpoint == checkpoint for a in h.adapters}
+    return sum(1 for name in loras if name not in resident)
+
+
+def adapters_full(worker: WorkerInfo, checkpoint: str, loras: tuple[str, ...]) -> bool:
+    """Whether running a job with ``loras`` on ``worker`` would load one and evict another resident adapter."""
+    missing = missing_adapters(worker, checkpoint, loras)
+    resident = max((len(h.adapters) for h in worker.hot if h.checkpoint == checkpoint), default=0)
+    return missing > 0 and worker.max_adapters > 0 and resident + missing > worker.max_adapters
 
 
 def placement_cost(worker: WorkerInfo, count: Callable[[HotCheckpoint], float]) -> tuple[float, float, int, int]:

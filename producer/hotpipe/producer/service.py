@@ -17,17 +17,18 @@ from dataclasses import dataclass
 
 from hotpipe.producer.admission import Admission
 from hotpipe.producer.routing import Router
-from hotpipe.shared import call_args
-from hotpipe.shared.checkpoints import HubFetch, Resolved, resolve
+from hotpipe.shared import call_args, schedulers
+from hotpipe.shared.checkpoints import HubFetch, Resolved, fetch_hub_file, resolve
 from hotpipe.shared.errors import Conflict, InvalidRequest
 from hotpipe.shared.images import InputImage, check_image, decode_data_uri
-from hotpipe.shared.job import TASK_INPUTS, JobRecord, JobRequest, Params, Task, new_job_id
+from hotpipe.shared.job import TASK_INPUTS, JobRecord, JobRequest, Params, SchedulerChoice, Task, new_job_id
 from hotpipe.shared.keys import DEFAULT_TENANT
+from hotpipe.shared.loras import resolve_loras
 from hotpipe.shared.messages import run_message
 from hotpipe.shared.registry import checkpoint_id
 from hotpipe.shared.safety import CheckpointNotAllowed, checkpoint_allowed, fetch_input, parse_patterns
 from hotpipe.shared.settings import Settings
-from hotpipe.shared.spec import JobSpec
+from hotpipe.shared.spec import JobSpec, LoraSpec
 from hotpipe.shared.storage import Storage
 from hotpipe.shared.store import JobExists, JobOptions, JobStore, KeyTaken
 from hotpipe.shared.variants import split
@@ -77,17 +78,21 @@ class Submitter:
         if prior is not None:
             return Submitted(prior, created=False)
         resolved = self._check(req)
+        scheduler = schedulers.choose(resolved.pipeline, req.scheduler, req.scheduler_config)
+        adapters = resolve_loras(req.loras, resolved, self.settings.model_root, self.allowlist,
+                                 self.hub or fetch_hub_file, self.settings.max_loras) if req.loras else []
         images = self._check_inputs(req)
         if self.admission is not None:
             self.admission.check_queue(resolved.base_family)
         job_id = job_id or new_job_id()
-        spec = self._spec(req, resolved, self._store_inputs(job_id, images))
+        spec = self._spec(req, resolved, self._store_inputs(job_id, images), scheduler, adapters)
         options = JobOptions(tenant=tenant, fingerprint=fingerprint, idempotency_key=digest,
                              idempotency_ttl_s=self.settings.idempotency_ttl_s, queue_timeout_s=req.queue_timeout_s,
                              timeout_s=req.timeout_s, webhook_url=req.webhook_url,
                              webhook_events=tuple(req.webhook_events),
                              webhook_progress_s=self.settings.webhook_progress_interval_s)
-        message = run_message(job_id, resolved.base_family, req.priority, queue=self._queue_for(resolved, req))
+        message = run_message(job_id, resolved.base_family, req.priority,
+                              queue=self._queue_for(resolved, req, tuple(lo.name for lo in adapters)))
         try:
             record = self.store.create(job_id, family=resolved.base_family, pipeline=resolved.pipeline,
                                        checkpoint=req.checkpoint, revision=resolved.revision, task=req.task,
@@ -101,11 +106,11 @@ class Submitter:
             return Submitted(prior, created=False)
         return Submitted(record)
 
-    def _queue_for(self, resolved: Resolved, req: JobRequest) -> str | None:
-        """A warm worker's own queue for this checkpoint (affinity routing), or None: the family queue."""
+    def _queue_for(self, resolved: Resolved, req: JobRequest, loras: tuple[str, ...] = ()) -> str | None:
+        """A warm worker's own queue for this checkpoint (and its LoRAs, if any), or None: the family queue."""
         if self.router is None:
             return None
-        return self.router.queue_for(resolved.base_family, checkpoint_id(req.checkpoint, resolved.revision))
+        return self.router.queue_for(resolved.base_family, checkpoint_id(req.checkpoint, resolved.revision), loras)
 
     def _check(self, req: JobRequest) -> Resolved:
         """Every check of the request itself (limits, inputs, allowlist, webhook), then its resolution."""
@@ -181,11 +186,13 @@ class Submitter:
         return keys
 
     @staticmethod
-    def _spec(req: JobRequest, resolved: Resolved, inputs: dict[str, str]) -> JobSpec:
+    def _spec(req: JobRequest, resolved: Resolved, inputs: dict[str, str],
+              scheduler: SchedulerChoice | None = None, loras: list[LoraSpec] | None = None) -> JobSpec:
         params = req.params.model_dump(exclude_none=True)
         params.setdefault("seed", secrets.randbelow(2**32))
         return JobSpec(resolved=resolved, task=req.task, params=params, inputs=inputs,
-                       output_format=req.output_format, priority=req.priority, timeout_s=req.timeout_s)
+                       output_format=req.output_format, priority=req.priority, timeout_s=req.timeout_s,
+                       scheduler=scheduler, loras=loras or [])
 
 
 def request_fingerprint(req: JobRequest) -> str:

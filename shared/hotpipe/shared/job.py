@@ -93,6 +93,44 @@ class Inputs(_Strict):
         return {k: v for k, v in self.model_dump().items() if v is not None}
 
 
+#: a scheduler config override: a JSON boolean, number or string
+SchedulerValue = Annotated[bool, Strict()] | Int | Annotated[float, Strict(), Field(allow_inf_nan=False)] | Text
+#: name -> value, at most 16 of them (``shared/hotpipe/shared/schedulers.py`` checks names and values)
+SchedulerConfig = Annotated[dict[Annotated[str, StringConstraints(min_length=1, max_length=64)], SchedulerValue],
+                            Field(max_length=16)]
+
+
+class SchedulerChoice(BaseModel):
+    """The scheduler a job runs with: a Diffusers scheduler class built from the checkpoint's own scheduler
+    config plus ``config``; ``sampler`` is the familiar name the request used (``"DPM++ 2M Karras"``), if any."""
+
+    name: str
+    config: dict[str, bool | int | float | str] = Field(default_factory=dict)
+    sampler: str | None = None
+
+
+class LoraRequest(_Strict):
+    """One LoRA adapter for a job: a folder under the model root holding ``pytorch_lora_weights.safetensors``
+    (Diffusers' ``save_lora_weights`` layout) or a Hub repo id, with ``weight_name`` for another file in it."""
+
+    name: Annotated[Text, StringConstraints(min_length=1, max_length=256)]
+    #: how strongly the adapter applies: 0 is no effect, 1 full; at most 4 either way
+    scale: Annotated[Number, Field(ge=-4.0, le=4.0, allow_inf_nan=False)] = 1.0
+    weight_name: Annotated[Text, StringConstraints(min_length=1, max_length=128)] | None = None
+
+
+class LoraChoice(BaseModel):
+    """A job's LoRA as the record shows it (the run spec adds where it lives: ``spec.LoraSpec``)."""
+
+    name: str
+    scale: float
+    weight_name: str
+
+
+def _unset(value: object) -> bool:
+    return value is None
+
+
 class JobRequest(_Strict):
     """Body of ``POST /v1/jobs``."""
 
@@ -104,6 +142,14 @@ class JobRequest(_Strict):
     controlnet: Annotated[Text, StringConstraints(min_length=1, max_length=256)] | None = None
     #: Perturbed-Attention Guidance: true runs the family's PAG pipeline, false its plain one
     enable_pag: Annotated[bool, Strict()] | None = None
+    #: a Diffusers scheduler class (``EulerAncestralDiscreteScheduler``) or a familiar sampler name
+    #: (``"DPM++ 2M Karras"``, ``"Euler a"``) the pipeline class takes; default: the checkpoint's own
+    scheduler: Annotated[Text, StringConstraints(min_length=1, max_length=64)] | None = Field(
+        default=None, exclude_if=_unset)
+    #: overrides of the scheduler's config (``use_karras_sigmas``, ``timestep_spacing``, ``algorithm_type``, ...)
+    scheduler_config: SchedulerConfig | None = Field(default=None, exclude_if=_unset)
+    #: LoRA adapters applied for this job only (at most ``HOTPIPE_MAX_LORAS``, default 4)
+    loras: Annotated[list[LoraRequest], Field(max_length=16)] | None = Field(default=None, exclude_if=_unset)
     output_format: OutputFormat = "png"
     #: 0 (least urgent) to 9 (most urgent); a queued job with a higher priority runs first
     priority: Annotated[Int, Field(ge=0, le=9)] = 5
@@ -186,6 +232,10 @@ class JobRecord(BaseModel):
     queue_timeout_s: float | None = None
     #: when a job that has not started ends failed (``deadline_exceeded``)
     queue_deadline: datetime | None = None
+    #: the scheduler the job chose (class, overrides, sampler name); None: the checkpoint's own
+    scheduler: SchedulerChoice | None = None
+    #: the LoRA adapters the job applies, with their scales
+    loras: list[LoraChoice] | None = None
 
 
 class JobList(BaseModel):

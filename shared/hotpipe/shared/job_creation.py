@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 
@@ -86,6 +87,11 @@ class JobCreation:
             "tenant": opts.tenant, "index": keys.jobs_index(opts.tenant), "fingerprint": opts.fingerprint,
             "stage": "queued", "queued_at": repr(now), **opts.record_fields(),
         }
+        if spec.scheduler is not None:  # the record names the scheduler and the LoRAs the job chose
+            fields["scheduler"] = spec.scheduler.model_dump_json()
+        if spec.loras:
+            fields["loras"] = json.dumps([{"name": lo.name, "scale": lo.scale, "weight_name": lo.weight_name}
+                                          for lo in spec.loras])
         idem_key = keys.idempotency(opts.tenant, opts.idempotency_key) if opts.idempotency_key else keys.job(job_id)
         queue_ms = "" if opts.queue_timeout_s is None else str(round(opts.queue_timeout_s * 1000))
         argv: list[str | int] = [f"{job_id} {opts.fingerprint}" if opts.idempotency_key else "", opts.idempotency_ttl_s,

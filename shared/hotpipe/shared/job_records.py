@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from hotpipe.shared import keys
-from hotpipe.shared.job import JobError, JobRecord, JobResult, Progress, Stage, Task
+from hotpipe.shared.job import JobError, JobRecord, JobResult, LoraChoice, Progress, SchedulerChoice, Stage, Task
 from hotpipe.shared.spec import JobSpec
 from hotpipe.shared.status import Status
 
@@ -77,6 +77,8 @@ def record_from_fields(raw: dict[str, str]) -> JobRecord:
         running_at=_ts(raw.get("running_at")), uploading_at=_ts(raw.get("uploading_at")),
         timeout_s=_float(raw.get("timeout_s")), queue_timeout_s=_float(raw.get("queue_timeout_s")),
         queue_deadline=_ts_ms(raw.get("queue_deadline")),
+        scheduler=SchedulerChoice.model_validate_json(raw["scheduler"]) if raw.get("scheduler") else None,
+        loras=[LoraChoice(**lora) for lora in json.loads(raw["loras"])] if raw.get("loras") else None,
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import redis
@@ -30,6 +30,7 @@ class HotCheckpoint:
     uses: int = 0
     bytes: int = 0
     family: str = ""  # the base family it was requested for (whose popularity counts it)
+    adapters: list[str] = field(default_factory=list)  # LoRAs resident on it, least recently used first
 
 
 @dataclass
@@ -48,6 +49,7 @@ class WorkerInfo:
     evicts_next: str | None = None  # the checkpoint its cache would evict to load another
     full: bool = False  # loading another would evict one (by count, or by memory at the mean entry size)
     policy: str = ""  # its cache's eviction policy (HOTPIPE_CACHE_POLICY)
+    max_adapters: int = 0  # most LoRA adapters it keeps per checkpoint (HOTPIPE_CACHE_MAX_ADAPTERS); 0: unknown
     stats: dict[str, Any] = field(default_factory=dict)
     host: str = ""
     pid: int = 0
@@ -65,9 +67,15 @@ class WorkerInfo:
 
     @classmethod
     def from_json(cls, text: str) -> WorkerInfo:
+        """The record; fields a newer worker added are ignored (rolling upgrades)."""
         data = json.loads(text)
-        data["hot"] = [HotCheckpoint(**h) for h in data.get("hot", [])]
-        return cls(**data)
+        data["hot"] = [HotCheckpoint(**known(HotCheckpoint, h)) for h in data.get("hot", [])]
+        return cls(**known(cls, data))
+
+
+def known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in data.items() if k in names}
 
 
 class Registry:

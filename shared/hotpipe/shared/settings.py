@@ -51,6 +51,7 @@ class Settings:
     max_input_bytes: int = _setting(16 * 1024 * 1024, "Upper bound on the encoded size of one input image.")
     max_body_bytes: int = _setting(48 * 1024 * 1024, "Upper bound on a request body.")
     max_prompt_chars: int = _setting(4000, "Upper bound on prompt and negative_prompt length.")
+    max_loras: int = _setting(4, "Most LoRA adapters one job may apply (loras); the contract's ceiling is 16.")
     hub_cache_ttl_s: int = _setting(300, "Seconds a Hub resolution (a repo's model_index.json or config.json and "
                                          "the commit its revision pointed to) is cached in Redis; 0 turns it off.")
     wait_max_s: float = _setting(60.0, "Upper bound on GET /v1/jobs/{id}?wait=S.")
@@ -117,6 +118,8 @@ class Settings:
                                        "CUDA, tensor bytes on CPU); pipelines are evicted beyond it "
                                        "(HOTPIPE_CACHE_POLICY). 0: no memory bound.")
     cache_max_pipelines: int = _setting(0, "Most checkpoints a worker keeps loaded at once; 0: no count bound.")
+    cache_max_adapters: int = _setting(8, "Most LoRA adapters a worker keeps loaded per checkpoint; the least "
+                                          "recently used is deleted to make room (never one the job needs).")
     cache_policy: str = _setting("popular", "Which pipeline the cache evicts: popular (fewest requests fleet-wide "
                                             "lately, from the counts affinity routing keeps in Redis; this worker's "
                                             "own uses when those are missing or unreadable), lfu (fewest uses on "

@@ -9,13 +9,24 @@ ignored (a newer producer's, during a rolling upgrade).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from hotpipe.shared.celery_app import DEFAULT_PRIORITY
 from hotpipe.shared.checkpoints import Resolved
-from hotpipe.shared.job import OutputFormat, Task
+from hotpipe.shared.job import LoraChoice, OutputFormat, SchedulerChoice, Task
+
+
+class LoraSpec(LoraChoice):
+    """A LoRA the worker loads: the file the producer checked, and the adapter name it goes by."""
+
+    source: Literal["local", "hub"]
+    #: the folder (local) or the Hub repo id
+    location: str
+    revision: str | None = None
+    #: the adapter's name in the pipeline: one per (source, location, revision, file), never per job
+    adapter: str
 
 
 class JobSpec(BaseModel):
@@ -36,6 +47,11 @@ class JobSpec(BaseModel):
     priority: int = DEFAULT_PRIORITY
     #: seconds the job may run (loading included); None: no limit of its own
     timeout_s: float | None = None
+    #: the scheduler to build for the run from the checkpoint's scheduler config; None: the checkpoint's own
+    #: (left out of the JSON then, so a job without controls is written exactly as before)
+    scheduler: SchedulerChoice | None = Field(default=None, exclude_if=lambda v: v is None)
+    #: LoRA adapters to activate for the run, in the caller's order (left out of the JSON when none)
+    loras: list[LoraSpec] = Field(default_factory=list, exclude_if=lambda v: not v)
 
     @property
     def seed(self) -> int:

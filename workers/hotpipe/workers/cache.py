@@ -205,6 +205,21 @@ class PipelineCache:
         entries = sorted(list(self._entries.values()), key=lambda e: e.last_used)
         return [(e.key, e.uses, e.nbytes) for e in entries]
 
+    def add_bytes(self, key: CacheKey, delta: int) -> None:
+        """Bytes a resident entry gained or freed after its load (LoRA adapters loaded or deleted): they count
+        in the budget, and over it other entries are evicted (never this one)."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or not delta:
+                return
+            entry.nbytes = max(0, entry.nbytes + delta)
+            self._shrink(keep=entry)
+            self._changed()
+
+    def bases(self) -> list[tuple[CacheKey, Any]]:
+        """(key, base pipeline) of every resident entry (their task siblings share its modules)."""
+        return [(e.key, e.base) for e in list(self._entries.values())]
+
     def stats(self) -> CacheStats:
         """A snapshot of the counters and of what is resident."""
         s, entries = self._stats, list(self._entries.values())

@@ -421,11 +421,15 @@ def build_kandinsky22_decoder(out: Path, seed: int, inpaint: bool) -> None:
 
 
 def make_checkpoints(root: Path, names: list[str] | None = None, seed: int = 0, force: bool = False) -> list[Path]:
-    """Build the named (default: all) tiny checkpoints under ``root``; existing ones are kept."""
+    """Build the named (default: all) tiny checkpoints and LoRAs under ``root``; existing ones are kept."""
+    from hotpipe.workers import dev_loras  # its builders use this module's UNets
+
+    builders = {**BUILDERS, **dev_loras.BUILDERS}
     built = []
-    for name in names or list(BUILDERS):
+    for name in names or list(builders):
         out = root / name
-        if force or not ((out / "model_index.json").is_file() or (out / "config.json").is_file()):
-            BUILDERS[name](out, seed)
+        markers = ("model_index.json", "config.json", dev_loras.LORA_FILE)
+        if force or not any((out / marker).is_file() for marker in markers):
+            builders[name](out, seed)
         built.append(out)
     return built

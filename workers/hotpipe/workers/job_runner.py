@@ -33,14 +33,16 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from hotpipe import __version__
 from hotpipe.shared.checkpoints import Resolved
-from hotpipe.shared.job import ImageResult, JobError, JobResult
+from hotpipe.shared.job import ImageResult, JobError, JobResult, SchedulerChoice
 from hotpipe.shared.logs import job_context
 from hotpipe.shared.reaper import Publish, hand_over
 from hotpipe.shared.safety import CheckpointNotAllowed
+from hotpipe.shared.spec import JobSpec
 from hotpipe.shared.status import TransitionError
 from hotpipe.shared.storage import Storage, json_bytes
 from hotpipe.shared.store import JobStore, StoredJob
 from hotpipe.workers import loading, memory, runner
+from hotpipe.workers.adapters import Adapters
 from hotpipe.workers.cache import CacheKey, PipelineCache, ResolutionMismatch
 from hotpipe.workers.encode import Encoded, encode
 from hotpipe.workers.heartbeat import Heartbeat
@@ -66,6 +68,7 @@ ERROR_CODES: tuple[tuple[type[BaseException], str], ...] = (
     (ClientError, "storage_error"),
     (BotoCoreError, "storage_error"),
     (OSError, "load_error"),
+    (runner.PipelineRefused, "pipeline_error"),
     (ValueError, "pipeline_error"),
     (TypeError, "pipeline_error"),
 )
@@ -85,6 +88,13 @@ class Outcome(StrEnum):
 
 def error_code(exc: BaseException) -> str:
     return next((code for kind, code in ERROR_CODES if isinstance(exc, kind)), "internal_error")
+
+
+def scheduler_provenance(pipe: Any, choice: SchedulerChoice | None) -> dict[str, Any]:
+    """The scheduler the run uses, for the sidecar: the job's choice, or the checkpoint's own class."""
+    if choice is None:
+        return {"name": type(pipe.scheduler).__name__, "config": {}, "sampler": None}
+    return choice.model_dump()
 
 
 class Stopwatch:
@@ -147,6 +157,8 @@ class JobRunner:
     dtypes: dict[str, torch.dtype] = field(default_factory=dict)
     #: told which job runs now (the worker registry shows it); None: nobody listens
     on_job: Callable[[str | None], None] | None = None
+    #: LoRA adapters resident on the hot pipelines, activated per job
+    adapters: Adapters = field(default_factory=Adapters)
     _drain_deadline: float | None = field(default=None, init=False)
 
     def drain(self, grace_s: float) -> None:
@@ -229,18 +241,22 @@ class JobRunner:
         check_allowed(rec.checkpoint, self.allowlist)
         key = self.cache_key(spec.resolved)
         pipe = self.cache.get_key(key, spec.task, rec.pipeline, loading.ExtraRef.from_spec(spec.resolved))
+        self.cache.add_bytes(key, self.adapters.activate(pipe, spec.loras))  # LoRA loads count as loading
         clock.lap("load")
         inputs = {name: runner.decode_input(name, self.storage.get(key)) for name, key in spec.inputs.items()}
         clock.lap("inputs")
         if deadline is not None and time.monotonic() >= deadline:
             raise runner.Stopped(Verdict.TIMED_OUT)
         provenance = self._provenance(job, attempt, type(pipe).__name__)
+        provenance["scheduler"] = scheduler_provenance(pipe, spec.scheduler)
+        provenance["loras"] = [{"name": lo.name, "scale": lo.scale, "weight_name": lo.weight_name, "source": lo.source,
+                                "revision": lo.revision} for lo in spec.loras]
         self._enter(rec.id, attempt, "running")  # an ownership check: loading may have outlasted the lease
         # The sidecar depends only on the request, so it uploads while the pipeline runs.
         sidecar = self._put_sidecar(job, provenance)
         try:
             on_step = self._progress_hook(rec.id, attempt, deadline)
-            images = self._call_pipeline(key, pipe, spec.params, inputs, on_step)
+            images = self._call_pipeline(key, pipe, spec, inputs, on_step)
             clock.lap("run")
             encoded = [encode(im, spec.output_format, {**spec.params, "index": i, **provenance})
                        for i, im in enumerate(images)]
@@ -257,16 +273,16 @@ class JobRunner:
         result.timings = clock.laps
         return result
 
-    def _call_pipeline(self, key: CacheKey, pipe: Any, params: dict[str, Any], inputs: dict[str, Any],
-             on_step: runner.StepHook) -> list[Any]:
+    def _call_pipeline(self, key: CacheKey, pipe: Any, spec: JobSpec, inputs: dict[str, Any],
+                       on_step: runner.StepHook) -> list[Any]:
         """One pipeline call; out of memory, every other pipeline is evicted and it runs once more."""
         try:
-            return runner.run(pipe, params, inputs, on_step)
+            return runner.run(pipe, spec.params, inputs, on_step, spec.scheduler)
         except memory.OOM_ERRORS as exc:
             log.warning("out of memory running %s (%s); evicting the others and retrying once", key.label, exc)
         # outside the handler, so the failed call's tensors are garbage by now
         self.cache.evict_others(keep=key)
-        return runner.run(pipe, params, inputs, on_step)
+        return runner.run(pipe, spec.params, inputs, on_step, spec.scheduler)
 
     def _enter(self, job_id: str, attempt: int, stage: str) -> None:
         """Right before a put, or entering a stage: still the job's attempt?  Records the new stage

@@ -98,6 +98,8 @@ class WorkerMetrics:
                                         registry=r, multiprocess_mode=LIVE)
         self.resident_bytes = Gauge("hotpipe_cache_resident_bytes", "Bytes of the pipelines held hot.",
                                     registry=r, multiprocess_mode=LIVE)
+        self.adapters = Counter("hotpipe_adapter_events", "LoRA adapters: hit (resident), load, eviction.", ["event"],
+                                registry=r)
         self.gpu_memory = Gauge("hotpipe_gpu_memory_bytes", "GPU memory by torch's allocator after the last job "
                                 "(allocated, reserved) and its peak during it (peak).", ["device", "kind"],
                                 registry=r, multiprocess_mode=LIVE)
@@ -110,6 +112,11 @@ class WorkerMetrics:
         cuda = _cuda(self.device)
         if cuda is not None:
             cuda.reset_peak_memory_stats(self.device)
+
+    @never_raises
+    def adapter_event(self, event: str) -> None:
+        """A LoRA adapter was found resident (``hit``), loaded (``load``) or deleted (``eviction``)."""
+        self.adapters.labels(event).inc()
 
     @never_raises
     def job_failed(self, family: str, code: str) -> None:

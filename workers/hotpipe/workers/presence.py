@@ -19,6 +19,7 @@ import redis
 
 from hotpipe.shared.queues import worker_queue
 from hotpipe.shared.registry import HotCheckpoint, Registry, WorkerInfo
+from hotpipe.workers.adapters import Adapters
 from hotpipe.workers.cache import PipelineCache
 
 log = logging.getLogger(__name__)
@@ -28,12 +29,12 @@ class Presence:
     """Publishes ``name``'s record from ``cache`` and the current job."""
 
     def __init__(self, registry: Registry, name: str, families: list[str], cache: PipelineCache,
-                 interval_s: float | None = None):
-        self.registry, self.cache = registry, cache
+                 adapters: Adapters | None = None, interval_s: float | None = None):
+        self.registry, self.cache, self.adapters = registry, cache, adapters
         self.interval_s = interval_s if interval_s is not None else registry.ttl_ms / 3000
         self.info = WorkerInfo(name=name, queue=worker_queue(name), families=families, device=cache.device,
                                capacity=cache.max_pipelines, policy=cache.policy_name, host=socket.gethostname(),
-                               pid=os.getpid())
+                               pid=os.getpid(), max_adapters=adapters.max_resident if adapters else 0)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="presence", daemon=True)
@@ -62,12 +63,16 @@ class Presence:
         if self._stop.is_set():
             return
         with self._lock:
-            self.info.hot = [HotCheckpoint(k.label, uses, nbytes, k.family) for k, uses, nbytes in self.cache.holds()]
+            loras = {k: self.adapters.loras_on(base) for k, base in self.cache.bases()} if self.adapters else {}
+            self.info.hot = [HotCheckpoint(k.label, uses, nbytes, k.family, loras.get(k, []))
+                             for k, uses, nbytes in self.cache.holds()]
             self.info.loading = [self.cache.loading] if self.cache.loading else []
             victim = self.cache.next_victim()
             self.info.evicts_next = victim.label if victim else None
             self.info.full = self.cache.full()
             self.info.stats = dataclasses.asdict(self.cache.stats())
+            if self.adapters is not None:
+                self.info.stats["adapters"] = dataclasses.asdict(self.adapters.stats)
             try:
                 self.registry.publish(self.info)
             except redis.RedisError as exc:

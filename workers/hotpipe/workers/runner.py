@@ -12,10 +12,12 @@ from collections.abc import Callable
 from enum import IntEnum
 from typing import Any
 
+import diffusers
 import torch
 from PIL import Image
 
-from hotpipe.shared import call_args, family_table
+from hotpipe.shared import call_args, family_table, scheduler_table
+from hotpipe.shared.job import SchedulerChoice
 
 #: request parameter -> pipeline argument, where the names differ
 ARG_NAMES = {"num_images": "num_images_per_prompt"}
@@ -46,6 +48,24 @@ class Stopped(Exception):
         self.verdict = Verdict(verdict)
 
 
+#: what a pipeline raises when the arguments it was given don't work together (a schedule left with no
+#: step reshapes a tensor of 0 elements: a RuntimeError); the producer checked every argument it could
+CALLER_CAUSED: tuple[type[Exception], ...] = (ValueError, TypeError, IndexError, KeyError, ZeroDivisionError,
+                                               RuntimeError)
+#: RuntimeErrors that are the worker's, never the caller's
+NOT_THE_CALLERS: tuple[type[BaseException], ...] = (
+    torch.OutOfMemoryError, *((torch.AcceleratorError,) if hasattr(torch, "AcceleratorError") else ()))
+
+
+class PipelineRefused(Exception):
+    """The pipeline call failed on the job's own arguments: the job fails ``pipeline_error`` (the caller's to
+    fix), never ``internal_error``."""
+
+    def __init__(self, pipeline: str, cause: BaseException):
+        super().__init__(f"{pipeline} failed with this job's parameters ({type(cause).__name__}: {cause}); "
+                         "change the parameters (num_inference_steps, strength, size, scheduler) and resubmit")
+
+
 def decode_input(name: str, data: bytes) -> Image.Image:
     image = Image.open(io.BytesIO(data))
     return image.convert("L" if name in MASK_INPUTS else "RGB")
@@ -69,9 +89,34 @@ def call_kwargs(pipe: Any, params: dict[str, Any], inputs: dict[str, Image.Image
     return kwargs
 
 
-def run(pipe: Any, params: dict[str, Any], inputs: dict[str, Image.Image], on_step: StepHook) -> list[Image.Image]:
-    """Run ``pipe`` once with its own fresh scheduler; returns the PIL images."""
-    pipe.scheduler = pipe.scheduler.from_config(pipe.scheduler.config)
+def fresh_scheduler(default: Any, choice: SchedulerChoice | None) -> Any:
+    """A new scheduler for one run: the checkpoint's own class, or the job's choice, from the checkpoint's
+    scheduler config plus the job's overrides.  Only classes in the generated table are ever built."""
+    if choice is None:
+        return default.from_config(default.config)
+    if choice.name not in scheduler_table.OPTIONS:
+        raise ValueError(f"scheduler {choice.name!r} is not one hotpipe builds")
+    cls = getattr(diffusers, choice.name)
+    try:
+        return cls.from_config(default.config, **choice.config)
+    except (ValueError, NotImplementedError, TypeError) as exc:
+        raise PipelineRefused(choice.name, exc) from exc
+
+
+def run(pipe: Any, params: dict[str, Any], inputs: dict[str, Image.Image], on_step: StepHook,
+        scheduler: SchedulerChoice | None = None) -> list[Image.Image]:
+    """Run ``pipe`` once with its own fresh scheduler (the job's choice, if any); returns the PIL images.
+    A chosen scheduler is only lent: the hot pipeline gets its own class back, whatever happens."""
+    default = pipe.scheduler
+    pipe.scheduler = fresh_scheduler(default, scheduler)
+    try:
+        return _call(pipe, params, inputs, on_step)
+    finally:
+        if scheduler is not None:
+            pipe.scheduler = default
+
+
+def _call(pipe: Any, params: dict[str, Any], inputs: dict[str, Image.Image], on_step: StepHook) -> list[Image.Image]:
     kwargs = call_kwargs(pipe, params, inputs)
     steps = int(params.get("num_inference_steps") or 50)
     accepted = family_table.CALL_ARGS.get(type(pipe).__name__, frozenset())
@@ -92,6 +137,13 @@ def run(pipe: Any, params: dict[str, Any], inputs: dict[str, Image.Image], on_st
             if verdict != Verdict.GO_ON:
                 raise Stopped(verdict)
         kwargs["callback"], kwargs["callback_steps"] = legacy, 1
-    with torch.inference_mode():
-        out = pipe(**kwargs)
+    try:
+        with torch.inference_mode():
+            out = pipe(**kwargs)
+    except Stopped:
+        raise
+    except NOT_THE_CALLERS:
+        raise
+    except CALLER_CAUSED as exc:
+        raise PipelineRefused(type(pipe).__name__, exc) from exc
     return list(out.images)

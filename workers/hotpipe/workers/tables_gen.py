@@ -8,9 +8,11 @@ this renders, so a new Diffusers can't leave the table silently stale.
 
 from __future__ import annotations
 
+import enum
 import importlib
 import inspect
 import sys
+import typing
 from collections.abc import Mapping
 from typing import Any
 
@@ -104,13 +106,22 @@ def truncating_strength() -> dict[str, tuple[int, float]]:
     below 1 leaves none) -> their ``__call__`` defaults for (num_inference_steps, strength)."""
     out: dict[str, tuple[int, float]] = {}
     for name in sorted(call_arg_classes()):
-        cls = pipeline_class(name)
-        get_timesteps = getattr(cls, "get_timesteps", None)
-        if get_timesteps is None or TRUNCATING_SOURCE not in inspect.getsource(get_timesteps):
-            continue
-        params = inspect.signature(cls.__call__).parameters
-        out[name] = (params["num_inference_steps"].default, params["strength"].default)
-    return out
+        get_timesteps = getattr(pipeline_class(name), "get_timesteps", None)
+        if get_timesteps is not None and TRUNCATING_SOURCE in inspect.getsource(get_timesteps):
+            out[name] = call_defaults(name)
+    # Combined pipelines (Kandinsky prior + decoder) pass steps and strength on to a decoder that
+    # truncates, with their own defaults: Kandinsky 2.2 img2img with 2 steps keeps int(2 x 0.3) = 0.
+    for name in sorted(call_arg_classes() - set(out)):
+        init = inspect.getsource(pipeline_class(name).__init__)
+        if any(f"{decoder}(" in init for decoder in list(out)):
+            out[name] = call_defaults(name)
+    return dict(sorted(out.items()))
+
+
+def call_defaults(name: str) -> tuple[int, float]:
+    """``name.__call__``'s defaults for (num_inference_steps, strength)."""
+    params = inspect.signature(pipeline_class(name).__call__).parameters
+    return params["num_inference_steps"].default, params["strength"].default
 
 
 def render() -> str:
@@ -141,5 +152,78 @@ def render() -> str:
     return "\n".join(lines)
 
 
+def scheduler_names(annotation: Any) -> set[str]:
+    """Scheduler class names a pipeline's ``scheduler`` annotation admits: the members of
+    ``KarrasDiffusionSchedulers``, or each annotated class with its own ``compatibles``."""
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return {member.name for member in annotation}
+    if isinstance(annotation, type):
+        return {annotation.__name__, *getattr(annotation, "_compatibles", ())}
+    return set().union(*(scheduler_names(a) for a in typing.get_args(annotation)))
+
+
+def pipeline_schedulers() -> dict[str, list[str]]:
+    """Pipeline class -> the scheduler classes a job may choose (empty: the class takes no per-job
+    scheduler, like the combined prior + decoder pipelines, whose decoder keeps its own)."""
+    out: dict[str, list[str]] = {}
+    for name in sorted(call_arg_classes()):
+        param = inspect.signature(pipeline_class(name).__init__).parameters.get("scheduler")
+        if param is None or "Combined" in name:
+            out[name] = []
+            continue
+        out[name] = sorted(n for n in scheduler_names(param.annotation) if is_scheduler(n))
+    return out
+
+
+def is_scheduler(name: str) -> bool:
+    """A scheduler class Diffusers exports; its dependencies must be installed (the worker extra has scipy and
+    torchsde), so the table never depends on what happens to be installed."""
+    cls = getattr(diffusers, name, None)
+    if cls is not None and cls.__module__.startswith("diffusers.utils.dummy_"):
+        raise RuntimeError(f"diffusers.{name} is a placeholder (a dependency is missing); install the worker "
+                           "extra to regenerate the table")
+    return cls is not None
+
+
+def option_kind(annotation: Any) -> str | tuple[str, ...] | None:
+    """What a JSON value for a scheduler ``__init__`` argument must be: ``bool``, ``int``, ``float``,
+    ``str``, or one of a Literal's values; None for arrays and anything else a request can't carry."""
+    if annotation in (bool, int, float, str):
+        return str(annotation.__name__)
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) is typing.Literal:
+        return tuple(str(a) for a in args)
+    if len(args) == 1:
+        return option_kind(args[0])
+    return None
+
+
+def scheduler_options(names: set[str]) -> dict[str, dict[str, str | tuple[str, ...]]]:
+    """Scheduler class -> its ``__init__`` arguments a job may override -> their kind (``option_kind``)."""
+    out: dict[str, dict[str, str | tuple[str, ...]]] = {}
+    for name in sorted(names):
+        params = inspect.signature(getattr(diffusers, name).__init__).parameters.values()
+        kinds = {p.name: option_kind(p.annotation) for p in params if p.name != "self"}
+        out[name] = {arg: kind for arg, kind in kinds.items() if kind is not None}
+    return out
+
+
+def render_schedulers() -> str:
+    """``shared/hotpipe/shared/scheduler_table.py``: the schedulers a job may choose, torch-free."""
+    compatibles = pipeline_schedulers()
+    lines = ['"""Generated by ``python -m hotpipe.workers.tables_gen schedulers``; do not edit by hand.', "",
+             "Which Diffusers schedulers each pipeline class takes, and the config arguments a job may override.",
+             '"""', "", f'DIFFUSERS_VERSION = "{diffusers.__version__}"', "",
+             "#: pipeline class -> scheduler classes a job may choose (empty: none; the class keeps its own)",
+             "SCHEDULERS: dict[str, tuple[str, ...]] = {"]
+    lines += [f'    "{name}": {tuple(names)!r},' for name, names in compatibles.items()]
+    lines += ["}", "", "#: scheduler class -> argument -> bool | int | float | str, or the values it takes",
+              "OPTIONS: dict[str, dict[str, str | tuple[str, ...]]] = {"]
+    options = scheduler_options({n for names in compatibles.values() for n in names})
+    lines += [f'    "{name}": {kinds!r},' for name, kinds in options.items()]
+    lines += ["}", ""]
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
-    sys.stdout.write(render())
+    sys.stdout.write(render_schedulers() if sys.argv[1:] == ["schedulers"] else render())

@@ -55,6 +55,7 @@ from hotpipe.shared.settings import Settings
 from hotpipe.shared.storage import Storage
 from hotpipe.shared.store import JobStore
 from hotpipe.workers import memory
+from hotpipe.workers.adapters import Adapters
 from hotpipe.workers.cache import Counts, PipelineCache
 from hotpipe.workers.exporter import MetricsExporter
 from hotpipe.workers.job_runner import JobRunner
@@ -136,7 +137,8 @@ def build_runner(settings: Settings) -> JobRunner:
                      publish=functools.partial(enqueue, client), metrics=metrics,
                      allowlist=parse_patterns(settings.checkpoint_allowlist),
                      time_limit_s=settings.job_time_limit_s, on_time_limit=replace_child,
-                     dtypes=family_dtypes(settings))
+                     dtypes=family_dtypes(settings),
+                     adapters=Adapters(settings.cache_max_adapters, count=metrics.adapter_event))
 
 
 def pin_device(device: str) -> None:
@@ -171,7 +173,7 @@ def start_presence(runner: JobRunner, settings: Settings, name: str, families: l
     """Child: publish this worker in the registry, and keep it published."""
     client = redis.Redis.from_url(settings.redis_url, decode_responses=True, health_check_interval=30,
                                   socket_timeout=SOCKET_TIMEOUT_S)
-    presence = Presence(Registry(client, settings.worker_ttl_s), name, families, runner.cache,
+    presence = Presence(Registry(client, settings.worker_ttl_s), name, families, runner.cache, runner.adapters,
                         interval_s=settings.worker_heartbeat_s)
     runner.cache.on_change = presence.publish
     runner.on_job = presence.set_job
