@@ -152,10 +152,13 @@ def start_api(workdir: Path, env: dict[str, str], port: int | None = None) -> tu
 
 
 def start_worker(workdir: Path, env: dict[str, str], families: list[str], name: str = "worker",
-                 extra_env: dict[str, str] | None = None, wait_ready: bool = True) -> Proc:
+                 extra_env: dict[str, str] | None = None, wait_ready: bool = True, node_name: bool = True) -> Proc:
+    """A ``hotpipe worker`` process named ``name@host`` (without ``node_name``: the default name,
+    ``hotpipe-<pid>@host``); ``name`` names its log and ready files either way."""
     ready = workdir / f"{name}.ready"
     ready.unlink(missing_ok=True)
-    argv = [sys.executable, "-m", "hotpipe", "worker", "--hostname", f"{name}@%h", "--loglevel", "INFO"]
+    argv = [sys.executable, "-m", "hotpipe", "worker", *(["--hostname", f"{name}@%h"] if node_name else []),
+            "--loglevel", "INFO"]
     for family in families:
         argv += ["--family", family]
     proc = spawn(name, argv, workdir, {**env, "HOTPIPE_WORKER_READY_FILE": str(ready), **(extra_env or {})})
@@ -219,12 +222,15 @@ class LocalStack:
         """Start (or restart) worker ``name`` on the stack's families; stopped with the stack."""
         return self.start_workers({name: extra_env or {}}, wait_ready)[name]
 
-    def start_workers(self, workers: dict[str, dict[str, str]], wait_ready: bool = True) -> dict[str, Proc]:
-        """Start workers (name -> extra environment) side by side; returns once all are ready."""
+    def start_workers(self, workers: dict[str, dict[str, str]], wait_ready: bool = True,
+                      node_names: bool = True) -> dict[str, Proc]:
+        """Start workers (name -> extra environment) side by side; returns once all are ready.
+        Without ``node_names`` they run with the default node name (``hotpipe-<pid>@host``)."""
         for name, extra_env in workers.items():
             self.metrics_ports[name] = int(extra_env.get("HOTPIPE_WORKER_METRICS_PORT") or free_port())
         started = {name: self._keep(start_worker(self.workdir, self.env(), self.families, name=name, extra_env={
-                       "HOTPIPE_WORKER_METRICS_PORT": str(self.metrics_ports[name]), **extra_env}, wait_ready=False))
+                       "HOTPIPE_WORKER_METRICS_PORT": str(self.metrics_ports[name]), **extra_env}, wait_ready=False,
+                       node_name=node_names))
                    for name, extra_env in workers.items()}
         for name, proc in started.items() if wait_ready else ():
             wait_until((self.workdir / f"{name}.ready").exists, proc, 120)

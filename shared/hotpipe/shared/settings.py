@@ -139,6 +139,9 @@ class Settings:
                                                      "routing keeps in Redis (global popularity, read by routing "
                                                      "and the popular eviction policy): a request this old "
                                                      "counts half.")
+    worker_events: bool = _setting(True, "Workers send Celery heartbeats (every 2 s) and task events, so Flower "
+                                         "and `celery events` see them: about 4 Redis commands per job plus one "
+                                         "every 2 s per worker (BENCHMARKS.md). false: neither is sent.")
 
     def __post_init__(self) -> None:
         positive = {"lease_s": self.lease_s, "reaper_interval_s": self.reaper_interval_s,
