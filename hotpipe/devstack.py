@@ -8,6 +8,7 @@ loopback with its own port; nothing is mocked in-process.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -235,6 +236,27 @@ class LocalStack:
         for name, proc in started.items() if wait_ready else ():
             wait_until((self.workdir / f"{name}.ready").exists, proc, 120)
         return started
+
+    def addresses(self) -> dict[str, str]:
+        """Every address of the running stack as environment variables (what ``hotpipe dev stack``
+        prints and writes): the API, Redis, the S3 endpoint, bucket and prefix, the model root, and
+        each worker's metrics (``HOTPIPE_STACK_<WORKER>_METRICS_URL``, read by no setting)."""
+        s = self.settings
+        out = {"HOTPIPE_API_URL": self.api_url, "HOTPIPE_REDIS_URL": s.redis_url,
+               "HOTPIPE_S3_ENDPOINT_URL": s.s3_endpoint_url or "", "HOTPIPE_S3_BUCKET": s.s3_bucket,
+               "HOTPIPE_S3_PREFIX": s.s3_prefix, "HOTPIPE_MODEL_ROOT": str(s.model_root)}
+        out.update({f"HOTPIPE_STACK_{name.upper()}_METRICS_URL": self.metrics_url(name) for name in self.metrics_ports})
+        return out
+
+    def write_env_file(self, path: Path) -> Path:
+        """``addresses()`` (and the local S3 credentials, unless AWS ones are set) as a file of
+        ``export`` lines that ``source`` loads: hotpipe commands, boto3 and ``celery -A hotpipe`` then
+        talk to this stack."""
+        creds = {k: v for k, v in LOCAL_AWS_ENV.items() if k not in os.environ}
+        lines = [f"export {name}={shlex.quote(value)}\n" for name, value in {**self.addresses(), **creds}.items()]
+        path.write_text("# the local stack's addresses (hotpipe dev stack); load with: source " + str(path) + "\n"
+                        + "".join(lines))
+        return path
 
     def metrics_url(self, worker: str) -> str:
         """Where worker ``worker`` serves its Prometheus metrics."""

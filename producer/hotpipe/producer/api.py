@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -47,6 +48,8 @@ REDIS_OPTIONS: dict[str, Any] = {"decode_responses": True, "health_check_interva
                                  "socket_connect_timeout": 2, "retry_on_timeout": True}
 #: where FastAPI says a value came from; our error field names the value itself
 LOCATION_PREFIXES = frozenset({"body", "query", "path"})
+#: where /docs and /redoc load their scripts and styles from (this process)
+DOCS_ASSETS_URL = "/docs-assets"
 
 
 @dataclass
@@ -82,8 +85,10 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
             dispatcher.stop()
         await readers.pop().redis.aclose()
 
-    app = FastAPI(title="hotpipe", version=__version__, lifespan=lifespan,
-                  description="Run Hugging Face Diffusers checkpoints as a fleet service.")
+    # /docs and /redoc load Swagger UI and ReDoc from this process (the fastapi-offline package
+    # ships them), never from a CDN: a cluster without internet still renders them.
+    app = FastAPIOffline(title="hotpipe", version=__version__, lifespan=lifespan, static_url=DOCS_ASSETS_URL,
+                         description="Run Hugging Face Diffusers checkpoints as a fleet service.")
     app.state.services = svc
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     metrics = install_metrics(app, svc.redis)  # outside BodyLimit: its 413s are counted too

@@ -140,8 +140,9 @@ class Settings:
                                                      "and the popular eviction policy): a request this old "
                                                      "counts half.")
     worker_events: bool = _setting(True, "Workers send Celery heartbeats (every 2 s) and task events, so Flower "
-                                         "and `celery events` see them: about 4 Redis commands per job plus one "
-                                         "every 2 s per worker (BENCHMARKS.md). false: neither is sent.")
+                                         "and `celery events` see them: 3 Redis PUBLISHes per job (about 2% of "
+                                         "a job's commands) and one every 2 s per worker (BENCHMARKS.md). "
+                                         "false: neither is sent.")
 
     def __post_init__(self) -> None:
         positive = {"lease_s": self.lease_s, "reaper_interval_s": self.reaper_interval_s,
