@@ -27,6 +27,7 @@ from hotpipe.producer.admission import Admission, ReadLimit
 from hotpipe.producer.auth import KeyTable
 from hotpipe.producer.fleet import make_router
 from hotpipe.producer.metrics import install_metrics
+from hotpipe.producer.openapi import install_openapi
 from hotpipe.producer.routes.health import add_health_routes
 from hotpipe.producer.routes.jobs import add_job_routes
 from hotpipe.producer.routes.queues import add_queue_routes
@@ -101,6 +102,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     add_queue_routes(app, svc.redis)
     add_health_routes(app, svc)
     add_worker_routes(app, svc.redis, settings)
+    install_openapi(app)
     return app
 
 
