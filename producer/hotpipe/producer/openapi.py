@@ -78,9 +78,12 @@ def complete(document: dict[str, Any]) -> dict[str, Any]:
     for path, methods in document.get("paths", {}).items():
         for method, operation in methods.items():
             responses = operation.setdefault("responses", {})
-            responses.pop("422", None)  # FastAPI's own HTTPValidationError: ours is ErrorResponse
+            if "HTTPValidationError" in str(responses.get("422")):  # FastAPI's own: ours is ErrorResponse
+                del responses["422"]
             for code in error_codes(method, path):
-                responses[str(code)] = {"description": ERROR_DESCRIPTIONS[code], "content": content}
+                # an answer the route declared itself keeps its words, and its schema if it has one
+                answer = responses.setdefault(str(code), {"description": ERROR_DESCRIPTIONS[code]})
+                answer.setdefault("content", content)
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
     _json_schema_bounds(document)
