@@ -336,10 +336,7 @@ def run_worker(settings: Settings, families: list[str], hostname: str | None, lo
     record and an own queue.
     """
     name = node_name(hostname, os.getpid())
-    ping_app = make_celery(settings)
-    taken = node_is_live(ping_app, name)
-    ping_app.close()
-    if taken:
+    if node_is_live(make_celery(settings), name):
         raise NameTaken(f"a worker named {name} is already running (it answered a ping); start this one with "
                         "another --hostname, or leave --hostname out for a unique hotpipe-<pid>@<host>")
     exporter = MetricsExporter(settings.worker_metrics_port, families, settings.device) \
