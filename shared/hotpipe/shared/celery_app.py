@@ -61,15 +61,14 @@ def node_is_live(app: Celery, name: str, timeout_s: float = 1.0) -> bool:
     """Whether a worker named ``name`` answers a ping now (a crashed one doesn't, so its name is free).
 
     An unreachable broker answers False: the worker then starts and waits for Redis as usual.
-    Every connection the ping opened is closed here, before the worker forks its pool: a pooled
-    connection left with its reply BRPOP pending would be closed again in each forked child,
-    which would wait for that reply on the parent's socket for ever.
+    The replies are read on a connection of its own, closed here: from Kombu's connection pool
+    (one per broker URL, shared by every app in the process, the worker's too), one left with
+    its reply BRPOP pending would be closed again in each forked pool child, which would then
+    wait for that reply on the parent's socket for ever.  The pool itself is left open: the
+    worker's control replies are published through it.
     """
     try:
         with app.connection_for_write() as connection:
             return bool(app.control.ping(destination=[name], timeout=timeout_s, connection=connection))
     except (OperationalError, OSError):
         return False
-    finally:
-        app.pool.force_close_all()
-        app.close()
