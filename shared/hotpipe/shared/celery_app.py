@@ -47,7 +47,6 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
-
 def node_name(hostname: str | None, pid: int) -> str:
     """Celery's node name for ``--hostname`` (``%h`` expanded, ``@host`` added if missing).
 
