@@ -41,9 +41,13 @@ def _worker(args: argparse.Namespace) -> int:
         return 2
     configure_logging(settings.log_format, args.loglevel.upper())
     route_library_logs()
-    from hotpipe.workers.worker import run_worker  # torch and diffusers: after logging is set up
+    from hotpipe.workers.worker import NameTaken, run_worker  # torch and diffusers: after logging is set up
 
-    run_worker(settings, args.family, args.hostname, args.loglevel)
+    try:
+        run_worker(settings, args.family, args.hostname, args.loglevel)
+    except NameTaken as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -211,7 +215,8 @@ def _add_worker(sub: Subparsers) -> None:
     w.add_argument("--device", help="cpu or cuda:N (default: HOTPIPE_DEVICE); one worker per device")
     w.add_argument("--preload", action="append", metavar="CKPT[,CKPT]",
                    help="checkpoints to load before consuming; ready only after (repeatable, or comma-separated)")
-    w.add_argument("--hostname", default="hotpipe@%h")
+    w.add_argument("--hostname", help="Celery node name, %%h = host (default: hotpipe-<pid>@<host>, unique per "
+                   "process); a name a live worker already has is refused")
     w.add_argument("--loglevel", default="INFO")
     w.set_defaults(fn=_worker)
 

@@ -95,8 +95,22 @@ def serve_stack(models: Path, workdir: Path, redis: str) -> int:
     with _stack(models, workdir, redis) as stack:
         # Blocked only now: children inherit the signal mask, and they must see SIGTERM.
         signal.pthread_sigmask(signal.SIG_BLOCK, stop)
-        print(f"API: {stack.api_url} (docs: {stack.api_url}/docs)\nexport HOTPIPE_API_URL={stack.api_url}\n"
-              f"logs: {stack.workdir}\nCtrl-C to stop", flush=True)
+        env_file = stack.write_env_file(stack.workdir / "stack.env")
+        print(stack_banner(stack, env_file), flush=True)
         signal.sigwait(stop)
         print("stopping ...", flush=True)
     return 0
+
+
+def stack_banner(stack: LocalStack, env_file: Path) -> str:
+    """Every address of the running stack, and the env file that holds them."""
+    s = stack.settings
+    lines = [f"API:      {stack.api_url} (docs: {stack.api_url}/docs, {stack.api_url}/redoc)",
+             f"Redis:    {s.redis_url}",
+             f"S3:       {s.s3_endpoint_url} bucket {s.s3_bucket}, prefix {s.s3_prefix}",
+             *(f"metrics:  {stack.metrics_url(name)} ({name})" for name in stack.metrics_ports),
+             f"models:   {s.model_root}",
+             f"logs:     {stack.workdir}",
+             f"env file: {env_file} (load it in a shell: source {env_file})",
+             "Ctrl-C to stop"]
+    return "\n".join(lines)

@@ -8,6 +8,7 @@ loopback with its own port; nothing is mocked in-process.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -152,10 +153,13 @@ def start_api(workdir: Path, env: dict[str, str], port: int | None = None) -> tu
 
 
 def start_worker(workdir: Path, env: dict[str, str], families: list[str], name: str = "worker",
-                 extra_env: dict[str, str] | None = None, wait_ready: bool = True) -> Proc:
+                 extra_env: dict[str, str] | None = None, wait_ready: bool = True, node_name: bool = True) -> Proc:
+    """A ``hotpipe worker`` process named ``name@host`` (without ``node_name``: the default name,
+    ``hotpipe-<pid>@host``); ``name`` names its log and ready files either way."""
     ready = workdir / f"{name}.ready"
     ready.unlink(missing_ok=True)
-    argv = [sys.executable, "-m", "hotpipe", "worker", "--hostname", f"{name}@%h", "--loglevel", "INFO"]
+    argv = [sys.executable, "-m", "hotpipe", "worker", *(["--hostname", f"{name}@%h"] if node_name else []),
+            "--loglevel", "INFO"]
     for family in families:
         argv += ["--family", family]
     proc = spawn(name, argv, workdir, {**env, "HOTPIPE_WORKER_READY_FILE": str(ready), **(extra_env or {})})
@@ -219,16 +223,40 @@ class LocalStack:
         """Start (or restart) worker ``name`` on the stack's families; stopped with the stack."""
         return self.start_workers({name: extra_env or {}}, wait_ready)[name]
 
-    def start_workers(self, workers: dict[str, dict[str, str]], wait_ready: bool = True) -> dict[str, Proc]:
-        """Start workers (name -> extra environment) side by side; returns once all are ready."""
+    def start_workers(self, workers: dict[str, dict[str, str]], wait_ready: bool = True,
+                      node_names: bool = True) -> dict[str, Proc]:
+        """Start workers (name -> extra environment) side by side; returns once all are ready.
+        Without ``node_names`` they run with the default node name (``hotpipe-<pid>@host``)."""
         for name, extra_env in workers.items():
             self.metrics_ports[name] = int(extra_env.get("HOTPIPE_WORKER_METRICS_PORT") or free_port())
         started = {name: self._keep(start_worker(self.workdir, self.env(), self.families, name=name, extra_env={
-                       "HOTPIPE_WORKER_METRICS_PORT": str(self.metrics_ports[name]), **extra_env}, wait_ready=False))
+                       "HOTPIPE_WORKER_METRICS_PORT": str(self.metrics_ports[name]), **extra_env}, wait_ready=False,
+                       node_name=node_names))
                    for name, extra_env in workers.items()}
         for name, proc in started.items() if wait_ready else ():
             wait_until((self.workdir / f"{name}.ready").exists, proc, 120)
         return started
+
+    def addresses(self) -> dict[str, str]:
+        """Every address of the running stack as environment variables (what ``hotpipe dev stack``
+        prints and writes): the API, Redis, the S3 endpoint, bucket and prefix, the model root, and
+        each worker's metrics (``HOTPIPE_STACK_<WORKER>_METRICS_URL``, read by no setting)."""
+        s = self.settings
+        out = {"HOTPIPE_API_URL": self.api_url, "HOTPIPE_REDIS_URL": s.redis_url,
+               "HOTPIPE_S3_ENDPOINT_URL": s.s3_endpoint_url or "", "HOTPIPE_S3_BUCKET": s.s3_bucket,
+               "HOTPIPE_S3_PREFIX": s.s3_prefix, "HOTPIPE_MODEL_ROOT": str(s.model_root)}
+        out.update({f"HOTPIPE_STACK_{name.upper()}_METRICS_URL": self.metrics_url(name) for name in self.metrics_ports})
+        return out
+
+    def write_env_file(self, path: Path) -> Path:
+        """``addresses()`` (and the local S3 credentials, unless AWS ones are set) as a file of
+        ``export`` lines that ``source`` loads: hotpipe commands, boto3 and ``celery -A hotpipe`` then
+        talk to this stack."""
+        creds = {k: v for k, v in LOCAL_AWS_ENV.items() if k not in os.environ}
+        lines = [f"export {name}={shlex.quote(value)}\n" for name, value in {**self.addresses(), **creds}.items()]
+        path.write_text("# the local stack's addresses (hotpipe dev stack); load with: source " + str(path) + "\n"
+                        + "".join(lines))
+        return path
 
     def metrics_url(self, worker: str) -> str:
         """Where worker ``worker`` serves its Prometheus metrics."""

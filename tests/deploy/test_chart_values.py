@@ -113,6 +113,15 @@ def test_settings_keep_numbers_as_written() -> None:
     assert Settings.from_env(data).max_input_pixels == 16777216
 
 
+def test_worker_events_can_be_turned_off() -> None:
+    """Flower's feed (heartbeats + task events) is on unless ``settings.worker_events`` says false."""
+    assert "HOTPIPE_WORKER_EVENTS" not in next(d for d in render({}) if d["kind"] == "ConfigMap")["data"]
+    assert Settings.from_env({}).worker_events
+    data = next(d for d in render({"settings": {"worker_events": False}}) if d["kind"] == "ConfigMap")["data"]
+    assert data["HOTPIPE_WORKER_EVENTS"] == "false"
+    assert Settings.from_env(data).worker_events is False
+
+
 def test_notes_name_every_pool_and_how_to_reach_the_api() -> None:
     notes = render_files({"workers": {"pools": {"flux": {"family": "flux"}}}})["hotpipe/templates/NOTES.txt"]
     assert "stable-diffusion: family stable-diffusion, device cuda:0" in notes

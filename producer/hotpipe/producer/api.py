@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -27,6 +28,7 @@ from hotpipe.producer.auth import KeyTable
 from hotpipe.producer.fleet import make_router
 from hotpipe.producer.metrics import install_metrics
 from hotpipe.producer.openai_compat import error_body, is_openai_path
+from hotpipe.producer.openapi import install_openapi
 from hotpipe.producer.routes.health import add_health_routes
 from hotpipe.producer.routes.jobs import add_job_routes
 from hotpipe.producer.routes.models import add_model_routes
@@ -50,6 +52,8 @@ REDIS_OPTIONS: dict[str, Any] = {"decode_responses": True, "health_check_interva
                                  "socket_connect_timeout": 2, "retry_on_timeout": True}
 #: where FastAPI says a value came from; our error field names the value itself
 LOCATION_PREFIXES = frozenset({"body", "query", "path"})
+#: where /docs and /redoc load their scripts and styles from (this process)
+DOCS_ASSETS_URL = "/docs-assets"
 
 
 @dataclass
@@ -85,8 +89,10 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
             dispatcher.stop()
         await readers.pop().redis.aclose()
 
-    app = FastAPI(title="hotpipe", version=__version__, lifespan=lifespan,
-                  description="Run Hugging Face Diffusers checkpoints as a fleet service.")
+    # /docs and /redoc load Swagger UI and ReDoc from this process (the fastapi-offline package
+    # ships them), never from a CDN: a cluster without internet still renders them.
+    app = FastAPIOffline(title="hotpipe", version=__version__, lifespan=lifespan, static_url=DOCS_ASSETS_URL,
+                         description="Run Hugging Face Diffusers checkpoints as a fleet service.")
     app.state.services = svc
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     metrics = install_metrics(app, svc.redis)  # outside BodyLimit: its 413s are counted too
@@ -101,6 +107,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     add_queue_routes(app, svc.redis)
     add_health_routes(app, svc)
     add_worker_routes(app, svc.redis, settings)
+    install_openapi(app)
     return app
 
 

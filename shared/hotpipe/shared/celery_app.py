@@ -8,6 +8,8 @@ it claims the record with a compare-and-set and writes deterministic object keys
 from __future__ import annotations
 
 from celery import Celery
+from celery.utils.nodenames import default_nodename, host_format
+from kombu.exceptions import OperationalError
 
 from hotpipe.shared.queues import PRIORITIES
 from hotpipe.shared.settings import Settings
@@ -38,8 +40,34 @@ def make_celery(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         # Pipelines load lazily in the child, but importing torch/diffusers can be slow.
         worker_proc_alive_timeout=120.0,
-        worker_send_task_events=False,
+        # Task events and heartbeats are what Flower and `celery events` show (HOTPIPE_WORKER_EVENTS).
+        worker_send_task_events=settings.worker_events,
         task_send_sent_event=False,
     )
     return app
 
+
+def node_name(hostname: str | None, pid: int) -> str:
+    """Celery's node name for ``--hostname`` (``%h`` expanded, ``@host`` added if missing).
+
+    The default (``None``) is ``hotpipe-{pid}@{host}``: unique per worker process, so two workers
+    on one host (one per GPU) are two workers in the registry, in Celery and in Flower.
+    """
+    return host_format(default_nodename(hostname or f"hotpipe-{pid}@%h"))
+
+
+def node_is_live(app: Celery, name: str, timeout_s: float = 1.0) -> bool:
+    """Whether a worker named ``name`` answers a ping now (a crashed one doesn't, so its name is free).
+
+    An unreachable broker answers False: the worker then starts and waits for Redis as usual.
+    The replies are read on a connection of its own, closed here: from Kombu's connection pool
+    (one per broker URL, shared by every app in the process, the worker's too), one left with
+    its reply BRPOP pending would be closed again in each forked pool child, which would then
+    wait for that reply on the parent's socket for ever.  The pool itself is left open: the
+    worker's control replies are published through it.
+    """
+    try:
+        with app.connection_for_write() as connection:
+            return bool(app.control.ping(destination=[name], timeout=timeout_s, connection=connection))
+    except (OperationalError, OSError):
+        return False

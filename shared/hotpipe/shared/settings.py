@@ -152,6 +152,10 @@ class Settings:
                                            "job, which goes on (GET /v1/jobs/{id}).")
     models_cache_s: float = _setting(30.0, "Seconds an API process reuses its scan of the model root for "
                                            "GET /v1/models (the catalog); 0 scans on every request.")
+    worker_events: bool = _setting(True, "Workers send Celery heartbeats (every 2 s) and task events, so Flower "
+                                         "and `celery events` see them: 3 Redis PUBLISHes per job (about 2% of "
+                                         "a job's commands) and one every 2 s per worker (BENCHMARKS.md). "
+                                         "false: neither is sent.")
 
     def __post_init__(self) -> None:
         positive = {"lease_s": self.lease_s, "reaper_interval_s": self.reaper_interval_s,

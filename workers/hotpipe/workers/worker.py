@@ -36,12 +36,11 @@ import billiard.process
 import redis
 import torch
 from celery import Celery, bootsteps, signals
-from celery.utils.nodenames import default_nodename, host_format
 from kombu.asynchronous.timer import Entry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from hotpipe.shared.celery_app import TASK_NAME, make_celery
+from hotpipe.shared.celery_app import TASK_NAME, make_celery, node_is_live, node_name
 from hotpipe.shared.checkpoints import Resolved, resolve
 from hotpipe.shared.errors import InvalidRequest
 from hotpipe.shared.job import Task
@@ -326,26 +325,36 @@ def create_worker_app(settings: Settings, families: list[str] | None = None, nam
     return app
 
 
-def node_name(hostname: str) -> str:
-    """Celery's node name for ``--hostname`` (``%h`` expanded, ``@host`` added if missing)."""
-    return host_format(default_nodename(hostname))
-
-
-def worker_argv(name: str, loglevel: str, quiet: bool = False) -> list[str]:
+def worker_argv(name: str, loglevel: str, quiet: bool = False, events: bool = True) -> list[str]:
     """Celery's arguments: at first only the worker's own queue (the gate adds the families');
-    ``quiet`` leaves out the start-up banner (not a log line: JSON logs)."""
+    ``quiet`` leaves out the start-up banner (not a log line: JSON logs); without ``events``, no
+    heartbeats either (task events follow ``worker_send_task_events``)."""
     return [*(["--quiet"] if quiet else []), "worker", "-P", "prefork", "-c", "1", "-Q", worker_queue(name),
-            "-n", name, "-l", loglevel, "--without-gossip", "--without-mingle", "--without-heartbeat", "-O", "fair"]
+            "-n", name, "-l", loglevel, "--without-gossip", "--without-mingle",
+            *([] if events else ["--without-heartbeat"]), "-O", "fair"]
 
 
-def run_worker(settings: Settings, families: list[str], hostname: str, loglevel: str = "INFO") -> None:
-    """Preload, then consume ``families``' queues and the worker's own; returns at shutdown."""
-    name = node_name(hostname)
+class NameTaken(RuntimeError):
+    """A live worker already has the node name this one was to start with."""
+
+
+def run_worker(settings: Settings, families: list[str], hostname: str | None, loglevel: str = "INFO") -> None:
+    """Preload, then consume ``families``' queues and the worker's own; returns at shutdown.
+
+    ``hostname`` None: ``hotpipe-{pid}@{host}``.  A name a live worker answers to is refused
+    (``NameTaken``) before anything starts: two workers with one name would share a registry
+    record and an own queue.
+    """
+    name = node_name(hostname, os.getpid())
+    if node_is_live(make_celery(settings), name):
+        raise NameTaken(f"a worker named {name} is already running (it answered a ping); start this one with "
+                        "another --hostname, or leave --hostname out for a unique hotpipe-<pid>@<host>")
     exporter = MetricsExporter(settings.worker_metrics_port, families, settings.device) \
         if settings.worker_metrics_port else None
     try:
         app = create_worker_app(settings, families, name, exporter)
-        app.worker_main(worker_argv(name, loglevel, quiet=settings.log_format == "json"))
+        app.worker_main(worker_argv(name, loglevel, quiet=settings.log_format == "json",
+                                    events=settings.worker_events))
     finally:
         if exporter is not None:
             exporter.close()

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated
 
-from fastapi import FastAPI, Header, Query
+from fastapi import Body, FastAPI, Header, Query
 from fastapi.responses import Response, StreamingResponse
 
 from hotpipe.producer.auth import ReadingTenant, Tenant
@@ -34,6 +34,23 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
 CURSOR_RE = re.compile(r"^(?P<score>\d{1,20}):(?P<id>[A-Za-z0-9][A-Za-z0-9_-]{0,63})$")
 FINISHED_NOT_CANCELED = frozenset({Status.SUCCEEDED.value, Status.FAILED.value})
+
+#: what /docs and the OpenAPI document show as request bodies (each one a request that works)
+JOB_EXAMPLES = {
+    "text2image": {"summary": "text to image", "value": {
+        "checkpoint": "stabilityai/stable-diffusion-xl-base-1.0", "task": "text2image",
+        "params": {"prompt": "a lighthouse at dusk, oil painting", "num_inference_steps": 30, "seed": 7}}},
+    "image2image": {"summary": "image to image, from an upload", "value": {
+        "checkpoint": "stabilityai/stable-diffusion-xl-base-1.0", "task": "image2image",
+        "inputs": {"image": "s3://hotpipe/jobs/_uploads/default/3f1c.png"},
+        "params": {"prompt": "the same scene in winter", "strength": 0.6}, "priority": 8}},
+    "inpainting": {"summary": "inpainting, with a webhook", "value": {
+        "checkpoint": "my-inpainting-model", "task": "inpainting",
+        "inputs": {"image": "s3://hotpipe/jobs/_uploads/default/3f1c.png",
+                   "mask_image": "s3://hotpipe/jobs/_uploads/default/9a2e.png"},
+        "params": {"prompt": "a red door"}, "webhook_url": "https://example.com/hooks/hotpipe"}},
+}
+JobBody = Annotated[JobRequest, Body(openapi_examples=JOB_EXAMPLES)]
 
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key",
                                              description="Same key and body: the same job (200); other body: 409")]
@@ -83,7 +100,7 @@ def _add_submit_routes(app: FastAPI, svc: Services, submitter: Submitter, metric
     @app.post("/v1/jobs", status_code=202, response_model=JobRecord, response_model_exclude_none=True,
               responses={200: {"description": "the job this Idempotency-Key already names (same body)"},
                          409: {"description": "the Idempotency-Key was used with a different body"}})
-    def submit_job(body: JobRequest, tenant: Tenant, idempotency_key: IdempotencyKey = None) -> Response:
+    def submit_job(body: JobBody, tenant: Tenant, idempotency_key: IdempotencyKey = None) -> Response:
         """Validate and enqueue a generation job; 202 with its record (200 for a replayed Idempotency-Key)."""
         return respond(body, submitter.submit(body, tenant=tenant,
                                               idempotency_key=check_idempotency_key(idempotency_key)))
@@ -91,7 +108,7 @@ def _add_submit_routes(app: FastAPI, svc: Services, submitter: Submitter, metric
     @app.put("/v1/jobs/{job_id}", status_code=202, response_model=JobRecord, response_model_exclude_none=True,
              responses={200: {"description": "the job this id already names (same body)"},
                         409: {"description": "the id names a job made from a different body"}})
-    def put_job(job_id: str, body: JobRequest, tenant: Tenant,
+    def put_job(job_id: str, body: JobBody, tenant: Tenant,
                 idempotency_key: IdempotencyKey = None) -> Response:
         """Submit with an id you chose: 202 when created, 200 with the same job when sent again."""
         if not JOB_ID_RE.match(job_id):
@@ -106,7 +123,10 @@ def _add_list_route(app: FastAPI, svc: Services) -> None:
 
     @app.get("/v1/jobs", response_model=JobList, response_model_exclude_none=True)
     def list_jobs(tenant: ReadingTenant, status: Status | None = None,
-                  limit: Annotated[int, Query(ge=1)] = 20, cursor: str | None = None) -> Response:
+                  # defaults, not Annotated: the bound is a local, which a string annotation can't name
+                  limit: int = Query(20, ge=1, json_schema_extra={"maximum": max_limit}),
+                  cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
+                  ) -> Response:
         """Your jobs, newest first; ``status`` filters, ``next_cursor`` fetches the next page."""
         if limit > max_limit:
             raise InvalidRequest(f"limit is {limit}; at most {max_limit}", field="limit")
@@ -120,7 +140,10 @@ def _add_read_routes(app: FastAPI, svc: Services, readers: list[AsyncJobReader])
     wait_max_s = svc.settings.wait_max_s
 
     @app.get("/v1/jobs/{job_id}", response_model=JobRecord, response_model_exclude_none=True)
-    async def get_job(job_id: str, tenant: ReadingTenant, wait: Annotated[float, Query(ge=0)] = 0.0) -> Response:
+    async def get_job(job_id: str, tenant: ReadingTenant,
+                      wait: float = Query(0.0, ge=0, json_schema_extra={"maximum": wait_max_s},
+                                          description="seconds to wait for a terminal state"),
+                      ) -> Response:
         """The job's record; with ``wait=S``, returns once terminal or after S seconds."""
         if wait > wait_max_s:
             raise InvalidRequest(f"wait is {wait}; at most {wait_max_s} seconds", field="wait")
