@@ -43,6 +43,20 @@ def test_controlnets_list_the_family_they_fit(api: TestClient) -> None:
     assert models["tiny-controlnet-sd"]["kind"] == "controlnet" and "tasks" not in models["tiny-controlnet-sd"]
 
 
+def test_loras_list_the_family_their_header_says_they_fit(api: TestClient) -> None:
+    models = entries(api, limit=100)
+    assert {k: (models[k]["kind"], models[k]["family"]) for k in ("tiny-lora-sd", "tiny-lora-sdxl")} == {
+        "tiny-lora-sd": ("lora", "stable-diffusion"), "tiny-lora-sdxl": ("lora", "stable-diffusion-xl")}
+    assert "tasks" not in models["tiny-lora-sd"] and "error" not in models["tiny-lora-sd"]
+
+
+def test_a_file_that_is_no_lora_says_why(root: Path) -> None:
+    (root / "broken-lora").mkdir()
+    (root / "broken-lora" / "pytorch_lora_weights.safetensors").write_bytes(b"not safetensors")
+    (entry,) = [m for m in scan(root) if m.id == "broken-lora"]
+    assert entry.kind == "lora" and entry.family is None and entry.error and "not a readable safetensors" in entry.error
+
+
 def test_pages_follow_each_other_without_gaps_or_repeats(api: TestClient) -> None:
     everything = list(entries(api))
     seen: list[str] = []

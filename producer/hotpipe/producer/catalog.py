@@ -4,7 +4,8 @@ Each folder under the model root (or one level deeper, ``org/name``) is offered 
 ``SCANNERS`` in turn; the first that recognises it makes its entry.  A checkpoint
 (``model_index.json``) is resolved for every task exactly as a submit would (``checkpoints.resolve``),
 so the tasks listed are the tasks a job may ask for; a ControlNet (``config.json`` naming a
-ControlNet class) lists the family it fits.  A scan is kept ``models_cache_s`` seconds per
+ControlNet class) lists the family it fits, and so does a LoRA (its safetensors header, as the
+submit check reads it).  A scan is kept ``models_cache_s`` seconds per
 process, so listing costs no file reads most of the time.
 """
 
@@ -27,6 +28,7 @@ from hotpipe.shared.checkpoints import (
 )
 from hotpipe.shared.errors import HotpipeError
 from hotpipe.shared.job import Task
+from hotpipe.shared.loras import LORA_FILE, header_shape
 from hotpipe.shared.variants import CONTROLNET_MODELS
 
 #: what the catalog says owns its models (OpenAI's ``owned_by``)
@@ -38,9 +40,9 @@ class Model:
     """One entry: OpenAI's model object (``id``, ``object``, ``created``, ``owned_by``) and hotpipe's fields."""
 
     id: str
-    kind: str  # "checkpoint", "controlnet" (and "lora" once LoRAs are listed)
+    kind: str  # "checkpoint", "controlnet" or "lora"
     created: int
-    class_name: str
+    class_name: str  # a LoRA's: the weights file (it has no class)
     family: str | None = None
     #: task -> the pipeline class a job of that task runs (checkpoints)
     pipelines: dict[str, str] = field(default_factory=dict)
@@ -95,8 +97,20 @@ def controlnet_entry(name: str, folder: Path, root: Path) -> Model | None:
     return Model(name, "controlnet", _created(folder), class_name, controlnet_families(class_name, config)[0])
 
 
-#: in order; LoRA support adds its scanner here (a LoRA's family is read from its safetensors header)
-SCANNERS: tuple[Scanner, ...] = (checkpoint_entry, controlnet_entry)
+def lora_entry(name: str, folder: Path, root: Path) -> Model | None:
+    """A LoRA folder (``save_lora_weights``' file), with the family its safetensors header says it fits
+    (read as a submit's check reads it: the header only, never the tensors)."""
+    if (folder / MODEL_INDEX).is_file() or not (folder / LORA_FILE).is_file():
+        return None
+    try:
+        family: str | None = header_shape(folder / LORA_FILE, name, "lora").family
+    except HotpipeError as exc:
+        return Model(name, "lora", _created(folder), LORA_FILE, None, error=exc.message)
+    return Model(name, "lora", _created(folder), LORA_FILE, family)
+
+
+#: in order: the first that recognises a folder makes its entry
+SCANNERS: tuple[Scanner, ...] = (checkpoint_entry, controlnet_entry, lora_entry)
 
 
 def _class_name(path: Path, name: str) -> str:
