@@ -145,3 +145,10 @@ def test_hotpipe_models_prints_one_line_per_model(capsys: pytest.CaptureFixture[
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["tiny-sd", "checkpoint", "stable-diffusion", "text2image,", "inpainting"]
     assert lines[1].endswith("runs nothing: no class") and lines[2].endswith("fits stable-diffusion")
+
+
+def test_a_path_no_route_matches_still_answers_openai_s_shape(api: TestClient) -> None:
+    response = api.get("/v1/models/a%0Ab")  # a newline: no route matches, the router's own 404
+    error = response.json()["error"]
+    assert response.status_code == 404 and error["type"] == "invalid_request_error" and error["code"] == "not_found"
+    assert set(error) >= {"message", "type", "param", "code"}

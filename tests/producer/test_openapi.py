@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from hotpipe.producer.openai_compat import is_openai_path
 from hotpipe.producer.openapi import complete, error_codes
 from hotpipe.shared.settings import Settings
 
@@ -18,6 +19,9 @@ def test_every_v1_operation_declares_its_errors(api: TestClient, settings: Setti
     assert set(document["components"]["schemas"]["ErrorResponse"]["required"]) == {"error"}
     for path, methods in document["paths"].items():
         for method, operation in methods.items():
+            if is_openai_path(path):  # OpenAI's routes declare their own errors, in OpenAI's shape
+                assert error_codes(method, path) == () and "422" not in operation["responses"], (method, path)
+                continue
             declared = {code for code in operation["responses"] if code[0] in "45"}
             assert declared == {str(c) for c in error_codes(method, path)}, (method, path)
             for code in declared:

@@ -27,7 +27,7 @@ from hotpipe.producer.admission import Admission, ReadLimit
 from hotpipe.producer.auth import KeyTable
 from hotpipe.producer.fleet import make_router
 from hotpipe.producer.metrics import install_metrics
-from hotpipe.producer.openai_compat import error_body, is_openai_path
+from hotpipe.producer.openai_compat import OpenAIError, error_body, is_openai_path
 from hotpipe.producer.openapi import install_openapi
 from hotpipe.producer.routes.health import add_health_routes
 from hotpipe.producer.routes.jobs import add_job_routes
@@ -144,8 +144,11 @@ def _install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(validation_error(exc.errors()), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
-    def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        if is_openai_path(request.url.path):  # no route matched, but the OpenAI paths answer in OpenAI's shape
+            status, body, headers = error_body(OpenAIError(str(exc.detail), status=exc.status_code, code=code))
+            return JSONResponse(body, status_code=status, headers={**headers, **(exc.headers or {})})
         return JSONResponse({"error": {"code": code, "message": str(exc.detail)}}, status_code=exc.status_code)
 
     @app.exception_handler(redis.RedisError)

@@ -78,9 +78,13 @@ class ImageRequest(BaseModel):
 class ImageGenerationRequest(ImageRequest):
     """Body of ``POST /v1/images/generations``."""
 
-    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [
-        {"model": "my-checkpoint", "prompt": "a red cube on a table", "n": 1, "size": "512x512",
-         "response_format": "url", "seed": 7, "steps": 20, "negative_prompt": "blurry"}]})
+    model_config = ConfigDict(extra="allow")
+
+
+#: what /docs and the OpenAPI document show as the body of ``POST /v1/images/generations``
+GENERATION_EXAMPLES = {"generate": {"summary": "one image, hotpipe's own fields as extra body", "value": {
+    "model": "my-checkpoint", "prompt": "a red cube on a table", "n": 1, "size": "512x512",
+    "response_format": "url", "seed": 7, "steps": 20, "negative_prompt": "blurry"}}}
 
 
 def is_openai_path(path: str) -> bool:

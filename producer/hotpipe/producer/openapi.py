@@ -15,6 +15,8 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, Field
 
+from hotpipe.producer.openai_compat import is_openai_path
+
 #: what each error status means, for every operation that can answer it
 ERROR_DESCRIPTIONS = {
     401: "No valid API key: send `Authorization: Bearer <key>` (with keys configured)",
@@ -62,7 +64,10 @@ class ErrorResponse(BaseModel):
 
 
 def error_codes(method: str, path: str) -> tuple[int, ...]:
-    """The error statuses operation ``method path`` declares."""
+    """The error statuses operation ``method path`` declares (the OpenAI-compatible routes declare
+    their own, in OpenAI's error shape: they never answer this API's 422)."""
+    if is_openai_path(path):
+        return ()
     if path.startswith("/v1/"):
         return V1_ERRORS + EXTRA_ERRORS.get((method, path), ())
     return OTHER_ERRORS.get((method, path), ())

@@ -53,7 +53,8 @@ def add_model_routes(app: FastAPI, svc: Services) -> None:
     router = APIRouter(route_class=OpenAIRoute, tags=["OpenAI-compatible"])
 
     @router.get("/v1/models", responses=_responses(LIST_SCHEMA, 400, 401, 429, 503))
-    def list_models(_: ReadingTenant, limit: Annotated[int, Query(ge=1, description=LIMIT)] = 100,
+    def list_models(_: ReadingTenant,
+                    limit: int = Query(100, ge=1, description=LIMIT, json_schema_extra={"maximum": max_limit}),
                     after: Annotated[str | None, Query(max_length=512)] = None) -> dict[str, Any]:
         """What can be run: checkpoints (family, tasks) and ControlNets (the family they fit), by id;
         ``after`` is the previous page's ``last_id``."""

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Annotated, Any
 
 import redis
-from fastapi import APIRouter, FastAPI, Header, Request
+from fastapi import APIRouter, Body, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from hotpipe.producer.auth import Tenant
 from hotpipe.producer.metrics import ApiMetrics
 from hotpipe.producer.openai_compat import (
+    GENERATION_EXAMPLES,
     ImageGenerationRequest,
     ImageRequest,
     edit_inputs,
@@ -120,7 +121,8 @@ def add_openai_image_routes(app: FastAPI, svc: Services, submitter: Submitter, r
     run = _runner(svc, submitter, readers, metrics)
 
     @router.post("/v1/images/generations", responses=RESPONSES, response_class=JSONResponse)
-    async def create_images(body: ImageGenerationRequest, tenant: Tenant,
+    async def create_images(body: Annotated[ImageGenerationRequest, Body(openapi_examples=GENERATION_EXAMPLES)],
+                            tenant: Tenant,
                             idempotency_key: IdempotencyKey = None) -> Response:
         """Text to image (OpenAI's ``images.generate``): one text2image job, waited for."""
         job = job_request(body, Task.TEXT2IMAGE, svc.settings)
