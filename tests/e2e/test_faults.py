@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import redis
 
-from hotpipe.devstack import LocalStack, Proc, find_redis_server
+from hotpipe.devstack import LocalStack, Proc
 from hotpipe.producer.client import Client
 from hotpipe.shared import keys
 from hotpipe.shared.messages import enqueue
@@ -32,6 +32,7 @@ from hotpipe.shared.registry import message_job_id
 from hotpipe.shared.status import Status
 from hotpipe.shared.storage import Storage
 from hotpipe.shared.store import WORKER_LOST, JobStore, StoredJob
+from tests.e2e.fault_stacks import fault_stack, restart_dead
 from tests.e2e.polling import wait_for as _wait_for
 
 pytestmark = pytest.mark.e2e
@@ -60,23 +61,16 @@ def wait_for(check: Callable[[], Any], what: str) -> Any:
     return _wait_for(check, what, WAIT_S)
 
 
-@pytest.fixture(scope="module")
-def fault_stack(tmp_path_factory: pytest.TempPathFactory, model_root: Path) -> Iterator[LocalStack]:
-    with LocalStack(tmp_path_factory.mktemp("faults"), model_root, redis_binary=find_redis_server("system"),
-                    workers=0, extra_env=FAULT_ENV) as stack:
-        storage = stack.storage()
-        storage.client.put_bucket_versioning(Bucket=storage.bucket, VersioningConfiguration={"Status": "Enabled"})
-        stack.start_workers(WORKERS)
+@pytest.fixture(scope="module", name="fault_stack")
+def the_fault_stack(tmp_path_factory: pytest.TempPathFactory, model_root: Path) -> Iterator[LocalStack]:
+    with fault_stack(tmp_path_factory.mktemp("faults"), model_root, FAULT_ENV, WORKERS) as stack:
         yield stack
 
 
 @pytest.fixture
 def workers(fault_stack: LocalStack) -> dict[str, Proc]:
     """Both workers up and idle at the start of each test (a test may have killed one)."""
-    dead = {name: env for name, env in WORKERS.items() if fault_stack.procs[name].popen.poll() is not None}
-    if dead:
-        fault_stack.start_workers(dead)
-    return fault_stack.procs
+    return restart_dead(fault_stack, WORKERS)
 
 
 @pytest.fixture(scope="module")

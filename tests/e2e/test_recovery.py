@@ -22,13 +22,14 @@ from typing import Any
 import pytest
 import redis
 
-from hotpipe.devstack import LocalStack, Proc, find_redis_server
+from hotpipe.devstack import LocalStack, Proc
 from hotpipe.producer.client import Client
 from hotpipe.shared import keys
 from hotpipe.shared.registry import Registry
 from hotpipe.shared.status import Status
 from hotpipe.shared.storage import Storage
 from hotpipe.shared.store import WORKER_LOST, JobStore, StoredJob
+from tests.e2e.fault_stacks import fault_stack, restart_dead
 from tests.e2e.polling import wait_for as _wait_for
 
 pytestmark = pytest.mark.e2e
@@ -50,21 +51,14 @@ def wait_for(check: Callable[[], Any], what: str) -> Any:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, model_root: Path) -> Iterator[LocalStack]:
-    with LocalStack(tmp_path_factory.mktemp("recovery"), model_root, redis_binary=find_redis_server("system"),
-                    workers=0, extra_env=ENV) as s:
-        storage = s.storage()
-        storage.client.put_bucket_versioning(Bucket=storage.bucket, VersioningConfiguration={"Status": "Enabled"})
-        s.start_workers(WORKERS)
+    with fault_stack(tmp_path_factory.mktemp("recovery"), model_root, ENV, WORKERS) as s:
         yield s
 
 
 @pytest.fixture
 def workers(stack: LocalStack) -> dict[str, Proc]:
     """Both workers up at the start of each test (a test may have killed one)."""
-    dead = {name: env for name, env in WORKERS.items() if stack.procs[name].popen.poll() is not None}
-    if dead:
-        stack.start_workers(dead)
-    return stack.procs
+    return restart_dead(stack, WORKERS)
 
 
 @pytest.fixture(scope="module")
