@@ -22,6 +22,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,13 +102,19 @@ def run_mode(mode: str, models: Path, workdir: Path, requests: list[str], concur
                    {w["name"]: sorted(w["stats"]["checkpoints"]) for w in workers})
 
 
-def counted(client: Client, n: int, timeout_s: float = 30.0) -> list[dict[str, Any]]:
-    """The workers' records once their counters cover all ``n`` jobs (a worker publishes its
-    stats right after the job's terminal write, so the last one may lag the client a little)."""
+def cache_uses(worker: dict[str, Any]) -> int:
+    """How many jobs a worker's checkpoint counters cover (a hit or a miss each)."""
+    return int(worker["stats"]["hits"] + worker["stats"]["misses"])
+
+
+def counted(client: Client, n: int, timeout_s: float = 30.0,
+            uses: Callable[[dict[str, Any]], int] = cache_uses) -> list[dict[str, Any]]:
+    """The workers' records once their counters (``uses`` of each) cover all ``n`` jobs (a worker publishes
+    its stats right after the job's terminal write, so the last one may lag the client a little)."""
     deadline = time.monotonic() + timeout_s
     while True:
         workers = client.workers()
-        if sum(w["stats"]["hits"] + w["stats"]["misses"] for w in workers) >= n or time.monotonic() > deadline:
+        if sum(uses(w) for w in workers) >= n or time.monotonic() > deadline:
             return workers
         time.sleep(0.1)
 

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from benchmarks.affinity import ceiling, zipf_requests
+from benchmarks.affinity import ceiling, counted, zipf_requests
 from hotpipe.devstack import LocalStack, find_redis_server
 from hotpipe.producer.client import Client
 from hotpipe.shared.status import Status
@@ -55,7 +55,7 @@ def run_mode(routing: str, models: Path, workdir: Path, requests: list[str],
             with ThreadPoolExecutor(args.concurrency) as pool:
                 list(pool.map(one, enumerate(requests)))
             took = time.perf_counter() - start
-            workers = counted(client, len(requests))
+            workers = counted(client, len(requests), uses=adapter_uses)
     stats = [w["stats"].get("adapters", {}) for w in workers]
     hits, loads = sum(s.get("hits", 0) for s in stats), sum(s.get("loads", 0) for s in stats)
     return {"mode": routing, "hits": hits, "loads": loads, "hit_rate": hits / max(1, hits + loads),
@@ -63,15 +63,10 @@ def run_mode(routing: str, models: Path, workdir: Path, requests: list[str],
             "per_worker": {w["name"]: w["stats"].get("adapters", {}).get("loads", 0) for w in workers}}
 
 
-def counted(client: Client, n: int, timeout_s: float = 30.0) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        workers = client.workers()
-        seen = sum(w["stats"].get("adapters", {}).get("hits", 0) + w["stats"].get("adapters", {}).get("loads", 0)
-                   for w in workers)
-        if seen >= n or time.monotonic() > deadline:
-            return workers
-        time.sleep(0.1)
+def adapter_uses(worker: dict[str, Any]) -> int:
+    """How many LoRA jobs a worker's adapter counters cover (a hit or a load each)."""
+    adapters = worker["stats"].get("adapters", {})
+    return int(adapters.get("hits", 0) + adapters.get("loads", 0))
 
 
 def main() -> None:
