@@ -22,6 +22,8 @@ def print_workers(workers: list[dict[str, Any]], as_json: bool = False) -> None:
         state = "ready" if w.get("ready") else "starting"
         print(f"{w['name']}  {state}  {w['device']}  families: {', '.join(w['families'])}  "
               f"backlog: {w.get('backlog', 0)}  job: {w.get('current_job') or '-'}")
+        if len(w.get("batch") or []) > 1:
+            print(f"  batch    {', '.join(w['batch'])}")
         for hot in w.get("hot", []):
             print(f"  hot      {hot['checkpoint']}  uses {hot['uses']}  {mib(hot['bytes'])}")
         for name in w.get("loading", []):

@@ -45,6 +45,7 @@ class WorkerInfo:
     hot: list[HotCheckpoint] = field(default_factory=list)
     loading: list[str] = field(default_factory=list)
     current_job: str | None = None
+    batch: list[str] = field(default_factory=list)  # the jobs sharing its current pipeline call (dynamic batching)
     capacity: int = 0  # most pipelines its cache holds; 0: bounded by memory only
     evicts_next: str | None = None  # the checkpoint its cache would evict to load another
     full: bool = False  # loading another would evict one (by count, or by memory at the mean entry size)

@@ -23,6 +23,12 @@ API_LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 DTYPE_NAMES = ("float32", "float16", "bfloat16")
 #: eviction policies of the workers' pipeline cache (``workers/hotpipe/workers/cache.py`` POLICIES)
 CACHE_POLICIES = ("popular", "lfu", "lru")
+#: ``max_batch`` refused above this: a call's activations grow with the batch, and past it the GPUs this
+#: project measured gain nothing for one image size (BENCHMARKS.md)
+MAX_BATCH_CEILING = 64
+#: ``max_batch=auto`` per device type: CPU runs one job per call (a batch only queues jobs behind each
+#: other there); on CUDA 8 SD-1.5-sized 512² images fit a 24 GB card in fp16 (BENCHMARKS.md)
+AUTO_MAX_BATCH = {"cpu": 1, "cuda": 8}
 
 
 def _setting(default: Any, help: str) -> Any:
@@ -152,6 +158,15 @@ class Settings:
                                            "job, which goes on (GET /v1/jobs/{id}).")
     models_cache_s: float = _setting(30.0, "Seconds an API process reuses its scan of the model root for "
                                            "GET /v1/models (the catalog); 0 scans on every request.")
+    max_batch: str = _setting("auto", "Dynamic batching: the most images one pipeline call makes from compatible "
+                                      "jobs already queued for the worker (same checkpoint, class, scheduler, "
+                                      "LoRAs, size, steps, guidance, ...); each job keeps its own record, "
+                                      "progress, cancel and result. A whole number from 1 (off: no queue scan "
+                                      f"at all) to {MAX_BATCH_CEILING}, or auto: "
+                                      + ", ".join(f"{k} on {d}" for d, k in AUTO_MAX_BATCH.items()) + ".")
+    batch_wait_ms: float = _setting(0.0, "How long a worker that found room in its batch waits for more compatible "
+                                         "jobs before it runs (milliseconds); 0 batches only what is already "
+                                         "queued, so an idle fleet's latency is unchanged.")
     worker_events: bool = _setting(True, "Workers send Celery heartbeats (every 2 s) and task events, so Flower "
                                          "and `celery events` see them: 3 Redis PUBLISHes per job (about 2% of "
                                          "a job's commands) and one every 2 s per worker (BENCHMARKS.md). "
@@ -171,6 +186,7 @@ class Settings:
                              "(1-65535), or 0 to turn worker metrics off")
         self._check_rate_limits()
         self._check_silence_window()
+        self.batch_limit()
         zero_or_more = {"job_time_limit_s": self.job_time_limit_s, "shutdown_grace_s": self.shutdown_grace_s,
                         "stale_queued_s": self.stale_queued_s, "models_cache_s": self.models_cache_s}
         for name, value in zero_or_more.items():
@@ -201,6 +217,25 @@ class Settings:
             if not (rate >= 0 and math.isfinite(rate)) or burst < 1:
                 raise ValueError(f"{ENV_PREFIX}{limit}_PER_S must be 0 (off) or more and {ENV_PREFIX}{limit}_BURST "
                                  "at least 1")
+
+    def batch_limit(self) -> int:
+        """``max_batch`` as a number of images (``auto``: this device type's default); a value that is not
+        a whole number from 1 to ``MAX_BATCH_CEILING`` is refused, naming the setting and the fix."""
+        name = f"{ENV_PREFIX}MAX_BATCH"
+        if not (self.batch_wait_ms >= 0 and math.isfinite(self.batch_wait_ms)):
+            raise ValueError(f"{ENV_PREFIX}BATCH_WAIT_MS is {self.batch_wait_ms!r}; use 0 (batch only what is "
+                             "queued) or a finite number of milliseconds")
+        if self.max_batch.strip().lower() == "auto":
+            return AUTO_MAX_BATCH["cuda" if self.device.startswith("cuda") else "cpu"]
+        try:
+            value = int(self.max_batch.strip())
+        except ValueError:
+            raise ValueError(f"{name} is {self.max_batch!r}; use a whole number of images from 1 (no batching) "
+                             f"to {MAX_BATCH_CEILING}, or auto") from None
+        if not 1 <= value <= MAX_BATCH_CEILING:
+            raise ValueError(f"{name} is {value}; use a whole number of images from 1 (no batching) to "
+                             f"{MAX_BATCH_CEILING}, or auto")
+        return value
 
     def family_dtype_map(self) -> dict[str, str]:
         """``family_dtypes`` as family -> dtype name."""

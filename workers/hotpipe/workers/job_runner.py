@@ -32,6 +32,7 @@ import torch
 from botocore.exceptions import BotoCoreError, ClientError
 
 from hotpipe import __version__
+from hotpipe.shared.batching import Batcher
 from hotpipe.shared.checkpoints import Resolved
 from hotpipe.shared.job import ImageResult, JobError, JobResult, SchedulerChoice
 from hotpipe.shared.logs import job_context
@@ -159,6 +160,10 @@ class JobRunner:
     on_job: Callable[[str | None], None] | None = None
     #: LoRA adapters resident on the hot pipelines, activated per job
     adapters: Adapters = field(default_factory=Adapters)
+    #: takes compatible queued jobs to run with a claimed one (``max_batch`` > 1); None: one job per call
+    batcher: Batcher | None = None
+    #: told which jobs run now in one batch ([] when it ends); None: nobody listens
+    on_batch: Callable[[list[str]], None] | None = None
     _drain_deadline: float | None = field(default=None, init=False)
 
     def drain(self, grace_s: float) -> None:
@@ -182,6 +187,11 @@ class JobRunner:
                      found.record.status.value if found else "missing")
             self.metrics.job_finished(found.record.family if found else "", Outcome.SKIPPED, None)
             return Outcome.SKIPPED
+        batch = self._form_batch(job, worker)
+        if batch:
+            # imported here: the batch runner is built from this module's JobRunner
+            from hotpipe.workers.batch_runner import BatchRun
+            return BatchRun(self, [job, *batch]).run()[job_id]
         attempt, claimed = job.record.attempts, time.monotonic()
         status = Outcome.ERROR
         self.metrics.job_started()
@@ -194,6 +204,26 @@ class JobRunner:
             self._announce(None)
             self.metrics.job_finished(job.record.family, status, time.monotonic() - claimed)
         return status
+
+    def _form_batch(self, job: StoredJob, worker: str) -> list[StoredJob]:
+        """Compatible queued jobs taken (claimed) to run with ``job``; [] without a batcher, or when Redis
+        fails meanwhile (a job taken before the failure is this child's: its lease brings it back)."""
+        if self.batcher is None:
+            return []
+        try:
+            return self.batcher.form(job, worker)
+        except redis.RedisError:
+            log.warning("job %s: could not look for jobs to batch with; running it alone", job.record.id,
+                        exc_info=True)
+            return []
+
+    def announce_batch(self, job_ids: list[str]) -> None:
+        """Tell the registry which jobs run now in one call ([]: none); best effort, as ``_announce``."""
+        if self.on_batch is not None:
+            try:
+                self.on_batch(job_ids)
+            except Exception:
+                log.warning("could not publish the current batch", exc_info=True)
 
     def _timed_out(self, job_id: str) -> None:
         """The heartbeat failed the job for its time limit (so no attempt will write it again):
@@ -233,6 +263,7 @@ class JobRunner:
                 memory.release(self.cache.device)
             return self._finish(lambda: self.store.fail(job_id, attempt, error), Outcome.FAILED)
         self.metrics.job_succeeded(job.record, result.timings)
+        self.metrics.images_made(len(result.images))
         return self._finish(lambda: self.store.succeed(job_id, attempt, result), Outcome.SUCCEEDED)
 
     def _generate(self, job: StoredJob, attempt: int, deadline: float | None = None) -> JobResult:
@@ -257,6 +288,7 @@ class JobRunner:
         try:
             on_step = self._progress_hook(rec.id, attempt, deadline)
             images = self._call_pipeline(key, pipe, spec, inputs, on_step)
+            self.metrics.call_made(len(images))
             clock.lap("run")
             encoded = [encode(im, spec.output_format, {**spec.params, "index": i, **provenance})
                        for i, im in enumerate(images)]

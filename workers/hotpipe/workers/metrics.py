@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 #: seconds; loads take up to minutes, a hot pipe's lookup microseconds
 STAGE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
                  600.0, 1800.0)
+#: images per pipeline call: 1 up to the ``max_batch`` ceiling
+BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 #: a child's gauges: summed over the live pool children (one per worker), dead children dropped
 LIVE: Final[Literal["livesum"]] = "livesum"
 #: the cache's cumulative counters, published as Prometheus counters
@@ -90,6 +92,11 @@ class WorkerMetrics:
                                 buckets=STAGE_BUCKETS, registry=r)
         self.duration = Histogram("hotpipe_job_duration_seconds", "Seconds from claim to the end of the attempt.",
                                   ["family", "status"], buckets=STAGE_BUCKETS, registry=r)
+        self.batch_size = Histogram("hotpipe_worker_batch_images", "Images per pipeline call (dynamic batching: "
+                                    "compatible jobs share a call, up to HOTPIPE_MAX_BATCH).", buckets=BATCH_BUCKETS,
+                                    registry=r)
+        self.images = Counter("hotpipe_worker_images", "Images this worker made for jobs that succeeded; its rate "
+                              "is the worker's images per second.", registry=r)
         self.busy = Gauge("hotpipe_worker_busy", "1 while the worker runs a job.", registry=r,
                           multiprocess_mode=LIVE)
         self.cache_counters = {name: Counter(f"hotpipe_cache_{name}", f"Pipeline cache {name.replace('_', ' ')}.",
@@ -117,6 +124,16 @@ class WorkerMetrics:
     def adapter_event(self, event: str) -> None:
         """A LoRA adapter was found resident (``hit``), loaded (``load``) or deleted (``eviction``)."""
         self.adapters.labels(event).inc()
+
+    @never_raises
+    def call_made(self, images: int) -> None:
+        """A pipeline call returned ``images`` images (one job's, or a batch's)."""
+        self.batch_size.observe(images)
+
+    @never_raises
+    def images_made(self, count: int) -> None:
+        """A job succeeded with ``count`` images."""
+        self.images.inc(count)
 
     @never_raises
     def job_failed(self, family: str, code: str) -> None:

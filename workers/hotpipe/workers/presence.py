@@ -58,6 +58,12 @@ class Presence:
         self.info.current_job = job_id
         self.publish()
 
+    def set_batch(self, job_ids: list[str]) -> None:
+        """The jobs running now in one call (the first is the current job); [] when the batch ends."""
+        self.info.batch = list(job_ids)
+        self.info.current_job = job_ids[0] if job_ids else None
+        self.publish()
+
     def publish(self) -> None:
         """Write the record now (best effort: a failed write is retried by the next beat)."""
         if self._stop.is_set():

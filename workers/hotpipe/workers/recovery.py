@@ -14,12 +14,16 @@ reaper to take back exactly the attempt the dead child held — the record's ``w
 ``{node} pid={that child's pid}`` (``attempt_worker``), and the take-back is fenced by the
 attempt read with it, the attempt cap applying (``worker_lost`` on the last one).  The requeue
 publishes a fresh message through the outbox; Celery's own redelivery is a duplicate that
-stands down.  The Redis calls run on the parent's event loop, bounded by the reaper's socket
+stands down.  A child that ran a batch (``max_batch`` > 1) held more attempts than its request's:
+the jobs it took from their queues have no Celery request, so the parent also takes back every
+other running job whose ``worker`` is that child (one read of the lease set's holders).
+The Redis calls run on the parent's event loop, bounded by the reaper's socket
 timeouts; if they fail, the reaper's silent-worker pass or the lease still recovers the job.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -29,7 +33,7 @@ from celery import bootsteps
 from celery.worker.request import Request
 from kombu.asynchronous.timer import Entry
 
-from hotpipe.shared.reaper import reaper_from_settings
+from hotpipe.shared.reaper import Reaper, ReapReport, reaper_from_settings
 from hotpipe.shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -50,13 +54,15 @@ def lost_child_request(settings: Settings, parent_side: dict[str, Any]) -> type[
     started (the hand-back counts in ``hotpipe_reaper_jobs`` like any take-back); without them (a
     bare app) a reaper is made on first use, in the parent."""
 
+    batching = settings.batch_limit() > 1
+
     def take_back(job_id: str, worker: str) -> None:
         if "reaper" not in parent_side:
             parent_side["reaper"] = reaper_from_settings(settings)
         try:
-            report = parent_side["reaper"].take_back_lost(job_id, worker)
+            report = take_back_child(parent_side["reaper"], job_id, worker, batching)
         except Exception:  # Redis away: the reaper's silent-worker pass or the lease still recovers it
-            log.warning("job %s: could not hand back the attempt of dead pool child %s", job_id, worker,
+            log.warning("job %s: could not hand back the attempts of dead pool child %s", job_id, worker,
                         exc_info=True)
             return
         if parent_side.get("metrics") is not None:
@@ -77,6 +83,20 @@ def lost_child_request(settings: Settings, parent_side: dict[str, Any]) -> type[
                 take_back(str(self.args[0]), attempt_worker(self.hostname, self.worker_pid))
 
     return LostChildRequest
+
+
+def take_back_child(reaper: Reaper, job_id: str, worker: str, batching: bool) -> ReapReport:
+    """Take back what dead pool child ``worker`` held: ``job_id`` (its request's), and with ``batching``
+    every other running job whose record names that child (the batch it took from the queues)."""
+    report = reaper.take_back_lost(job_id, worker)
+    if not batching:
+        return report
+    for holder in reaper.store.holders():
+        if holder.worker == worker and holder.job_id != job_id:
+            more = reaper.take_back_lost(holder.job_id, worker)
+            for name in (f.name for f in dataclasses.fields(ReapReport)):
+                getattr(report, name).extend(getattr(more, name))
+    return report
 
 
 class LostChildWatch(bootsteps.StartStopStep):

@@ -104,20 +104,22 @@ def fresh_scheduler(default: Any, choice: SchedulerChoice | None) -> Any:
 
 
 def run(pipe: Any, params: dict[str, Any], inputs: dict[str, Image.Image], on_step: StepHook,
-        scheduler: SchedulerChoice | None = None) -> list[Image.Image]:
+        scheduler: SchedulerChoice | None = None, per_image: dict[str, Any] | None = None) -> list[Image.Image]:
     """Run ``pipe`` once with its own fresh scheduler (the job's choice, if any); returns the PIL images.
-    A chosen scheduler is only lent: the hot pipeline gets its own class back, whatever happens."""
+    A chosen scheduler is only lent: the hot pipeline gets its own class back, whatever happens.
+    ``per_image`` replaces call arguments with one entry per image (a batch's prompts, generators)."""
     default = pipe.scheduler
     pipe.scheduler = fresh_scheduler(default, scheduler)
     try:
-        return _call(pipe, params, inputs, on_step)
+        return _call(pipe, params, inputs, on_step, per_image or {})
     finally:
         if scheduler is not None:
             pipe.scheduler = default
 
 
-def _call(pipe: Any, params: dict[str, Any], inputs: dict[str, Image.Image], on_step: StepHook) -> list[Image.Image]:
-    kwargs = call_kwargs(pipe, params, inputs)
+def _call(pipe: Any, params: dict[str, Any], inputs: dict[str, Image.Image], on_step: StepHook,
+          per_image: dict[str, Any]) -> list[Image.Image]:
+    kwargs = {**call_kwargs(pipe, params, inputs), **per_image}
     steps = int(params.get("num_inference_steps") or 50)
     accepted = family_table.CALL_ARGS.get(type(pipe).__name__, frozenset())
 

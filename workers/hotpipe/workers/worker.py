@@ -40,6 +40,7 @@ from kombu.asynchronous.timer import Entry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from hotpipe.shared.batching import Batcher
 from hotpipe.shared.celery_app import TASK_NAME, make_celery, node_is_live, node_name
 from hotpipe.shared.checkpoints import Resolved, resolve
 from hotpipe.shared.errors import InvalidRequest
@@ -140,6 +141,14 @@ def build_runner(settings: Settings) -> JobRunner:
                      adapters=Adapters(settings.cache_max_adapters, count=metrics.adapter_event))
 
 
+def build_batcher(settings: Settings, runner: JobRunner, name: str, families: list[str]) -> Batcher | None:
+    """Dynamic batching for worker ``name``: None with ``max_batch`` 1, so nothing scans a queue then."""
+    limit = settings.batch_limit()
+    if limit <= 1:
+        return None
+    return Batcher.for_worker(runner.store.redis, name, families, limit, runner.store.lease_ms, settings.batch_wait_ms)
+
+
 def pin_device(device: str) -> None:
     """Child only: make ``device`` the current CUDA device (the first CUDA call of the process)."""
     if device.startswith("cuda"):
@@ -176,6 +185,7 @@ def start_presence(runner: JobRunner, settings: Settings, name: str, families: l
                         interval_s=settings.worker_heartbeat_s)
     runner.cache.on_change = presence.publish
     runner.on_job = presence.set_job
+    runner.on_batch = presence.set_batch
     presence.start()
     return presence
 
@@ -264,6 +274,7 @@ def wire_child(settings: Settings, families: list[str], name: str, runtime: dict
     def _init_child(**_: Any) -> None:
         pin_device(settings.device)
         runner = runtime["runner"] = build_runner(settings)
+        runner.batcher = build_batcher(settings, runner, name, families)
         memory.settle()
         signal.signal(DRAIN_SIGNAL, lambda *_: runner.drain(settings.shutdown_grace_s))
         if families:
