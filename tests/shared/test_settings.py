@@ -185,3 +185,24 @@ def test_recovery_defaults_put_a_dead_worker_s_job_back_within_ten_seconds() -> 
     s = Settings.from_env({})
     assert (s.worker_heartbeat_s, s.worker_ttl_s, s.reaper_interval_s) == (1.0, 6.0, 2.0)
     assert s.worker_ttl_s + s.reaper_interval_s <= 10  # the bound ARCHITECTURE.md states
+
+
+def test_max_batch_defaults_per_device_type() -> None:
+    assert Settings.from_env({}).batch_limit() == 1  # CPU: one job per call, no queue scan
+    assert Settings.from_env({"HOTPIPE_DEVICE": "cuda:0"}).batch_limit() == 8
+    assert Settings.from_env({"HOTPIPE_MAX_BATCH": "4", "HOTPIPE_BATCH_WAIT_MS": "20"}).batch_limit() == 4
+    assert Settings.from_env({"HOTPIPE_MAX_BATCH": "64"}).batch_wait_ms == 0.0
+
+
+@pytest.mark.parametrize(("env", "says"), [
+    ({"HOTPIPE_MAX_BATCH": "0"}, "HOTPIPE_MAX_BATCH is 0; use a whole number of images from 1"),
+    ({"HOTPIPE_MAX_BATCH": "-2"}, "HOTPIPE_MAX_BATCH is -2"),
+    ({"HOTPIPE_MAX_BATCH": "2.5"}, "HOTPIPE_MAX_BATCH is '2.5'; use a whole number"),
+    ({"HOTPIPE_MAX_BATCH": "many"}, "HOTPIPE_MAX_BATCH is 'many'"),
+    ({"HOTPIPE_MAX_BATCH": "65"}, "HOTPIPE_MAX_BATCH is 65; .* to 64, or auto"),
+    ({"HOTPIPE_BATCH_WAIT_MS": "-1"}, "HOTPIPE_BATCH_WAIT_MS is -1.0"),
+    ({"HOTPIPE_BATCH_WAIT_MS": "inf"}, "HOTPIPE_BATCH_WAIT_MS is inf"),
+])
+def test_bad_batching_settings_are_refused_naming_the_variable(env: dict[str, str], says: str) -> None:
+    with pytest.raises(ValueError, match=says):
+        Settings.from_env(env)

@@ -12,8 +12,9 @@ import pytest
 import redis
 import torch
 from PIL import Image
+from prometheus_client import CollectorRegistry
 
-from hotpipe.shared.batching import Batcher
+from hotpipe.shared.batching import Batcher, scan, waiting_lists
 from hotpipe.shared.checkpoints import resolve
 from hotpipe.shared.job import Task, new_job_id
 from hotpipe.shared.messages import run_message
@@ -25,6 +26,7 @@ from hotpipe.shared.storage import Storage
 from hotpipe.shared.store import JobStore
 from hotpipe.workers.cache import PipelineCache
 from hotpipe.workers.job_runner import JobRunner
+from hotpipe.workers.metrics import WorkerMetrics
 
 WORKER = "batcher@test pid=1"
 
@@ -66,10 +68,9 @@ def pixels(store: JobStore, storage: Storage, job_id: str) -> list[np.ndarray]:
 
 def pop_first(store: JobStore, job_id: str) -> None:
     """Take the first job's message off its list, as Celery's BRPOP does before the task runs."""
-    for name in store.redis.scan_iter(match="stable-diffusion*"):
-        for payload in store.redis.lrange(name, 0, -1):
-            if job_id in str(payload):
-                store.redis.lrem(name, 1, payload)
+    for c in scan(store.redis, waiting_lists(None, ["stable-diffusion"])):
+        if c.job_id == job_id:
+            store.redis.lrem(c.list_key, 1, c.payload)
 
 
 def run_first(runner: JobRunner, store: JobStore, job_id: str) -> str:
@@ -80,7 +81,14 @@ def run_first(runner: JobRunner, store: JobStore, job_id: str) -> str:
 def test_a_batch_reproduces_each_job_run_alone(store: JobStore, storage: Storage, settings: Settings) -> None:
     prompts = [("a cat", 1, 1), ("a dog", 7, 2), ("a boat", 3, 1)]  # (prompt, seed, num_images): 4 images
     batched = [submit(store, settings, prompt=p, seed=s, num_images=n) for p, s, n in prompts]
-    assert run_first(make_runner(store, storage, 4), store, batched[0]) == "succeeded"
+    runner = make_runner(store, storage, 4)
+    runner.metrics = WorkerMetrics(CollectorRegistry())
+    assert run_first(runner, store, batched[0]) == "succeeded"
+    registry = runner.metrics.registry
+    assert registry is not None
+    assert registry.get_sample_value("hotpipe_worker_batch_images_count") == 1  # one call...
+    assert registry.get_sample_value("hotpipe_worker_batch_images_sum") == 4  # ...of four images
+    assert registry.get_sample_value("hotpipe_worker_images_total") == 4
     records = [store.get(j).record for j in batched]  # type: ignore[union-attr]
     assert [r.status for r in records] == [Status.SUCCEEDED] * 3
     assert waiting(store) == 0  # every taken message left its list
@@ -128,7 +136,7 @@ def test_a_canceled_job_leaves_its_batch_and_the_others_finish(store: JobStore, 
             store.cancel(job_id)
         return progress(job_id, attempt, step, total)
 
-    store.progress = cancel_second  # type: ignore[method-assign,assignment]
+    store.progress = cancel_second  # type: ignore[method-assign]
     assert run_first(make_runner(store, storage, 4), store, jobs[0]) == "succeeded"
     statuses = [store.get(j).record.status for j in jobs]  # type: ignore[union-attr]
     assert statuses == [Status.SUCCEEDED, Status.CANCELED, Status.SUCCEEDED]
@@ -147,7 +155,7 @@ def test_a_job_lost_to_a_newer_attempt_stands_down_alone(store: JobStore, storag
             store.claim_job(job_id, "another pid=2")
         return progress(job_id, attempt, step, total)
 
-    store.progress = supersede_second  # type: ignore[method-assign,assignment]
+    store.progress = supersede_second  # type: ignore[method-assign]
     assert run_first(make_runner(store, storage, 4), store, jobs[0]) == "succeeded"
     second = store.get(jobs[1])
     assert second is not None and second.record.status is Status.RUNNING and second.worker == "another pid=2"
