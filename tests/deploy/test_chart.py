@@ -258,3 +258,16 @@ def test_preload_and_cache_budget_reach_the_worker() -> None:
     assert build_parser().parse_args(container["args"]).preload == ["sd-1-5,sd-turbo"]
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["HOTPIPE_CACHE_BUDGET_MB"] == "20000"
+
+
+def test_batching_reaches_the_worker_per_pool() -> None:
+    values = {"workers": {"pools": {"stable-diffusion": {"maxBatch": 4, "batchWaitMs": 20},
+                                    "flux": {"family": "flux"}}}}
+    workers = {d["metadata"]["name"]: {e["name"]: e.get("value") for e in only_container(d)["env"]}
+               for d in render(values) if d["kind"] == "Deployment" and "worker" in d["metadata"]["name"]}
+    by_pool = {name.rsplit("-worker-", 1)[-1]: env for name, env in workers.items()}
+    assert (by_pool["stable-diffusion"]["HOTPIPE_MAX_BATCH"], by_pool["stable-diffusion"]["HOTPIPE_BATCH_WAIT_MS"]) \
+        == ("4", "20")
+    assert (by_pool["flux"]["HOTPIPE_MAX_BATCH"], by_pool["flux"]["HOTPIPE_BATCH_WAIT_MS"]) == ("auto", "0")
+    for env in by_pool.values():  # and the worker accepts what the chart writes
+        assert Settings.from_env({k: v for k, v in env.items() if k.startswith("HOTPIPE_") and v}).batch_limit()

@@ -6,7 +6,7 @@ Checks that values.schema.json can't express; fails once, listing every problem 
 {{- if not .Values.redis.existingSecret }}
 {{- $errors = append $errors (printf "redis.existingSecret is required: a Secret whose key %q holds the Redis URL (kubectl create secret generic hotpipe-redis --from-literal=%s=redis://HOST:6379/0)" .Values.redis.urlKey .Values.redis.urlKey) }}
 {{- end }}
-{{- range $key := list "redis_url" "s3_endpoint_url" "device" "dtype" "worker_ready_file" "shutdown_grace_s" "worker_metrics_port" "api_keys_file" }}
+{{- range $key := list "redis_url" "s3_endpoint_url" "device" "dtype" "worker_ready_file" "shutdown_grace_s" "worker_metrics_port" "api_keys_file" "max_batch" "batch_wait_ms" }}
 {{- if hasKey $.Values.settings $key }}
 {{- $errors = append $errors (printf "settings.%s is set by the chart (%s); remove it from settings" $key (get (include "hotpipe.managedSettings" $ | fromJson) $key)) }}
 {{- end }}
@@ -43,7 +43,9 @@ Checks that values.schema.json can't express; fails once, listing every problem 
   "worker_ready_file" "for the readiness probe"
   "shutdown_grace_s" "per pool: workers.pools.<name>.gracefulShutdownSeconds"
   "worker_metrics_port" "the workers' metrics port, which the PodMonitor scrapes"
-  "api_keys_file" "from apiKeys: existingSecret or entries") }}
+  "api_keys_file" "from apiKeys: existingSecret or entries"
+  "max_batch" "per pool: workers.pools.<name>.maxBatch"
+  "batch_wait_ms" "per pool: workers.pools.<name>.batchWaitMs") }}
 {{- end }}
 
 {{/* Problems with one enabled pool, as a JSON list. Takes (list $ name pool). */}}
