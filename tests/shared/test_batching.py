@@ -201,3 +201,12 @@ def test_without_wait_nothing_is_waited_for(store: JobStore, redis_client: redis
 
 def test_the_family_queue_name_is_the_lists_base() -> None:
     assert keys.priority_list(family_queue("stable-diffusion"), priority_step(5)).startswith("stable-diffusion")
+
+
+def test_compatible_jobs_behind_a_backlog_of_others_are_found(store: JobStore, redis_client: redis.Redis) -> None:
+    first = queued(store)
+    for _ in range(batching.READ_CHUNK + 5):  # more than one chunk of specs to read past
+        queued(store, spec(params={"height": 128}))
+    behind = [queued(store) for _ in range(3)]
+    taken = batcher(redis_client).form(first_of(store, first), "w1 pid=7")
+    assert [j.record.id for j in taken] == behind

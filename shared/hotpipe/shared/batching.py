@@ -37,6 +37,8 @@ from hotpipe.shared.spec import JobSpec
 SCAN_DEPTH = 64
 #: request parameters that differ per image in one call (a list entry per image, a generator per
 #: image); every other parameter must be equal for two jobs to share a call
+#: specs read per round trip while forming (candidates in delivery order, until the batch is full)
+READ_CHUNK = 16
 PER_IMAGE = frozenset({"prompt", "negative_prompt", "seed", "num_images"})
 
 
@@ -139,23 +141,29 @@ class Batcher:
 
     def take_compatible(self, key: str, room: int, worker: str, exclude: set[str]) -> list[StoredJob]:
         """Take queued jobs with compat ``key`` worth at most ``room`` images, in delivery order."""
+        exclude = set(exclude)  # grows with every job read, so a duplicate message is read once
         candidates = [c for c in scan(self.client, self.lists, self.depth) if c.job_id not in exclude]
         chosen: list[Candidate] = []
-        for candidate, spec, pipeline in self._queued_specs(candidates):
+        # Specs are read a chunk at a time, so a long backlog of other jobs costs only what it takes to
+        # fill the batch, not a read of every message scanned.
+        for at in range(0, len(candidates), READ_CHUNK):
+            for candidate, spec, pipeline in self._queued_specs(candidates[at:at + READ_CHUNK], exclude):
+                if spec.num_images <= room and compat_key(spec, pipeline) == key:
+                    chosen.append(candidate)
+                    room -= spec.num_images
             if room <= 0:
                 break
-            if spec.num_images <= room and compat_key(spec, pipeline) == key:
-                chosen.append(candidate)
-                room -= spec.num_images
         return self._take_all(chosen, worker)
 
-    def _queued_specs(self, candidates: list[Candidate]) -> list[tuple[Candidate, JobSpec, str]]:
+    def _queued_specs(self, candidates: list[Candidate], seen: set[str]) -> list[tuple[Candidate, JobSpec, str]]:
+        """The queued ones among ``candidates`` with their specs; a job in ``seen`` (the first job, one
+        already read: a duplicate message) is left out, and each one read joins ``seen``."""
         pipe = self.client.pipeline(transaction=False)
         for c in candidates:
             pipe.hmget(keys.job(c.job_id), ["status", "spec", "pipeline"])
-        out, seen = [], set()
+        out = []
         for c, (status, spec, pipeline) in zip(candidates, pipe.execute(), strict=True):
-            if status == "queued" and spec and c.job_id not in seen:  # a duplicate message: the first one
+            if status == "queued" and spec and c.job_id not in seen:
                 seen.add(c.job_id)
                 out.append((c, JobSpec.model_validate_json(spec), str(pipeline)))
         return out
