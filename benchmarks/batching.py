@@ -60,8 +60,9 @@ def params(size: int, steps: int, i: int) -> dict[str, Any]:
             "width": size, "seed": i}
 
 
-def forming_cost(redis_url: str, model_root: Path, batch: int, rounds: int) -> dict[str, float]:
-    """Median ms per job taken by ``Batcher.form`` (database 1 of the stack's Redis, no worker there)."""
+def forming_cost(redis_url: str, model_root: Path, batch: int, rounds: int, ahead: int = 0) -> dict[str, float]:
+    """Median ms per job taken by ``Batcher.form`` (database 1 of the stack's Redis, no worker there), with
+    ``ahead`` incompatible jobs queued before the compatible ones (a backlog of other work)."""
     client = redis.Redis.from_url(redis_url.rsplit("/", 1)[0] + "/1", decode_responses=True)
     store = JobStore(client, 600)
     resolved = resolve("tiny-sd", Task.TEXT2IMAGE, model_root)
@@ -69,13 +70,13 @@ def forming_cost(redis_url: str, model_root: Path, batch: int, rounds: int) -> d
     per_job: list[float] = []
     for r in range(rounds):
         client.flushdb()
-        for i in range(2 * batch):  # half compatible, half another size, interleaved
-            p = params(64 if i % 2 == 0 else 128, 4, r * 100 + i)
+        for i in range(-ahead, 2 * batch):  # ``ahead`` of another size, then half compatible, interleaved
+            p = params(64 if i >= 0 and i % 2 == 0 else 128, 4, r * 1000 + i)
             job_id = new_job_id()
             store.create(job_id, family=FAMILY, pipeline=resolved.pipeline, checkpoint="tiny-sd", revision=None,
                          task=Task.TEXT2IMAGE, spec=JobSpec(resolved=resolved, task=Task.TEXT2IMAGE, params=p),
                          message=run_message(job_id, FAMILY))
-        oldest = scan(client, waiting_lists(None, [FAMILY]))[0]
+        oldest = scan(client, waiting_lists(None, [FAMILY]))[ahead]
         client.lrem(oldest.list_key, 1, oldest.payload)  # what Celery's BRPOP did
         first = store.claim_job(oldest.job_id, "bench@host pid=1")
         assert first is not None
@@ -85,7 +86,7 @@ def forming_cost(redis_url: str, model_root: Path, batch: int, rounds: int) -> d
         assert len(taken) == batch - 1, len(taken)
         per_job.append(took / len(taken) * 1e3)
     client.flushdb()
-    return {"batch": batch, "ms_per_job_median": round(statistics.median(per_job), 3),
+    return {"batch": batch, "ahead": ahead, "ms_per_job_median": round(statistics.median(per_job), 3),
             "ms_per_job_max": round(max(per_job), 3), "rounds": rounds}
 
 
@@ -170,8 +171,10 @@ def overhead(stack: LocalStack, client: Client, baseline: Path, blocks: int, per
     roots = ":".join(str(baseline / p) for p in ("", "shared", "producer", "workers"))
     variants = {"baseline": {"PYTHONPATH": roots}, "max_batch_1": {"HOTPIPE_MAX_BATCH": "1"}}
     took: dict[str, list[float]] = {name: [] for name in variants}
+    runs: dict[str, list[float]] = {name: [] for name in variants}  # the worker's own pipeline-call time
     for b in range(blocks):
-        for name, extra in variants.items():
+        order = list(variants.items())
+        for name, extra in order if b % 2 == 0 else order[::-1]:  # neither always goes first
             proc = stack.start_worker(WORKER, {"HOTPIPE_PRELOAD": "tiny-sd", **extra})
             try:
                 for i in range(per_block + 2):
@@ -180,12 +183,14 @@ def overhead(stack: LocalStack, client: Client, baseline: Path, blocks: int, per
                                          "params": params(64, 4, b * 1000 + i)})
                     record = client.wait(job.id, timeout_s=timeout_s)
                     assert record.status.value == "succeeded", record.error
-                    if i >= 2:  # the first two warm the worker up
+                    if i >= 2 and record.result is not None:  # the first two warm the worker up
                         took[name].append(time.perf_counter() - start)
+                        runs[name].append(record.result.timings["run"])
             finally:
                 proc.stop()
     medians = {name: round(statistics.median(v) * 1e3, 2) for name, v in took.items()}
     return {"runs_each": len(took["baseline"]), "median_ms": medians,
+            "worker_run_median_ms": {name: round(statistics.median(v) * 1e3, 2) for name, v in runs.items()},
             "difference_ms": round(medians["max_batch_1"] - medians["baseline"], 2)}
 
 
@@ -204,12 +209,16 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     build_models(models, device)
     out: dict[str, Any] = {"device": torch.cuda.get_device_name(0) if device.startswith("cuda") else "cpu",
                            "checkpoint": checkpoint, "size": size, "steps": steps, "batch": batch}
-    out["inprocess"] = inprocess_rate(models, checkpoint, device, size, steps, batch, args.repeats)
+    if args.only != "forming":
+        out["inprocess"] = inprocess_rate(models, checkpoint, device, size, steps, batch, args.repeats)
     env = {"HOTPIPE_ROUTING": "family", "HOTPIPE_TORCH_THREADS": str(args.threads), "HOTPIPE_DEVICE": device}
     with LocalStack(tmp / "stack", models, redis_binary=find_redis_server("system"), workers=0,
                     extra_env=env) as stack, Client(stack.api_url) as client:
         store = JobStore(redis.Redis.from_url(stack.settings.redis_url, decode_responses=True), 600)
-        out["forming"] = [forming_cost(stack.settings.redis_url, models, b, args.rounds) for b in (4, 8)]
+        out["forming"] = [forming_cost(stack.settings.redis_url, models, b, args.rounds, ahead)
+                          for b in (4, 8) for ahead in (0, 40)]
+        if args.only == "forming":
+            return out
         worker = {"HOTPIPE_PRELOAD": checkpoint}
         one = queued_rate(stack, client, store, {**worker, "HOTPIPE_MAX_BATCH": "1"}, jobs, size, steps, args.timeout)
         many = queued_rate(stack, client, store, {**worker, "HOTPIPE_MAX_BATCH": str(batch)}, jobs, size, steps,
@@ -242,6 +251,7 @@ def main() -> None:
     ap.add_argument("--per-block", type=int, default=15, help="overhead: jobs measured per block")
     ap.add_argument("--threads", type=int, default=1, help="HOTPIPE_TORCH_THREADS of the workers")
     ap.add_argument("--timeout", type=float, default=900.0)
+    ap.add_argument("--only", choices=("all", "forming"), default="all", help="forming: only the forming cost")
     ap.add_argument("--out", help="also write the JSON here")
     args = ap.parse_args()
     if args.threads:

@@ -3,6 +3,7 @@ each ending on its own; against the real redis-server, the S3 server and the tin
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from typing import Any
@@ -27,6 +28,7 @@ from hotpipe.shared.store import JobStore
 from hotpipe.workers.cache import PipelineCache
 from hotpipe.workers.job_runner import JobRunner
 from hotpipe.workers.metrics import WorkerMetrics
+from hotpipe.workers.worker import build_batcher
 
 WORKER = "batcher@test pid=1"
 
@@ -160,3 +162,11 @@ def test_a_job_lost_to_a_newer_attempt_stands_down_alone(store: JobStore, storag
     second = store.get(jobs[1])
     assert second is not None and second.record.status is Status.RUNNING and second.worker == "another pid=2"
     assert second.record.attempts == 2 and second.record.result is None
+
+
+def test_a_worker_builds_a_batcher_only_above_one(store: JobStore, storage: Storage, settings: Settings) -> None:
+    runner = make_runner(store, storage, 1)
+    for value in ("1", "auto"):  # auto is 1 on CPU: no batcher, so no queue is ever scanned
+        assert build_batcher(dataclasses.replace(settings, max_batch=value), runner, "w@h", ["sd"]) is None
+    batcher = build_batcher(dataclasses.replace(settings, max_batch="6", batch_wait_ms=5.0), runner, "w@h", ["sd"])
+    assert batcher is not None and (batcher.max_images, batcher.wait_ms, len(batcher.lists)) == (6, 5.0, 20)
