@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import redis
 import torch
 
@@ -102,7 +103,21 @@ def inprocess_rate(model_root: Path, checkpoint: str, device: str, size: int, st
         specs = [JobSpec(resolved=resolved, task=Task.TEXT2IMAGE, params=params(size, steps, i)) for i in range(n)]
         took = [timed_call(pipe, specs, device) for _ in range(repeats + 1)][1:]  # the first warms up
         out[f"batch_{n}_images_per_s"] = round(n / statistics.median(took), 3)
+    out["largest_difference_vs_alone"] = largest_difference(pipe, specs)
     return out
+
+
+def largest_difference(pipe: Any, specs: list[JobSpec]) -> int:
+    """Levels of 255: each image of one call for ``specs`` against the same job's call alone, any pixel."""
+    def go_on(step: int, total: int) -> runner.Verdict:
+        return runner.Verdict.GO_ON
+
+    batched = runner.run(pipe, specs[0].params, {}, go_on, None, per_image_args(specs))
+    worst = 0
+    for spec, image in zip(specs, batched, strict=True):
+        alone = runner.run(pipe, spec.params, {}, go_on, None)[0]
+        worst = max(worst, int(np.abs(np.asarray(image, dtype=np.int16) - np.asarray(alone, dtype=np.int16)).max()))
+    return worst
 
 
 def timed_call(pipe: Any, specs: list[JobSpec], device: str) -> float:
