@@ -16,7 +16,7 @@ from hotpipe.shared.store import JobStore
 from tests.jobs import job_spec
 
 #: the scripts that change a job's status, each through the prelude's ``move``
-STATUS_SCRIPTS = {"cancel", "expire_queued", "requeue", "transition"}
+STATUS_SCRIPTS = {"cancel", "expire_queued", "requeue", "take", "transition"}
 STATUS_WRITE = re.compile(r"redis\.call\('HSET', KEYS\[1\],[^)]*'status'")
 
 
