@@ -202,6 +202,7 @@ def test_max_batch_defaults_per_device_type() -> None:
     ({"HOTPIPE_MAX_BATCH": "65"}, "HOTPIPE_MAX_BATCH is 65; .* to 64, or auto"),
     ({"HOTPIPE_BATCH_WAIT_MS": "-1"}, "HOTPIPE_BATCH_WAIT_MS is -1.0"),
     ({"HOTPIPE_BATCH_WAIT_MS": "inf"}, "HOTPIPE_BATCH_WAIT_MS is inf"),
+    ({"HOTPIPE_BATCH_WAIT_MS": "10001"}, "HOTPIPE_BATCH_WAIT_MS is 10001; .* under a third of HOTPIPE_LEASE_S"),
 ])
 def test_bad_batching_settings_are_refused_naming_the_variable(env: dict[str, str], says: str) -> None:
     with pytest.raises(ValueError, match=says):

@@ -166,7 +166,8 @@ class Settings:
                                       + ", ".join(f"{k} on {d}" for d, k in AUTO_MAX_BATCH.items()) + ".")
     batch_wait_ms: float = _setting(0.0, "How long a worker that found room in its batch waits for more compatible "
                                          "jobs before it runs (milliseconds); 0 batches only what is already "
-                                         "queued, so an idle fleet's latency is unchanged.")
+                                         "queued, so an idle fleet's latency is unchanged. At most a third of "
+                                         "LEASE_S.")
     worker_events: bool = _setting(True, "Workers send Celery heartbeats (every 2 s) and task events, so Flower "
                                          "and `celery events` see them: 3 Redis PUBLISHes per job (about 2% of "
                                          "a job's commands) and one every 2 s per worker (BENCHMARKS.md). "
@@ -225,6 +226,10 @@ class Settings:
         if not (self.batch_wait_ms >= 0 and math.isfinite(self.batch_wait_ms)):
             raise ValueError(f"{ENV_PREFIX}BATCH_WAIT_MS is {self.batch_wait_ms!r}; use 0 (batch only what is "
                              "queued) or a finite number of milliseconds")
+        if self.batch_wait_ms * 3 > self.lease_s * 1000:  # the claimed job waits before its heartbeat starts
+            raise ValueError(f"{ENV_PREFIX}BATCH_WAIT_MS is {self.batch_wait_ms:g}; a worker waits that long holding "
+                             f"a claimed job whose lease is not renewed yet, so keep it under a third of "
+                             f"{ENV_PREFIX}LEASE_S ({self.lease_s * 1000 / 3:g} ms)")
         if self.max_batch.strip().lower() == "auto":
             return AUTO_MAX_BATCH["cuda" if self.device.startswith("cuda") else "cpu"]
         try:
