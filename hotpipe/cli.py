@@ -19,15 +19,23 @@ if TYPE_CHECKING:
 
 def _api(args: argparse.Namespace) -> int:
     from hotpipe.producer.serve import serve
+    from hotpipe.shared.connections import check_redis
     from hotpipe.shared.settings import Settings
 
     overrides = {name: value for name, value in (("api_workers", args.workers), ("api_log_level", args.log_level))
                  if value is not None}
-    serve(Settings.from_env(**overrides), args.host, args.port)
+    try:
+        settings = Settings.from_env(**overrides)
+        check_redis(settings)
+    except ValueError as exc:  # refused at start, in one line naming the settings; nothing started
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    serve(settings, args.host, args.port)
     return 0
 
 
 def _worker(args: argparse.Namespace) -> int:
+    from hotpipe.shared.connections import check_redis
     from hotpipe.shared.logs import configure_logging, route_library_logs
     from hotpipe.shared.settings import Settings
 
@@ -36,6 +44,7 @@ def _worker(args: argparse.Namespace) -> int:
         overrides["preload"] = ",".join(args.preload)
     try:
         settings = Settings.from_env(**overrides)
+        check_redis(settings)
     except ValueError as exc:  # refused at start, in one line naming the settings; nothing started
         print(f"error: {exc}", file=sys.stderr)
         return 2

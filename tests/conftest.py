@@ -16,6 +16,7 @@ import redis
 from hotpipe.devstack import LocalStack, Proc, find_redis_server, local_storage, start_redis, start_s3
 from hotpipe.shared.settings import Settings
 from hotpipe.shared.storage import Storage
+from tests.sentinels import SentinelGroup, start_group
 
 
 @pytest.fixture(scope="session")
@@ -24,6 +25,14 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     proc, url = start_redis(tmp_path_factory.mktemp("redis"), find_redis_server("system"))
     yield url
     proc.stop()
+
+
+@pytest.fixture(scope="session")
+def sentinel_group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelGroup]:
+    """A primary, one replica and one sentinel (real processes) for tests that fail nothing over."""
+    group = start_group(tmp_path_factory.mktemp("sentinel"), find_redis_server("system"), replicas=1, sentinels=1)
+    yield group
+    group.close()
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from hotpipe.producer.admission import Admission
+from hotpipe.producer.durable import record_job
 from hotpipe.producer.routing import Router
 from hotpipe.shared import call_args, schedulers
 from hotpipe.shared.checkpoints import HubFetch, Resolved, fetch_hub_file, resolve
@@ -94,9 +95,10 @@ class Submitter:
         message = run_message(job_id, resolved.base_family, req.priority,
                               queue=self._queue_for(resolved, req, tuple(lo.name for lo in adapters)))
         try:
-            record = self.store.create(job_id, family=resolved.base_family, pipeline=resolved.pipeline,
-                                       checkpoint=req.checkpoint, revision=resolved.revision, task=req.task,
-                                       spec=spec, options=options, message=message)
+            record = record_job(self.store, self.settings, job_id, keyed=digest is not None,
+                                family=resolved.base_family, pipeline=resolved.pipeline,
+                                checkpoint=req.checkpoint, revision=resolved.revision, task=req.task,
+                                spec=spec, options=options, message=message)
         except (JobExists, KeyTaken) as lost:  # a concurrent request with the same id or key got there first
             if isinstance(lost, KeyTaken):  # (a taken id's input keys are the winner's own: keep them)
                 self._discard_inputs(spec.inputs)
