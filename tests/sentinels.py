@@ -70,7 +70,7 @@ class SentinelGroup:
 
     def _redis(self, name: str, port: int, *extra: str) -> None:
         argv = [self.binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                "--dir", str(self.workdir), *extra]
+                "--dir", str(self.workdir), "--repl-diskless-sync-delay", "0", *extra]
         self._keep(spawn(name, argv, self.workdir), port)
 
     def _sentinel(self, index: int, port: int) -> None:
@@ -113,11 +113,13 @@ def start_group(workdir: Path, binary: str, replicas: int = 1, sentinels: int = 
 
 
 def _wait_in_sync(group: SentinelGroup, replicas: int, timeout_s: float = 30.0) -> None:
-    """Until the primary has ``replicas`` replicas online and every sentinel knows them all."""
+    """Until the primary has ``replicas`` replicas online (synced, acknowledging) and every sentinel
+    knows them and each other."""
     primary = redis.Redis(port=group.primary_port, decode_responses=True)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        online = primary.info("replication").get("connected_slaves", 0)
+        info = primary.info("replication")
+        online = sum(1 for i in range(replicas) if info.get(f"slave{i}", {}).get("state") == "online")
         states: list[Any] = [redis.Redis(port=p, decode_responses=True).sentinel_master(MASTER_NAME)
                              for p in group.sentinel_ports]
         seen = [int(state["num-slaves"]) for state in states]
