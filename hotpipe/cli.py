@@ -11,42 +11,48 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from hotpipe.shared.job import JobRecord
+    from hotpipe.shared.settings import Settings
 
 
-def _api(args: argparse.Namespace) -> int:
-    from hotpipe.producer.serve import serve
+def _start_settings(**overrides: Any) -> Settings | None:
+    """The settings a service starts with, or None once it printed why they are refused (exit 2):
+    a bad value, or a Sentinel configuration no sentinel answers to (``connections.check_redis``)."""
     from hotpipe.shared.connections import check_redis
     from hotpipe.shared.settings import Settings
 
-    overrides = {name: value for name, value in (("api_workers", args.workers), ("api_log_level", args.log_level))
-                 if value is not None}
     try:
         settings = Settings.from_env(**overrides)
         check_redis(settings)
     except ValueError as exc:  # refused at start, in one line naming the settings; nothing started
         print(f"error: {exc}", file=sys.stderr)
+        return None
+    return settings
+
+
+def _api(args: argparse.Namespace) -> int:
+    from hotpipe.producer.serve import serve
+
+    overrides = {name: value for name, value in (("api_workers", args.workers), ("api_log_level", args.log_level))
+                 if value is not None}
+    settings = _start_settings(**overrides)
+    if settings is None:
         return 2
     serve(settings, args.host, args.port)
     return 0
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from hotpipe.shared.connections import check_redis
     from hotpipe.shared.logs import configure_logging, route_library_logs
-    from hotpipe.shared.settings import Settings
 
     overrides = {"device": args.device} if args.device else {}
     if args.preload:
         overrides["preload"] = ",".join(args.preload)
-    try:
-        settings = Settings.from_env(**overrides)
-        check_redis(settings)
-    except ValueError as exc:  # refused at start, in one line naming the settings; nothing started
-        print(f"error: {exc}", file=sys.stderr)
+    settings = _start_settings(**overrides)
+    if settings is None:
         return 2
     configure_logging(settings.log_format, args.loglevel.upper())
     route_library_logs()
@@ -119,10 +125,12 @@ def _jobs(args: argparse.Namespace) -> int:
 def _webhooks(args: argparse.Namespace) -> int:
     from hotpipe.producer.api import Services, render
     from hotpipe.producer.webhook_dispatcher import Dispatcher
-    from hotpipe.shared.settings import Settings
     from hotpipe.shared.webhook_outbox import Outbox
 
-    svc = Services.from_settings(Settings.from_env())
+    settings = _start_settings()
+    if settings is None:
+        return 2
+    svc = Services.from_settings(settings)
     if not svc.settings.webhook_secret:
         raise SystemExit("HOTPIPE_WEBHOOK_SECRET is not set: there is nothing to sign webhooks with")
     Dispatcher(Outbox(svc.redis), svc.settings, lambda r: render(svc, r)).run_forever()
@@ -135,9 +143,10 @@ def _reaper(args: argparse.Namespace) -> int:
 
     from hotpipe.shared.logs import configure_logging
     from hotpipe.shared.reaper import reaper_from_settings, run_reaper
-    from hotpipe.shared.settings import Settings
 
-    settings = Settings.from_env()
+    settings = _start_settings()
+    if settings is None:
+        return 2
     configure_logging(settings.log_format)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -102,7 +102,8 @@ def test_sentinels_nobody_answers_at_are_refused_at_start(sentinel_group: Sentin
         check_redis(Settings.from_env({**sentinel_group.env(), "HOTPIPE_REDIS_SENTINELS": address}))
 
 
-@pytest.mark.parametrize("command", [["api", "--port", "1"], ["worker", "--family", "stable-diffusion"]])
+@pytest.mark.parametrize("command", [["api", "--port", "1"], ["worker", "--family", "stable-diffusion"], ["reaper"],
+                                     ["webhooks"]])
 def test_the_services_refuse_to_start_on_unusable_sentinels(sentinel_group: SentinelGroup,
                                                             command: list[str]) -> None:
     env = {**sentinel_group.env(), "HOTPIPE_REDIS_MASTER_NAME": "nobody-knows-me"}
