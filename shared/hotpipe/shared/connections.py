@@ -7,7 +7,8 @@ use ``sync_client`` / ``async_client``; the Celery broker uses ``broker_url`` an
 ``Sentinel.master_for``: each new connection asks the sentinels where the primary is, and a
 connection error drops the old one, so after a failover the next call (or retry) reaches the
 new primary without a restart.  The broker is Kombu's ``sentinel://`` transport, which does
-the same for Celery's consumer and its reconnects.
+the same for Celery's consumer and its reconnects.  (Celery has no result backend here: the job
+records are the results, so the broker is Celery's only connection.)
 
 ``check_redis`` is the start-up check: a Sentinel configuration that no sentinel answers, or
 whose master name no sentinel knows, is refused before the API or a worker starts.
