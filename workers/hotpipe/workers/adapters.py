@@ -60,7 +60,7 @@ class Adapters:
         """Make exactly ``loras`` (with their scales) active on ``pipe``; none: every adapter off.  Returns the
         bytes the pipeline's adapters grew by (loads minus deletions), for the cache's budget.
         ``enable_lora`` + ``set_adapters`` walk every module (~1.3 ms each on the tiny SD), so a job that wants
-        what the last one left active skips them."""
+        what the last one left active skips them, and one that follows another LoRA job skips ``enable_lora``."""
         resident = resident_on(pipe)
         before = sum(resident.values())
         want = tuple((lora.adapter, lora.scale) for lora in loras)
@@ -78,8 +78,10 @@ class Adapters:
                 resident[lora.adapter] = self._load(pipe, lora)
                 self.names[lora.adapter] = lora.name
         self._evict(pipe, resident, keep={lora.adapter for lora in loras})
-        if active_on(pipe) != want:
-            pipe.enable_lora()
+        last = active_on(pipe)
+        if last != want:
+            if not last:  # only a disable_lora (or what is unknown) needs undoing: LoRA to LoRA is set_adapters alone
+                pipe.enable_lora()
             pipe.set_adapters([lora.adapter for lora in loras], [lora.scale for lora in loras])
             set_active(pipe, want)
         return sum(resident.values()) - before
