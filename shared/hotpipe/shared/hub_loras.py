@@ -65,6 +65,8 @@ def cached_header(repo_id: str, filename: str, field: str) -> HubHeader | None:
 
 
 def remote_header(repo_id: str, filename: str, field: str) -> HubHeader:
+    """One ``HEAD`` for the commit ``main`` points to, one range read of the header at that commit; a caller's
+    mistake is a 422 naming the field, the Hub failing (network, 5xx) ``Unavailable``."""
     import httpx2
     from huggingface_hub import HfApi, get_hf_file_metadata, hf_hub_url
     from huggingface_hub import errors as hub_errors
