@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -88,3 +90,16 @@ def test_a_missing_hub_lora_is_refused_naming_the_field(hub_stack: LocalStack) -
         client.submit({"checkpoint": "tiny-sd", "task": "text2image", "loras": [{"name": "someone/pickled-style"}],
                        "params": {"prompt": "x", "num_inference_steps": 2}})
     assert refused.value.field == "loras.0.name" and "pickle" in refused.value.message
+
+
+def test_cli_names_a_hub_lora_file_with_at(hub_stack: LocalStack) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "hotpipe", "submit", "--api", hub_stack.api_url, "--checkpoint", "tiny-sd",
+         "--prompt", "a boat", "--steps", "2", "--height", "64", "--width", "64", "--seed", "3",
+         "--lora", "someone/named-styles@style-b.safetensors:0.5", "--wait", "--json"],
+        capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(proc.stdout.splitlines()[-1])
+    assert record["status"] == "succeeded"
+    assert [(lo["name"], lo["weight_name"], lo["scale"]) for lo in record["loras"]] == [
+        ("someone/named-styles", "style-b.safetensors", 0.5)]
