@@ -256,8 +256,9 @@ def _add_submit(sub: Subparsers) -> None:
     s.add_argument("--scheduler", help='a Diffusers scheduler class or a sampler name ("DPM++ 2M Karras", "Euler a")')
     s.add_argument("--scheduler-config", action="append", metavar="KEY=VALUE",
                    help="a scheduler config override (VALUE as JSON: true, 3, 0.5; else a string); repeats")
-    s.add_argument("--lora", action="append", metavar="NAME[:SCALE]",
-                   help="a LoRA adapter (a folder under the model root or a Hub repo id), scale 1 unless given; "
+    s.add_argument("--lora", action="append", metavar="NAME[@WEIGHT_NAME][:SCALE]",
+                   help="a LoRA adapter (a folder under the model root or a Hub repo id, with @WEIGHT_NAME for a "
+                        ".safetensors file other than pytorch_lora_weights.safetensors), scale 1 unless given; "
                         "repeats")
     s.add_argument("--wait", action="store_true", help="show progress and wait for the result")
     s.add_argument("--out", type=Path, help="download the images here (implies --wait)")

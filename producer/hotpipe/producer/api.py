@@ -100,8 +100,9 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.state.key_table = KeyTable.from_settings(settings)
     app.state.key_table.warn_if_open()
     app.state.read_limit = ReadLimit.from_settings(svc.redis, settings)
-    add_job_routes(app, svc, make_submitter(svc), readers, metrics)
-    add_openai_image_routes(app, svc, make_submitter(svc), readers, metrics)
+    submitter = make_submitter(svc)  # one per process: its Hub LoRA cache serves both routes
+    add_job_routes(app, svc, submitter, readers, metrics)
+    add_openai_image_routes(app, svc, submitter, readers, metrics)
     add_model_routes(app, svc)
     add_upload_routes(app, svc)
     add_queue_routes(app, svc.redis)

@@ -72,7 +72,8 @@ class Settings:
     max_prompt_chars: int = _setting(4000, "Upper bound on prompt and negative_prompt length.")
     max_loras: int = _setting(4, "Most LoRA adapters one job may apply (loras); the contract's ceiling is 16.")
     hub_cache_ttl_s: int = _setting(300, "Seconds a Hub resolution (a repo's model_index.json or config.json and "
-                                         "the commit its revision pointed to) is cached in Redis; 0 turns it off.")
+                                         "the commit its revision pointed to) is cached in Redis, and a Hub LoRA's "
+                                         "safetensors header and commit in each API process; 0 turns both off.")
     wait_max_s: float = _setting(60.0, "Upper bound on GET /v1/jobs/{id}?wait=S.")
     device: str = _setting("cpu", "Worker device: cpu or cuda:N.")
     dtype: str = _setting("auto", "Worker dtype: auto (fp16 on CUDA, fp32 on CPU), float32, float16, bfloat16.")
