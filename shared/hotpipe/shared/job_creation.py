@@ -85,7 +85,7 @@ class JobCreation:
             "pipeline": pipeline, "checkpoint": checkpoint, "revision": revision or "",
             "task": task.value, "created_at": repr(now), "spec": spec.model_dump_json(),
             "tenant": opts.tenant, "index": keys.jobs_index(opts.tenant), "fingerprint": opts.fingerprint,
-            "stage": "queued", "queued_at": repr(now), **opts.record_fields(),
+            "stage": "queued", "queued_at": repr(now), "index_score": str(round(now * 1e6)), **opts.record_fields(),
         }
         if spec.scheduler is not None:  # the record names the scheduler and the LoRAs the job chose
             fields["scheduler"] = spec.scheduler.model_dump_json()
@@ -95,7 +95,7 @@ class JobCreation:
         idem_key = keys.idempotency(opts.tenant, opts.idempotency_key) if opts.idempotency_key else keys.job(job_id)
         queue_ms = "" if opts.queue_timeout_s is None else str(round(opts.queue_timeout_s * 1000))
         argv: list[str | int] = [f"{job_id} {opts.fingerprint}" if opts.idempotency_key else "", opts.idempotency_ttl_s,
-                round(now * 1e6), queue_ms, message.payload if message else "",
+                fields["index_score"], queue_ms, message.payload if message else "",
                 *(x for pair in fields.items() for x in pair)]
         reply = self._lua.create(keys=[keys.job(job_id), idem_key, keys.queue_deadlines(),
                                        message.list_key if message else keys.job(job_id), keys.queued_jobs(),
