@@ -86,6 +86,7 @@ class Registry:
         self.ttl_ms = max(1, round(ttl_s * 1000))
         self._publish = scripts.register(client, "worker_publish")
         self._dead = scripts.register(client, "due")  # members of keys.workers() expired ARGV[1] ms ago
+        self._names: list[str] = []  # the names live() read last
 
     def publish(self, info: WorkerInfo) -> None:
         """Write (or renew) ``info``; it stays live for one TTL unless published again.
@@ -105,12 +106,19 @@ class Registry:
         pipe.execute()
 
     def live(self) -> list[WorkerInfo]:
-        """Every live worker's record, by name."""
-        names = sorted(str(n) for n in self.redis.zrange(keys.workers(), 0, -1))
-        if not names:
-            return []
-        texts = self.redis.mget([keys.worker(n) for n in names])
-        return [WorkerInfo.from_json(str(t)) for t in texts if t]
+        """Every live worker's record, by name.  One round trip while the workers are those this
+        registry saw last time (their names and those names' records read together), two when
+        the set changed (the records of the new names then)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zrange(keys.workers(), 0, -1)
+        if self._names:
+            pipe.mget([keys.worker(n) for n in self._names])
+        found, *texts = pipe.execute()
+        names = sorted(str(n) for n in found)
+        if names != self._names:
+            self._names = names
+            texts = [self.redis.mget([keys.worker(n) for n in names])] if names else []
+        return [WorkerInfo.from_json(str(t)) for t in (texts[0] if texts else []) if t]
 
     def dead(self, grace_s: float, limit: int = 100) -> list[str]:
         """Workers whose record expired at least ``grace_s`` ago (Redis's clock)."""

@@ -31,22 +31,21 @@ local function now_s()
   return tonumber(t[1]) + tonumber(t[2]) / 1e6
 end
 
--- The job record (KEYS[1]) as job scripts see it: the fields they and the helpers below decide on
--- are read once, by one HMGET on first use, and writes go through `put`, which keeps that view
--- current and holds them until `flush` writes them all with one HSET (`announce` flushes first, so
--- what is published is what is stored).  A missing field reads as false, as HGET's nil does.
-local JOB_FIELDS = {'status', 'attempt', 'id', 'index', 'index_score', 'queue_deadline', 'cancel_requested',
-                    'webhook_url', 'webhook_events', 'webhook_progress_at', 'webhook_progress_ms'}
+-- The job record (KEYS[1]) as job scripts see it: read whole, once, by one HGETALL on first use;
+-- writes go through `put` (and `drop`), which keep that view current, and `put` holds them until
+-- `flush` writes them all with one HSET.  `announce` flushes first and publishes the view itself, so
+-- what is published is what is stored, without reading the hash again.  A missing field reads as
+-- false, as HGET's nil does.
 local JOB = nil
 local PENDING = {}
 
 local function job(name)
   if not JOB then
     JOB = {}
-    local values = redis.call('HMGET', KEYS[1], unpack(JOB_FIELDS))
-    for i, field in ipairs(JOB_FIELDS) do JOB[field] = values[i] end
+    local flat = redis.call('HGETALL', KEYS[1])
+    for i = 1, #flat, 2 do JOB[flat[i]] = flat[i + 1] end
   end
-  return JOB[name]
+  return JOB[name] or false
 end
 
 -- Set field/value pairs of the record (written by the next `flush`).
@@ -54,10 +53,19 @@ local function put(...)
   local pairs_ = {...}
   job('id')  -- the view is read before any write, so it never mixes old and new values
   for i = 1, #pairs_, 2 do
-    JOB[pairs_[i]] = pairs_[i + 1]
+    local value = pairs_[i + 1]
+    if type(value) == 'number' then value = string.format('%.17g', value) end  -- as HSET would store it
+    JOB[pairs_[i]] = value
     PENDING[#PENDING + 1] = pairs_[i]
-    PENDING[#PENDING + 1] = pairs_[i + 1]
+    PENDING[#PENDING + 1] = value
   end
+end
+
+-- Delete fields of the record (at once).
+local function drop(...)
+  job('id')
+  for _, name in ipairs({...}) do JOB[name] = nil end
+  redis.call('HDEL', KEYS[1], ...)
 end
 
 -- Write what `put` holds, in one HSET.
@@ -66,6 +74,17 @@ local function flush()
     redis.call('HSET', KEYS[1], unpack(PENDING))
     PENDING = {}
   end
+end
+
+-- The record as it now stands, as HGETALL's flat list.
+local function record()
+  job('id')
+  local flat = {}
+  for name, value in pairs(JOB) do
+    flat[#flat + 1] = name
+    flat[#flat + 1] = value
+  end
+  return flat
 end
 
 -- Whether status.ALLOWED_FROM lets a job go from `from` to `to`.
@@ -127,13 +146,14 @@ local function webhook(event)
   if kind == 'progress' then
     local last = tonumber(job('webhook_progress_at') or '0')
     if now - last < tonumber(job('webhook_progress_ms') or '0') then return end
-    put('webhook_progress_at', tostring(now))
-    flush()
+    put('webhook_progress_at', now)
   end
   local job_id = job('id')
-  local id = job_id .. '.' .. redis.call('HINCRBY', KEYS[1], 'webhook_seq', 1)
+  put('webhook_seq', tonumber(job('webhook_seq') or '0') + 1)
+  flush()
+  local id = job_id .. '.' .. job('webhook_seq')
   redis.call('HSET', KEYS[6], id, cjson.encode({id = id, job_id = job_id, event = kind, url = url, tries = 0,
-                                                record = redis.call('HGETALL', KEYS[1])}))
+                                                record = record()}))
   redis.call('ZADD', KEYS[5], now, id)
 end
 
@@ -141,8 +161,8 @@ end
 -- Returns that record, for a script's reply.
 local function announce(event)
   flush()
-  local record = redis.call('HGETALL', KEYS[1])
-  redis.call('PUBLISH', KEYS[2], cjson.encode({event = event, record = record}))
+  local now = record()
+  redis.call('PUBLISH', KEYS[2], cjson.encode({event = event, record = now}))
   webhook(event)
-  return record
+  return now
 end

@@ -28,7 +28,7 @@ move('running', outcome)
 redis.call('ZREM', KEYS[7], id)
 if outcome == 'queued' then
   put('stage', 'queued', 'queued_at', ARGV[5])
-  redis.call('HDEL', KEYS[1], 'progress', 'worker', 'loading_at', 'running_at', 'uploading_at')
+  drop('progress', 'worker', 'loading_at', 'running_at', 'uploading_at')
   redis.call('ZADD', KEYS[8], now, id)
 else
   put('finished_at', ARGV[5])
@@ -36,5 +36,4 @@ else
   expire(ARGV[4])
 end
 announce(outcome)
-local family, spec = unpack(redis.call('HMGET', KEYS[1], 'family', 'spec'))
-return {outcome, family, now, spec or ''}
+return {outcome, job('family'), now, job('spec') or ''}
