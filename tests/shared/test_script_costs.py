@@ -52,7 +52,7 @@ def test_the_uploading_stage_carries_the_last_progress_and_announces_both(store:
     sub.subscribe(keys.job_events(job_id))
     ran = commands(store.redis, lambda: store.set_stage(job_id, 1, "uploading", (4, 4)))
     assert (ran["evalsha"], ran["hgetall"], ran["hset"], ran["publish"]) == (1, 1, 1, 2)
-    events = []
+    events: list[str] = []
     for _ in range(10):  # (the subscribe confirmation reads as None)
         if len(events) == 2:
             break
