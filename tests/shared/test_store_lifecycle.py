@@ -267,3 +267,23 @@ def test_outbox_claims_with_a_lease_and_retries_keep_the_event_id(store: JobStor
     assert (again.id, again.tries, again.event) == (event.id, 1, "completed")
     outbox.drop(again.id)
     assert outbox.pending() == 0 and store.redis.hlen(keys.webhook_events()) == 0
+
+
+# -- the family's queued count ----------------------------------------------------------------
+def test_the_queued_count_follows_every_move_in_and_out_of_queued(store: JobStore, redis_client: redis.Redis) -> None:
+    def count() -> int:
+        return int(redis_client.get(keys.queued_count("stable-diffusion")) or 0)
+
+    started, canceled, requeued = create(store), create(store), create(store)
+    expired = create(store, queue_timeout_s=0.001)
+    assert count() == 4
+    assert claim(store, started) == 1 and count() == 3
+    assert store.cancel(canceled) == "canceled" and count() == 2
+    assert claim(store, requeued) == 1 and count() == 1
+    store.release(requeued, 1)  # given back: queued again
+    assert count() == 2
+    wait_for(lambda: store.expire_queued(expired), "the queue deadline passed", timeout_s=5)
+    assert count() == 1
+    store.succeed(started, 1, RESULT)
+    assert store.cancel(started) == "succeeded" and count() == 1  # moves between other statuses: no change
+    assert claim(store, requeued) == 2 and count() == 0

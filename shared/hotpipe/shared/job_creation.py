@@ -85,7 +85,8 @@ class JobCreation:
             "pipeline": pipeline, "checkpoint": checkpoint, "revision": revision or "",
             "task": task.value, "created_at": repr(now), "spec": spec.model_dump_json(),
             "tenant": opts.tenant, "index": keys.jobs_index(opts.tenant), "fingerprint": opts.fingerprint,
-            "stage": "queued", "queued_at": repr(now), "index_score": str(round(now * 1e6)), **opts.record_fields(),
+            "stage": "queued", "queued_at": repr(now), "index_score": str(round(now * 1e6)),
+            "queued_count": keys.queued_count(family), **opts.record_fields(),
         }
         if spec.scheduler is not None:  # the record names the scheduler and the LoRAs the job chose
             fields["scheduler"] = spec.scheduler.model_dump_json()
@@ -99,7 +100,8 @@ class JobCreation:
                 *(x for pair in fields.items() for x in pair)]
         reply = self._lua.create(keys=[keys.job(job_id), idem_key, keys.queue_deadlines(),
                                        message.list_key if message else keys.job(job_id), keys.queued_jobs(),
-                                       keys.jobs_index(opts.tenant), keys.jobs_index(opts.tenant, Status.QUEUED.value)],
+                                       keys.jobs_index(opts.tenant), keys.jobs_index(opts.tenant, Status.QUEUED.value),
+                                       keys.queued_count(family)],
                                  args=argv)
         if reply[0] == "exists":
             raise JobExists(job_id, reply[1], reply[2])

@@ -11,10 +11,11 @@ up a queue, and which queues hold a family's jobs, is decided here and nowhere e
 queue and of the own queues of its live workers (a worker serving several families counts its
 own queue for each: an over-count of at most ``route_backlog_max`` per such worker).  The
 running jobs are counted apart, from the lease set: they are in no list (Kombu holds their
-messages in its unacked hash).  Everything that asks "how much is waiting" reads this count:
-``GET /v1/queues/{family}`` (``queued``), the API's ``hotpipe_queue_depth``, the admission
-bound (``max_queued_per_family``), the reaper's sweep ("nothing waits for the family") and,
-through the API, the chart's autoscaling.
+messages in its unacked hash).  Everything that asks "how many messages wait" reads this count:
+``GET /v1/queues/{family}`` (``queued``), the API's ``hotpipe_queue_depth``, the reaper's sweep
+("nothing waits for the family") and, through the API, the chart's autoscaling.  The admission
+bound (``max_queued_per_family``) runs on every submit, so it reads a count of the family's
+``queued`` jobs the store's scripts keep instead (``keys.queued_count``: one GET).
 
 **Autoscaling reads the API.**  The chart's KEDA ScaledObjects take ``queued`` and ``running``
 from ``GET /v1/queues/{family}`` with KEDA's ``metrics-api`` scaler (one trigger each).  KEDA's

@@ -7,9 +7,10 @@
 -- Job scripts (those that call reindex/expire/webhook/announce/move) take the same first six KEYS:
 --   KEYS[1] the job's hash        KEYS[2] its events channel      KEYS[3] the queued-jobs set
 --   KEYS[4] the index expiry set  KEYS[5] the webhook due set     KEYS[6] the webhook events hash
--- and their own keys from KEYS[7] on.  Exception: a tenant's per-status index sets are derived here at
--- run time from the record's field `index` (`index .. ':' .. status`, keys.jobs_index's format): the
--- caller of a transition knows the job id, not its tenant, and reading the record first would cost a
+-- and their own keys from KEYS[7] on.  Exceptions: a tenant's per-status index sets are derived here at
+-- run time from the record's field `index` (`index .. ':' .. status`, keys.jobs_index's format), and the
+-- family's queued count is the record's field `queued_count` (keys.queued_count): the caller of a
+-- transition knows the job id, not its tenant or family, and reading the record first would cost a
 -- round trip and race with the script.
 
 -- Redis's clock, read once per script run (a script is one atomic step: one instant is enough).
@@ -96,14 +97,16 @@ end
 local HOOK_OF = {running = 'start', progress = 'progress', succeeded = 'completed', failed = 'completed',
                  canceled = 'completed'}
 
--- Keep the queued-jobs set and the tenant's per-status index sets in step with a status change.  The
--- record keeps its index score (`index_score`, written at create); records older than that field are
--- looked up in the index.
+-- Keep the queued-jobs set, the family's queued count and the tenant's per-status index sets in step
+-- with a status change.  The record keeps its index score (`index_score`, written at create; records
+-- older than that field are looked up in the index) and names its family's count (`queued_count`).
 local function reindex(from, to)
   if from == to then return end
   local id = job('id')
   if from == 'queued' or to == 'queued' then
     if to == 'queued' then redis.call('ZADD', KEYS[3], now_ms(), id) else redis.call('ZREM', KEYS[3], id) end
+    local count = job('queued_count')
+    if count then redis.call('INCRBY', count, to == 'queued' and 1 or -1) end
   end
   local base = job('index')
   if not base then return end
