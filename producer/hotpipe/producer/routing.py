@@ -4,7 +4,8 @@ At submit, the router reads the worker registry (``shared/hotpipe/shared/registr
 worker's own queue, or says "the family queue" (``None``):
 
 1. a live worker of the family that holds the checkpoint (hot or loading) and whose own
-   queue holds fewer than ``backlog_max`` messages — the least busy of them;
+   queue holds fewer than ``backlog_max`` jobs (``queued`` jobs routed there: a count the store's
+   scripts keep, ``keys.routed_count``, read for every worker with one MGET) — the least busy of them;
 2. if workers hold it but all are over the bound: the family queue (any free worker);
 3. if nobody holds it: the worker that claimed its first load a moment ago (a short
    marker, so concurrent first requests don't make every worker load it), else the open
@@ -31,7 +32,7 @@ import redis
 from redis.exceptions import NoScriptError
 
 from hotpipe.shared.popularity import Popularity
-from hotpipe.shared.queues import count_queues, queue_depths
+from hotpipe.shared.queues import count_routed, routed
 from hotpipe.shared.registry import HotCheckpoint, Registry, WorkerInfo
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ class Router:
         read_live = self.registry.queue_live(pipe)
         settle = self.popularity.bump(family, checkpoint, pipe) if self.popularity is not None else None
         guessed = self._queues.get(family, [])
-        read_backlogs = count_queues(pipe, guessed)
+        read_backlogs = count_routed(pipe, guessed)
         results = pipe.execute(raise_on_error=False)
         if settle is not None:
             settle(results)
@@ -76,7 +77,7 @@ class Router:
         if not workers:
             return None
         backlog = read_backlogs(results) if self._queues[family] == guessed else \
-            queue_depths(self.registry.redis, self._queues[family])
+            routed(self.registry.redis, self._queues[family])
         refs: list[tuple[str, str]] = []
         if not holders and self.popularity is not None:  # a placement: the counts of what they hold
             refs = list(dict.fromkeys((h.family or family, h.checkpoint) for w in workers for h in w.hot))

@@ -88,6 +88,8 @@ class JobCreation:
             "stage": "queued", "queued_at": repr(now), "index_score": str(round(now * 1e6)),
             "queued_count": keys.queued_count(family), **opts.record_fields(),
         }
+        if message is not None and message.queue and message.queue != keys.family_queue(family):
+            fields["routed_count"] = keys.routed_count(message.queue)  # a warm worker's backlog, as routing reads it
         if spec.scheduler is not None:  # the record names the scheduler and the LoRAs the job chose
             fields["scheduler"] = spec.scheduler.model_dump_json()
         if spec.loras:
@@ -101,7 +103,7 @@ class JobCreation:
         reply = self._lua.create(keys=[keys.job(job_id), idem_key, keys.queue_deadlines(),
                                        message.list_key if message else keys.job(job_id), keys.queued_jobs(),
                                        keys.jobs_index(opts.tenant), keys.jobs_index(opts.tenant, Status.QUEUED.value),
-                                       keys.queued_count(family)],
+                                       keys.queued_count(family), fields.get("routed_count", keys.job(job_id))],
                                  args=argv)
         if reply[0] == "exists":
             raise JobExists(job_id, reply[1], reply[2])

@@ -93,6 +93,29 @@ def count_queues(pipe: Pipeline, queues: Iterable[str]) -> Reader:
     return count_lists(pipe, {queue: priority_lists(queue) for queue in queues})
 
 
+def count_routed(pipe: Pipeline, queues: Iterable[str]) -> Reader:
+    """Queue one MGET of the routed counts of ``queues`` (``keys.routed_count``: the ``queued`` jobs
+    routed to each, kept by the store's scripts) on ``pipe``; call what this returns with
+    ``pipe.execute()``'s results.  What routing reads as a warm worker's backlog: one command for
+    all, where ``count_queues`` reads every priority list of each."""
+    queues = list(queues)
+    at = len(pipe)
+    if queues:
+        pipe.mget([keys.routed_count(q) for q in queues])
+
+    def read(results: list[Any]) -> dict[str, int]:
+        return {q: max(0, int(v or 0)) for q, v in zip(queues, results[at] if queues else [], strict=True)}
+
+    return read
+
+
+def routed(client: redis.Redis, queues: Iterable[str]) -> dict[str, int]:
+    """``count_routed`` in a round trip of its own."""
+    pipe = client.pipeline(transaction=False)
+    read = count_routed(pipe, queues)
+    return read(pipe.execute())
+
+
 def queue_depths(client: redis.Redis, queues: Iterable[str]) -> dict[str, int]:
     """Messages waiting in each of ``queues`` (all its priority lists), in one pipelined round trip."""
     pipe = client.pipeline(transaction=False)

@@ -1,7 +1,8 @@
 -- Create a job: its record and its run message, written together or not at all.
 -- KEYS: job, idempotency key (the job key again when none), queue deadlines, the run message's list
 --       (the job key again when none), the queued-jobs set, the tenant's index, its `queued` index,
---       the family's queued count (the record's `queued_count` names it too).
+--       the family's queued count (the record's `queued_count` names it too), the routed count of the
+--       worker queue it was routed to (`routed_count` in the record; the job key again when none).
 -- ARGV: idempotency value ('' = none), its ttl, index score (µs), queue timeout ms ('' = none),
 --       run message ('' = none), then field/value pairs, `id` first (`index` and `index_score` among
 --       them: later scripts find the tenant's index and the job's place in it there).
@@ -29,4 +30,5 @@ redis.call('ZADD', KEYS[7], ARGV[3], id)
 if ARGV[5] ~= '' then redis.call('LPUSH', KEYS[4], ARGV[5]) end
 redis.call('ZADD', KEYS[5], now_ms(), id)
 redis.call('INCR', KEYS[8])
+if KEYS[9] ~= KEYS[1] then redis.call('INCR', KEYS[9]) end
 return {'created'}

@@ -9,7 +9,8 @@
 --   KEYS[4] the index expiry set  KEYS[5] the webhook due set     KEYS[6] the webhook events hash
 -- and their own keys from KEYS[7] on.  Exceptions: a tenant's per-status index sets are derived here at
 -- run time from the record's field `index` (`index .. ':' .. status`, keys.jobs_index's format), and the
--- family's queued count is the record's field `queued_count` (keys.queued_count): the caller of a
+-- family's and a worker queue's queued counts are the record's fields `queued_count` and `routed_count`
+-- (keys.queued_count, keys.routed_count): the caller of a
 -- transition knows the job id, not its tenant or family, and reading the record first would cost a
 -- round trip and race with the script.
 
@@ -99,14 +100,17 @@ local HOOK_OF = {running = 'start', progress = 'progress', succeeded = 'complete
 
 -- Keep the queued-jobs set, the family's queued count and the tenant's per-status index sets in step
 -- with a status change.  The record keeps its index score (`index_score`, written at create; records
--- older than that field are looked up in the index) and names its family's count (`queued_count`).
+-- older than that field are looked up in the index) and names its family's count (`queued_count`) and,
+-- when it was routed to a worker's own queue, that queue's (`routed_count`).
 local function reindex(from, to)
   if from == to then return end
   local id = job('id')
   if from == 'queued' or to == 'queued' then
     if to == 'queued' then redis.call('ZADD', KEYS[3], now_ms(), id) else redis.call('ZREM', KEYS[3], id) end
-    local count = job('queued_count')
-    if count then redis.call('INCRBY', count, to == 'queued' and 1 or -1) end
+    for _, field in ipairs({'queued_count', 'routed_count'}) do
+      local count = job(field)
+      if count then redis.call('INCRBY', count, to == 'queued' and 1 or -1) end
+    end
   end
   local base = job('index')
   if not base then return end

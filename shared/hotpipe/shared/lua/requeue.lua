@@ -24,6 +24,7 @@ if job('cancel_requested') == '1' then
 elseif ARGV[3] ~= '' and tonumber(attempt) >= tonumber(ARGV[3]) then
   outcome = 'failed'
 end
+if outcome == 'queued' then drop('routed_count') end  -- its message goes to the family queue now
 move('running', outcome)
 redis.call('ZREM', KEYS[7], id)
 if outcome == 'queued' then
