@@ -114,7 +114,7 @@ class JobWatch:
         while self._queues:  # (a confirmation still in flight is read by the next task)
             try:
                 message = await self._pubsub.get_message(timeout=POLL_S)
-            except (RedisError, OSError) as exc:
+            except Exception as exc:  # (a dead reading task would leave every waiter to its timeout)
                 log.warning("job watch: subscriber connection failed (%s); waiters read again", exc)
                 self._resync()
                 await asyncio.sleep(RETRY_S)
