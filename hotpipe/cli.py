@@ -11,33 +11,48 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from hotpipe.shared.job import JobRecord
+    from hotpipe.shared.settings import Settings
+
+
+def _start_settings(**overrides: Any) -> Settings | None:
+    """The settings a service starts with, or None once it printed why they are refused (exit 2):
+    a bad value, or a Sentinel configuration no sentinel answers to (``connections.check_redis``)."""
+    from hotpipe.shared.connections import check_redis
+    from hotpipe.shared.settings import Settings
+
+    try:
+        settings = Settings.from_env(**overrides)
+        check_redis(settings)
+    except ValueError as exc:  # refused at start, in one line naming the settings; nothing started
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+    return settings
 
 
 def _api(args: argparse.Namespace) -> int:
     from hotpipe.producer.serve import serve
-    from hotpipe.shared.settings import Settings
 
     overrides = {name: value for name, value in (("api_workers", args.workers), ("api_log_level", args.log_level))
                  if value is not None}
-    serve(Settings.from_env(**overrides), args.host, args.port)
+    settings = _start_settings(**overrides)
+    if settings is None:
+        return 2
+    serve(settings, args.host, args.port)
     return 0
 
 
 def _worker(args: argparse.Namespace) -> int:
     from hotpipe.shared.logs import configure_logging, route_library_logs
-    from hotpipe.shared.settings import Settings
 
     overrides = {"device": args.device} if args.device else {}
     if args.preload:
         overrides["preload"] = ",".join(args.preload)
-    try:
-        settings = Settings.from_env(**overrides)
-    except ValueError as exc:  # refused at start, in one line naming the settings; nothing started
-        print(f"error: {exc}", file=sys.stderr)
+    settings = _start_settings(**overrides)
+    if settings is None:
         return 2
     configure_logging(settings.log_format, args.loglevel.upper())
     route_library_logs()
@@ -110,10 +125,12 @@ def _jobs(args: argparse.Namespace) -> int:
 def _webhooks(args: argparse.Namespace) -> int:
     from hotpipe.producer.api import Services, render
     from hotpipe.producer.webhook_dispatcher import Dispatcher
-    from hotpipe.shared.settings import Settings
     from hotpipe.shared.webhook_outbox import Outbox
 
-    svc = Services.from_settings(Settings.from_env())
+    settings = _start_settings()
+    if settings is None:
+        return 2
+    svc = Services.from_settings(settings)
     if not svc.settings.webhook_secret:
         raise SystemExit("HOTPIPE_WEBHOOK_SECRET is not set: there is nothing to sign webhooks with")
     Dispatcher(Outbox(svc.redis), svc.settings, lambda r: render(svc, r)).run_forever()
@@ -126,9 +143,10 @@ def _reaper(args: argparse.Namespace) -> int:
 
     from hotpipe.shared.logs import configure_logging
     from hotpipe.shared.reaper import reaper_from_settings, run_reaper
-    from hotpipe.shared.settings import Settings
 
-    settings = Settings.from_env()
+    settings = _start_settings()
+    if settings is None:
+        return 2
     configure_logging(settings.log_format)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -238,8 +256,9 @@ def _add_submit(sub: Subparsers) -> None:
     s.add_argument("--scheduler", help='a Diffusers scheduler class or a sampler name ("DPM++ 2M Karras", "Euler a")')
     s.add_argument("--scheduler-config", action="append", metavar="KEY=VALUE",
                    help="a scheduler config override (VALUE as JSON: true, 3, 0.5; else a string); repeats")
-    s.add_argument("--lora", action="append", metavar="NAME[:SCALE]",
-                   help="a LoRA adapter (a folder under the model root or a Hub repo id), scale 1 unless given; "
+    s.add_argument("--lora", action="append", metavar="NAME[@WEIGHT_NAME][:SCALE]",
+                   help="a LoRA adapter (a folder under the model root or a Hub repo id, with @WEIGHT_NAME for a "
+                        ".safetensors file other than pytorch_lora_weights.safetensors), scale 1 unless given; "
                         "repeats")
     s.add_argument("--wait", action="store_true", help="show progress and wait for the result")
     s.add_argument("--out", type=Path, help="download the images here (implies --wait)")

@@ -16,6 +16,8 @@ import redis
 from hotpipe.devstack import LocalStack, Proc, find_redis_server, local_storage, start_redis, start_s3
 from hotpipe.shared.settings import Settings
 from hotpipe.shared.storage import Storage
+from tests.hub_server import fill_hub, start_hub
+from tests.sentinels import SentinelGroup, start_group
 
 
 @pytest.fixture(scope="session")
@@ -24,6 +26,14 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     proc, url = start_redis(tmp_path_factory.mktemp("redis"), find_redis_server("system"))
     yield url
     proc.stop()
+
+
+@pytest.fixture(scope="session")
+def sentinel_group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelGroup]:
+    """A primary, one replica and one sentinel (real processes) for tests that fail nothing over."""
+    group = start_group(tmp_path_factory.mktemp("sentinel"), find_redis_server("system"), replicas=1, sentinels=1)
+    yield group
+    group.close()
 
 
 @pytest.fixture
@@ -51,6 +61,16 @@ def model_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     subprocess.run([sys.executable, "-m", "hotpipe", "dev", "make-checkpoints", str(root)], check=True,
                    capture_output=True)
     return root
+
+
+@pytest.fixture(scope="session")
+def hub(tmp_path_factory: pytest.TempPathFactory, model_root: Path) -> Iterator[str]:
+    """URL of a Hugging Face Hub on loopback (its own process) serving ``hub_server.HUB_REPOS``."""
+    root = tmp_path_factory.mktemp("hub")
+    fill_hub(root / "repos", model_root)
+    proc, url = start_hub(root / "repos", root)
+    yield url
+    proc.stop()
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from PIL import Image
 
 from hotpipe.shared.checkpoints import fetch_hub_file, resolve
 from hotpipe.shared.job import LoraRequest, Task
-from hotpipe.shared.loras import resolve_loras
+from hotpipe.shared.loras import LORA_FILE, resolve_loras
 from hotpipe.shared.spec import LoraSpec
 from hotpipe.workers import runner
 from hotpipe.workers.adapters import Adapters, resident_adapters, resident_on
@@ -178,12 +178,38 @@ def test_a_hub_lora_from_the_hub_cache_loads_offline(cache: PipelineCache, model
     (repo / "snapshots" / commit).mkdir(parents=True)
     shutil.copy(model_root / "tiny-lora-sd" / "pytorch_lora_weights.safetensors", repo / "snapshots" / commit)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # what HF_HUB_OFFLINE=1 sets at import
 
     [hub] = resolve_loras([LoraRequest(name="someone/tiny-style")], resolve("tiny-sd", Task.TEXT2IMAGE, model_root),
                           model_root, (), fetch_hub_file, 4)
-    assert (hub.source, hub.location) == ("hub", "someone/tiny-style")
+    assert (hub.source, hub.location, hub.revision) == ("hub", "someone/tiny-style", commit)
     pipe, adapters = sd(cache, model_root), Adapters()
     local = image(pipe, Adapters(), [lora(model_root, "tiny-lora-sd")])
     assert np.array_equal(image(pipe, adapters, [hub]), local)  # the same weights, from the Hub cache
     assert adapters.stats.loads == 1
+
+
+def test_a_hub_lora_is_downloaded_through_huggingface_hub_at_the_checked_commit(
+        cache: PipelineCache, model_root: Path, hub: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The producer reads only the header; the worker downloads the one safetensors file of the commit the
+    producer pinned, from the Hub ``HF_ENDPOINT`` names (a real one on loopback here), into its Hub cache."""
+    from huggingface_hub import constants
+
+    from tests.hub_server import commit_of, requests_served
+
+    monkeypatch.setattr(constants, "ENDPOINT", hub)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "worker-cache"))
+    [spec] = resolve_loras([LoraRequest(name="someone/tiny-style")], resolve("tiny-sd", Task.TEXT2IMAGE, model_root),
+                           model_root, (), fetch_hub_file, 4)
+    assert not (tmp_path / "worker-cache").exists()  # the check downloaded nothing
+    before = len(requests_served(hub))
+    pipe, adapters = sd(cache, model_root), Adapters()
+    local = image(pipe, Adapters(), [lora(model_root, "tiny-lora-sd")])
+    assert np.array_equal(image(pipe, adapters, [spec]), local)  # the same weights, through the Hub
+    commit = commit_of("someone/tiny-style")
+    downloads = [r for r in requests_served(hub)[before:] if r[0] == "GET" and "/resolve/" in r[1]]
+    assert [path for _, path, _ in downloads] == [f"/someone/tiny-style/resolve/{commit}/{LORA_FILE}"]
+    snapshot = tmp_path / "worker-cache" / "models--someone--tiny-style" / "snapshots" / commit
+    assert [p.name for p in snapshot.iterdir()] == [LORA_FILE]

@@ -80,11 +80,25 @@ app.kubernetes.io/component: api
 {{- include "hotpipe.suffixed" (list . "settings") }}
 {{- end }}
 
-{{/* Settings from existingSecrets: Redis URL, S3 endpoint and credentials, Hub token. */}}
+{{/* Settings from existingSecrets and the redis values: Redis URL (and sentinels), S3 endpoint and
+credentials, Hub token. */}}
 {{- define "hotpipe.secretEnv" -}}
 - name: HOTPIPE_REDIS_URL
   valueFrom:
     secretKeyRef: {name: {{ .Values.redis.existingSecret | quote }}, key: {{ .Values.redis.urlKey | quote }}}
+{{- with .Values.redis.sentinel }}
+{{- if .hosts }}
+- name: HOTPIPE_REDIS_SENTINELS
+  value: {{ join "," .hosts | quote }}
+- name: HOTPIPE_REDIS_MASTER_NAME
+  value: {{ .masterName | quote }}
+{{- if .passwordKey }}
+- name: HOTPIPE_REDIS_SENTINEL_PASSWORD
+  valueFrom:
+    secretKeyRef: {name: {{ $.Values.redis.existingSecret | quote }}, key: {{ .passwordKey | quote }}}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- with .Values.s3 }}
 {{- if .existingSecret }}
 {{- range $env, $key := dict "HOTPIPE_S3_ENDPOINT_URL" .endpointUrlKey "AWS_ACCESS_KEY_ID" .accessKeyIdKey "AWS_SECRET_ACCESS_KEY" .secretAccessKeyKey }}

@@ -6,7 +6,7 @@ Checks that values.schema.json can't express; fails once, listing every problem 
 {{- if not .Values.redis.existingSecret }}
 {{- $errors = append $errors (printf "redis.existingSecret is required: a Secret whose key %q holds the Redis URL (kubectl create secret generic hotpipe-redis --from-literal=%s=redis://HOST:6379/0)" .Values.redis.urlKey .Values.redis.urlKey) }}
 {{- end }}
-{{- range $key := list "redis_url" "s3_endpoint_url" "device" "dtype" "worker_ready_file" "shutdown_grace_s" "worker_metrics_port" "api_keys_file" }}
+{{- range $key := list "redis_url" "redis_sentinels" "redis_master_name" "redis_sentinel_password" "s3_endpoint_url" "device" "dtype" "worker_ready_file" "shutdown_grace_s" "worker_metrics_port" "api_keys_file" }}
 {{- if hasKey $.Values.settings $key }}
 {{- $errors = append $errors (printf "settings.%s is set by the chart (%s); remove it from settings" $key (get (include "hotpipe.managedSettings" $ | fromJson) $key)) }}
 {{- end }}
@@ -37,6 +37,9 @@ Checks that values.schema.json can't express; fails once, listing every problem 
 {{- define "hotpipe.managedSettings" -}}
 {{- toJson (dict
   "redis_url" "from redis.existingSecret"
+  "redis_sentinels" "from redis.sentinel.hosts"
+  "redis_master_name" "from redis.sentinel.masterName"
+  "redis_sentinel_password" "from redis.sentinel.passwordKey in redis.existingSecret"
   "s3_endpoint_url" "from s3.existingSecret"
   "device" "per pool: workers.pools.<name>.device"
   "dtype" "per pool: workers.pools.<name>.dtype"

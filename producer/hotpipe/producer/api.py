@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-import redis.asyncio as aioredis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -39,6 +38,7 @@ from hotpipe.producer.routes.uploads import add_upload_routes
 from hotpipe.producer.routes.workers import add_worker_routes
 from hotpipe.producer.service import Submitter
 from hotpipe.producer.webhook_dispatcher import Dispatcher
+from hotpipe.shared.connections import async_client, sync_client
 from hotpipe.shared.errors import HotpipeError, TooLarge, TooManyRequests, Unauthorized, Unavailable
 from hotpipe.shared.hub_cache import hub_fetch
 from hotpipe.shared.settings import Settings
@@ -67,12 +67,12 @@ class Services:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:
-        client = redis.Redis.from_url(settings.redis_url, **REDIS_OPTIONS)
+        client = sync_client(settings, **REDIS_OPTIONS)
         return cls(settings, client, JobStore(client, settings.record_ttl_s), Storage(settings))
 
     def async_reader(self) -> AsyncJobReader:
         """A reader on an asyncio client; made inside the serving event loop (lifespan)."""
-        return AsyncJobReader(aioredis.Redis.from_url(self.settings.redis_url, **REDIS_OPTIONS))
+        return AsyncJobReader(async_client(self.settings, **REDIS_OPTIONS))
 
 
 def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
@@ -100,8 +100,9 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.state.key_table = KeyTable.from_settings(settings)
     app.state.key_table.warn_if_open()
     app.state.read_limit = ReadLimit.from_settings(svc.redis, settings)
-    add_job_routes(app, svc, make_submitter(svc), readers, metrics)
-    add_openai_image_routes(app, svc, make_submitter(svc), readers, metrics)
+    submitter = make_submitter(svc)  # one per process: its Hub LoRA cache serves both routes
+    add_job_routes(app, svc, submitter, readers, metrics)
+    add_openai_image_routes(app, svc, submitter, readers, metrics)
     add_model_routes(app, svc)
     add_upload_routes(app, svc)
     add_queue_routes(app, svc.redis)

@@ -59,14 +59,22 @@ def controls_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def lora_arg(text: str) -> dict[str, Any]:
-    """``NAME`` or ``NAME:SCALE`` (names never hold a colon: folder names and Hub repo ids)."""
-    name, sep, scale = text.rpartition(":")
+    """``NAME``, ``NAME:SCALE``, ``NAME@WEIGHT_NAME`` or ``NAME@WEIGHT_NAME:SCALE`` (names never hold a colon
+    or an at sign: folder names and Hub repo ids; a weight name is a ``.safetensors`` file name)."""
+    head, sep, scale = text.rpartition(":")
     if not sep:
-        return {"name": text}
+        head, scale = text, ""
+    name, at, weight_name = head.partition("@")
+    lora: dict[str, Any] = {"name": name}
+    if at:
+        lora["weight_name"] = weight_name
+    if not sep:
+        return lora
     try:
-        return {"name": name, "scale": float(scale)}
+        return {**lora, "scale": float(scale)}
     except ValueError:
-        raise SystemExit(f"--lora {text!r}: write NAME or NAME:SCALE, e.g. my-style:0.8") from None
+        raise SystemExit(f"--lora {text!r}: write NAME[@WEIGHT_NAME][:SCALE], e.g. my-style:0.8 or "
+                         "someone/styles@pixel.safetensors:0.8") from None
 
 
 def config_pair(text: str) -> tuple[str, Any]:

@@ -26,7 +26,8 @@ ERROR_DESCRIPTIONS = {
     413: "The body is over the size limit",
     422: "The request is invalid; `error.field` names the field at fault and the message says what to do",
     429: "Rate limited or the family's queue is full; retry after `Retry-After` seconds",
-    503: "A backing service (Redis) is unavailable; retry after `Retry-After` seconds",
+    503: "A backing service (Redis, or the Hugging Face Hub for a Hub checkpoint or LoRA) is unavailable; retry "
+         "after `Retry-After` seconds",
 }
 #: every /v1 operation: the key, malformed parameters, a Redis outage
 V1_ERRORS = (401, 422, 503)

@@ -16,10 +16,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from hotpipe.producer.admission import Admission
+from hotpipe.producer.durable import record_job
 from hotpipe.producer.routing import Router
 from hotpipe.shared import call_args, schedulers
 from hotpipe.shared.checkpoints import HubFetch, Resolved, fetch_hub_file, resolve
 from hotpipe.shared.errors import Conflict, InvalidRequest
+from hotpipe.shared.hub_loras import HubLoras
 from hotpipe.shared.images import InputImage, check_image, decode_data_uri
 from hotpipe.shared.job import TASK_INPUTS, JobRecord, JobRequest, Params, SchedulerChoice, Task, new_job_id
 from hotpipe.shared.keys import DEFAULT_TENANT
@@ -56,6 +58,12 @@ class Submitter:
     admission: Admission | None = None
     #: picks a warm worker's queue (affinity routing); None: always the family queue
     router: Router | None = None
+    #: reads Hub LoRAs' safetensors headers, kept ``hub_cache_ttl_s`` in this process (None: built so)
+    hub_loras: HubLoras | None = None
+
+    def __post_init__(self) -> None:
+        if self.hub_loras is None:
+            self.hub_loras = HubLoras(ttl_s=self.settings.hub_cache_ttl_s)
 
     @property
     def allowlist(self) -> tuple[str, ...]:
@@ -79,8 +87,8 @@ class Submitter:
             return Submitted(prior, created=False)
         resolved = self._check(req)
         scheduler = schedulers.choose(resolved.pipeline, req.scheduler, req.scheduler_config)
-        adapters = resolve_loras(req.loras, resolved, self.settings.model_root, self.allowlist,
-                                 self.hub or fetch_hub_file, self.settings.max_loras) if req.loras else []
+        adapters = resolve_loras(req.loras, resolved, self.settings.model_root, self.allowlist, self.hub or
+                                 fetch_hub_file, self.settings.max_loras, self.hub_loras) if req.loras else []
         images = self._check_inputs(req)
         if self.admission is not None:
             self.admission.check_queue(resolved.base_family)
@@ -94,9 +102,10 @@ class Submitter:
         message = run_message(job_id, resolved.base_family, req.priority,
                               queue=self._queue_for(resolved, req, tuple(lo.name for lo in adapters)))
         try:
-            record = self.store.create(job_id, family=resolved.base_family, pipeline=resolved.pipeline,
-                                       checkpoint=req.checkpoint, revision=resolved.revision, task=req.task,
-                                       spec=spec, options=options, message=message)
+            record = record_job(self.store, self.settings, job_id, keyed=digest is not None,
+                                family=resolved.base_family, pipeline=resolved.pipeline,
+                                checkpoint=req.checkpoint, revision=resolved.revision, task=req.task,
+                                spec=spec, options=options, message=message)
         except (JobExists, KeyTaken) as lost:  # a concurrent request with the same id or key got there first
             if isinstance(lost, KeyTaken):  # (a taken id's input keys are the winner's own: keep them)
                 self._discard_inputs(spec.inputs)

@@ -11,6 +11,7 @@ from celery import Celery
 from celery.utils.nodenames import default_nodename, host_format
 from kombu.exceptions import OperationalError
 
+from hotpipe.shared.connections import broker_transport_options, broker_url
 from hotpipe.shared.queues import PRIORITIES
 from hotpipe.shared.settings import Settings
 
@@ -21,7 +22,7 @@ DEFAULT_PRIORITY = 5
 
 
 def make_celery(settings: Settings) -> Celery:
-    app = Celery("hotpipe", broker=settings.redis_url, set_as_current=False)
+    app = Celery("hotpipe", broker=broker_url(settings), set_as_current=False)
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -36,7 +37,10 @@ def make_celery(settings: Settings) -> Celery:
         # Ten priority lists per queue ("{queue}", "{queue}\x06\x161" .. "\x06\x169"), read in order
         # by one BRPOP: Kombu's 0 is the most urgent, so API priority p goes to list 9 - p.
         broker_transport_options={"visibility_timeout": settings.visibility_timeout_s,
-                                  "priority_steps": list(PRIORITIES), "queue_order_strategy": "priority"},
+                                  "priority_steps": list(PRIORITIES), "queue_order_strategy": "priority",
+                                  **broker_transport_options(settings)},
+        # A lost broker connection (a Redis failover) is re-established for ever, never the end of the worker.
+        broker_connection_max_retries=None,
         worker_hijack_root_logger=False,
         # Pipelines load lazily in the child, but importing torch/diffusers can be slow.
         worker_proc_alive_timeout=120.0,

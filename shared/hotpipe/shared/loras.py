@@ -6,31 +6,28 @@ A LoRA is named like a checkpoint: a folder under the model root or a Hub repo i
 caller sent.  Whether it fits the checkpoint is read from the safetensors header alone (8 bytes of
 length, then JSON: every tensor's name, dtype and shape): the width its cross-attention projections
 take must be the checkpoint UNet's ``cross_attention_dim``, a LoRA with layers for a second text
-encoder or for stacked transformer blocks is an SDXL one, and the other way round.
+encoder or for stacked transformer blocks is an SDXL one, and the other way round.  A Hub LoRA's
+header is range-read from the Hub at a pinned commit (``hub_loras``), never downloaded whole here.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
-import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from hotpipe.shared.checkpoints import HUB_REPO_RE, HubFetch, Resolved, local_folder, read_config
 from hotpipe.shared.errors import InvalidRequest
+from hotpipe.shared.hub_loras import LORA_FILE, HubLoras
 from hotpipe.shared.job import LoraRequest
+from hotpipe.shared.safetensors_header import read_header
 from hotpipe.shared.safety import CheckpointNotAllowed, checkpoint_allowed
 from hotpipe.shared.spec import LoraSpec
 
-#: the file ``save_lora_weights`` writes and ``load_lora_weights`` looks for first
-LORA_FILE = "pytorch_lora_weights.safetensors"
 #: base families whose pipelines load LoRAs through Diffusers (ControlNet and PAG variants included)
 LORA_FAMILIES = ("stable-diffusion", "stable-diffusion-xl")
-#: a header larger than this is not a LoRA's (real ones are tens of KB)
-MAX_HEADER = 16 * 1024 * 1024
 CROSS_ATTN_DOWN = re.compile(r"attn2[._]to_k[._](?:lora[._]down|lora_A)[._]weight$")
 STACKED_BLOCK = re.compile(r"transformer_blocks[._]([1-9]\d*)[._]")
 SECOND_ENCODER = ("text_encoder_2.", "lora_te2_")
@@ -50,8 +47,10 @@ class LoraShape:
 
 
 def resolve_loras(loras: list[LoraRequest], resolved: Resolved, model_root: Path, allowlist: tuple[str, ...],
-                  fetch: HubFetch, max_loras: int) -> list[LoraSpec]:
-    """Every LoRA of a request, resolved and checked against the checkpoint; raises a 4xx naming the field."""
+                  fetch: HubFetch, max_loras: int, hub: HubLoras | None = None) -> list[LoraSpec]:
+    """Every LoRA of a request, resolved and checked against the checkpoint; raises a 4xx naming the field
+    (a 503 when a Hub LoRA can't be checked because the Hub is down).  ``hub`` reads Hub LoRAs' headers
+    (default: uncached)."""
     if len(loras) > max_loras:
         raise InvalidRequest(f"loras has {len(loras)} adapters; this server applies at most {max_loras} per job",
                              field="loras")
@@ -66,11 +65,22 @@ def resolve_loras(loras: list[LoraRequest], resolved: Resolved, model_root: Path
                                  field=f"loras.{i}.name")
     unet = read_config(resolved.checkpoint, model_root, resolved.revision if resolved.source == "hub" else None,
                        "unet/config.json", "checkpoint", fetch).data
-    return [resolve_lora(i, lora, resolved, unet, model_root, allowlist) for i, lora in enumerate(loras)]
+    hub = hub or HubLoras(ttl_s=0)
+    return [resolve_lora(i, lora, resolved, unet, model_root, allowlist, hub) for i, lora in enumerate(loras)]
+
+
+@dataclass(frozen=True)
+class Found:
+    """Where a LoRA's file is and what its header says."""
+
+    source: Literal["local", "hub"]
+    location: str  # the absolute folder, or the Hub repo id
+    revision: str | None  # the commit a Hub LoRA was read at
+    header: dict[str, Any]
 
 
 def resolve_lora(i: int, lora: LoraRequest, resolved: Resolved, unet: dict[str, Any], model_root: Path,
-                 allowlist: tuple[str, ...]) -> LoraSpec:
+                 allowlist: tuple[str, ...], hub: HubLoras) -> LoraSpec:
     field = f"loras.{i}"
     if not checkpoint_allowed(lora.name, allowlist):
         raise CheckpointNotAllowed(f"{field}.name {lora.name!r} is not on this server's checkpoint allowlist; "
@@ -80,15 +90,17 @@ def resolve_lora(i: int, lora: LoraRequest, resolved: Resolved, unet: dict[str, 
         raise InvalidRequest(f"{field}.weight_name {weight_name!r}: only a .safetensors file in the LoRA's folder "
                              "is loaded (pickle .bin weights never are); convert it to safetensors",
                              field=f"{field}.weight_name")
-    source, location, path = locate(lora.name, weight_name, model_root, field)
-    check_fits(header_shape(path, lora.name, field), resolved, unet, lora.name, field)
-    adapter = "lora_" + hashlib.sha256(f"{source}|{location}|{weight_name}".encode()).hexdigest()[:16]
-    return LoraSpec(name=lora.name, scale=lora.scale, weight_name=weight_name, source=source, location=location,
-                    adapter=adapter)
+    found = locate(lora.name, weight_name, model_root, field, hub)
+    check_fits(shape_of(found.header, lora.name, weight_name, field), resolved, unet, lora.name, field)
+    pinned = f"|{found.revision}" if found.revision else ""  # a Hub LoRA's new commit is a new adapter
+    identity = f"{found.source}|{found.location}|{weight_name}{pinned}"
+    adapter = "lora_" + hashlib.sha256(identity.encode()).hexdigest()[:16]
+    return LoraSpec(name=lora.name, scale=lora.scale, weight_name=weight_name, source=found.source,
+                    location=found.location, revision=found.revision, adapter=adapter)
 
 
-def locate(name: str, weight_name: str, model_root: Path, field: str) -> tuple[Any, str, Path]:
-    """(source, location, the weights file to read the header of) for a local folder or a cached Hub repo."""
+def locate(name: str, weight_name: str, model_root: Path, field: str, hub: HubLoras) -> Found:
+    """A local folder's file, or a Hub repo's (its header range-read from the Hub, or its cache)."""
     folder = local_folder(name, model_root, marker=None, field=f"{field}.name")
     if folder is not None:
         path = folder / weight_name
@@ -97,47 +109,28 @@ def locate(name: str, weight_name: str, model_root: Path, field: str) -> tuple[A
             hint = (f"; it holds {', '.join(pickled)}: pickle weights are never loaded, convert them to "
                     "safetensors") if pickled else "; set weight_name to the .safetensors file in it"
             raise InvalidRequest(f"{field}.name folder '{name}' has no {weight_name}{hint}", field=f"{field}.name")
-        return "local", str(folder), path
+        return Found("local", str(folder), None, read_header(path, name, field))
     if HUB_REPO_RE.match(name):
-        from huggingface_hub import try_to_load_from_cache  # imported late: keeps the API's start fast
-
-        cached = try_to_load_from_cache(name, weight_name)
-        if not isinstance(cached, str):
-            raise InvalidRequest(f"{field}.name: {weight_name} of Hub repo '{name}' is not in this server's Hub "
-                                 "cache; download it there first (huggingface-cli download) or name a folder "
-                                 "under the model root", field=f"{field}.name")
-        return "hub", name, Path(cached)
+        commit, header = hub.header(name, weight_name, field)
+        return Found("hub", name, commit, header)
     raise InvalidRequest(f"{field}.name '{name}' is neither a folder under the model root nor a Hub repo id "
                          "(namespace/name)", field=f"{field}.name")
 
 
 def header_shape(path: Path, name: str, field: str) -> LoraShape:
     """Read the safetensors header (never the tensors) and what it says about the model the LoRA is for."""
-    header = read_header(path, name, field)
+    return shape_of(read_header(path, name, field), name, path.name, field)
+
+
+def shape_of(header: dict[str, Any], name: str, filename: str, field: str) -> LoraShape:
+    """What a safetensors header's tensor names and shapes say about the model the LoRA is for."""
     keys = [k for k in header if k != "__metadata__"]
     if not any("lora" in k for k in keys):
-        raise InvalidRequest(f"{field}.name '{name}': {path.name} holds no LoRA layers", field=f"{field}.name")
+        raise InvalidRequest(f"{field}.name '{name}': {filename} holds no LoRA layers", field=f"{field}.name")
     widths = {int(header[k]["shape"][1]) for k in keys if CROSS_ATTN_DOWN.search(k) and len(header[k]["shape"]) == 2}
     return LoraShape(cross_attention_dim=max(widths) if widths else None,
                      stacked_blocks=any(STACKED_BLOCK.search(k) for k in keys),
                      second_encoder=any(k.startswith(SECOND_ENCODER) for k in keys))
-
-
-def read_header(path: Path, name: str, field: str) -> dict[str, Any]:
-    try:
-        with path.open("rb") as f:
-            (size,) = struct.unpack("<Q", f.read(8))
-            if size > MAX_HEADER:
-                raise ValueError(f"a {size}-byte header")
-            header = json.loads(f.read(size))
-    except (OSError, ValueError, struct.error) as exc:
-        raise InvalidRequest(f"{field}.name '{name}': {path.name} is not a readable safetensors file ({exc})",
-                             field=f"{field}.name") from exc
-    if not isinstance(header, dict) or not all(isinstance(v, dict) and "shape" in v
-                                               for k, v in header.items() if k != "__metadata__"):
-        raise InvalidRequest(f"{field}.name '{name}': {path.name} has no safetensors tensor table",
-                             field=f"{field}.name")
-    return header
 
 
 def check_fits(shape: LoraShape, resolved: Resolved, unet: dict[str, Any], name: str, field: str) -> None:

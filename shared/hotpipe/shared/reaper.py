@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 import redis
 
+from hotpipe.shared.connections import sync_client
 from hotpipe.shared.drain import drain_dead
 from hotpipe.shared.messages import enqueue
 from hotpipe.shared.registry import Registry
@@ -196,7 +197,7 @@ def _log(report: ReapReport) -> None:
 
 def reaper_from_settings(settings: Settings) -> Reaper:
     """A reaper with its own Redis client, which it also publishes messages with."""
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True, health_check_interval=30,
+    client = sync_client(settings, decode_responses=True, health_check_interval=30,
                                   socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=SOCKET_TIMEOUT_S)
     store = JobStore(client, settings.record_ttl_s, lease_s=settings.lease_s)
     # An outbox entry a whole lease old has outlived the reaper that wrote it.

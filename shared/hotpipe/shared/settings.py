@@ -33,7 +33,26 @@ def _setting(default: Any, help: str) -> Any:
 class Settings:
     """Every tunable of hotpipe; field ``x`` is read from ``HOTPIPE_X``."""
 
-    redis_url: str = _setting("redis://127.0.0.1:6379/0", "Redis for job records and the Celery broker.")
+    redis_url: str = _setting("redis://127.0.0.1:6379/0", "Redis for job records and the Celery broker. With "
+                                                         "HOTPIPE_REDIS_SENTINELS set, only its database number, "
+                                                         "user and password are used: the sentinels name the "
+                                                         "primary.")
+    redis_sentinels: str = _setting("", "Redis Sentinels as host:port,host:port (high availability): the API and "
+                                        "workers find the primary of HOTPIPE_REDIS_MASTER_NAME through them, at "
+                                        "start and again after every failover, for job records, events, webhooks "
+                                        "and the Celery broker. Empty: HOTPIPE_REDIS_URL is the one Redis.")
+    redis_master_name: str = _setting("mymaster", "The primary's name in the sentinels' `sentinel monitor` line "
+                                                  "(the Bitnami Redis chart's sentinel.masterSet).")
+    redis_sentinel_username: str | None = _setting(None, "ACL user the sentinels themselves require, if any.")
+    redis_sentinel_password: str | None = _setting(None, "Password the sentinels themselves require "
+                                                         "(Sentinel's requirepass), if any; the primary's own "
+                                                         "password goes in HOTPIPE_REDIS_URL.")
+    redis_submit_replicas: int = _setting(0, "Replicas that must hold a new job (Redis WAIT) before a submit "
+                                             "answers 202. 0: answered once the primary has it, and replication "
+                                             "is asynchronous, so a failover just then can lose an accepted job. "
+                                             "Not confirmed within REDIS_SUBMIT_WAIT_MS: 503 naming the job "
+                                             "(README, High availability).")
+    redis_submit_wait_ms: int = _setting(1000, "How long a submit waits for REDIS_SUBMIT_REPLICAS replicas.")
     s3_endpoint_url: str | None = _setting(None, "S3-compatible endpoint; unset means AWS S3.")
     s3_bucket: str = _setting("hotpipe", "Bucket for inputs, images and sidecars.")
     s3_prefix: str = _setting("jobs", "Key prefix inside the bucket: {prefix}/{job_id}/{index}.{ext}.")
@@ -53,7 +72,8 @@ class Settings:
     max_prompt_chars: int = _setting(4000, "Upper bound on prompt and negative_prompt length.")
     max_loras: int = _setting(4, "Most LoRA adapters one job may apply (loras); the contract's ceiling is 16.")
     hub_cache_ttl_s: int = _setting(300, "Seconds a Hub resolution (a repo's model_index.json or config.json and "
-                                         "the commit its revision pointed to) is cached in Redis; 0 turns it off.")
+                                         "the commit its revision pointed to) is cached in Redis, and a Hub LoRA's "
+                                         "safetensors header and commit in each API process; 0 turns both off.")
     wait_max_s: float = _setting(60.0, "Upper bound on GET /v1/jobs/{id}?wait=S.")
     device: str = _setting("cpu", "Worker device: cpu or cuda:N.")
     dtype: str = _setting("auto", "Worker dtype: auto (fp16 on CUDA, fp32 on CPU), float32, float16, bfloat16.")
@@ -171,6 +191,7 @@ class Settings:
                              "(1-65535), or 0 to turn worker metrics off")
         self._check_rate_limits()
         self._check_silence_window()
+        self._check_redis()
         zero_or_more = {"job_time_limit_s": self.job_time_limit_s, "shutdown_grace_s": self.shutdown_grace_s,
                         "stale_queued_s": self.stale_queued_s, "models_cache_s": self.models_cache_s}
         for name, value in zero_or_more.items():
@@ -194,6 +215,31 @@ class Settings:
                              f"workers are declared dead and their jobs requeued: raise {ENV_PREFIX}WORKER_TTL_S "
                              f"(several heartbeats, e.g. {6 * self.worker_heartbeat_s:g}) or lower "
                              f"{ENV_PREFIX}WORKER_HEARTBEAT_S")
+
+    def _check_redis(self) -> None:
+        self.sentinel_addresses()
+        if self.redis_sentinels and not self.redis_master_name.strip():
+            raise ValueError(f"{ENV_PREFIX}REDIS_MASTER_NAME is empty; with {ENV_PREFIX}REDIS_SENTINELS set, name "
+                             "the primary as the sentinels know it (`sentinel monitor <name> ...`, e.g. mymaster)")
+        if self.redis_submit_replicas < 0:
+            raise ValueError(f"{ENV_PREFIX}REDIS_SUBMIT_REPLICAS is {self.redis_submit_replicas}; use 0 (answer "
+                             "once the primary has the job) or the number of replicas to wait for")
+        if self.redis_submit_wait_ms < 1:
+            raise ValueError(f"{ENV_PREFIX}REDIS_SUBMIT_WAIT_MS is {self.redis_submit_wait_ms}; use 1 ms or more "
+                             "(WAIT with 0 would wait for ever)")
+
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        """``redis_sentinels`` as (host, port) pairs; empty without Sentinel."""
+        out: list[tuple[str, int]] = []
+        for item in (part.strip() for part in self.redis_sentinels.split(",")):
+            if not item:
+                continue
+            host, sep, port = item.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{ENV_PREFIX}REDIS_SENTINELS has {item!r}; write each sentinel as host:port "
+                                 "(comma-separated, e.g. redis-0.redis-headless:26379,redis-1.redis-headless:26379)")
+            out.append((host.strip("[]"), int(port)))
+        return out
 
     def _check_rate_limits(self) -> None:
         for limit, rate, burst in (("RATE_LIMIT", self.rate_limit_per_s, self.rate_limit_burst),

@@ -17,6 +17,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hotpipe.shared.spec import LoraSpec
@@ -59,7 +60,7 @@ class Adapters:
         """Make exactly ``loras`` (with their scales) active on ``pipe``; none: every adapter off.  Returns the
         bytes the pipeline's adapters grew by (loads minus deletions), for the cache's budget.
         ``enable_lora`` + ``set_adapters`` walk every module (~1.3 ms each on the tiny SD), so a job that wants
-        what the last one left active skips them."""
+        what the last one left active skips them, and one that follows another LoRA job skips ``enable_lora``."""
         resident = resident_on(pipe)
         before = sum(resident.values())
         want = tuple((lora.adapter, lora.scale) for lora in loras)
@@ -77,8 +78,10 @@ class Adapters:
                 resident[lora.adapter] = self._load(pipe, lora)
                 self.names[lora.adapter] = lora.name
         self._evict(pipe, resident, keep={lora.adapter for lora in loras})
-        if active_on(pipe) != want:
-            pipe.enable_lora()
+        last = active_on(pipe)
+        if last != want:
+            if not last:  # only a disable_lora (or what is unknown) needs undoing: LoRA to LoRA is set_adapters alone
+                pipe.enable_lora()
             pipe.set_adapters([lora.adapter for lora in loras], [lora.scale for lora in loras])
             set_active(pipe, want)
         return sum(resident.values()) - before
@@ -87,9 +90,10 @@ class Adapters:
         if not lora.weight_name.endswith(".safetensors"):  # the producer refused it; never unpickle
             raise ValueError(f"LoRA {lora.name}: {lora.weight_name} is not a safetensors file")
         started = time.perf_counter()
+        folder = weights_folder(lora)
         set_active(pipe, None)  # loading activates the new adapter: what is active is no longer known
-        pipe.load_lora_weights(lora.location, weight_name=lora.weight_name, adapter_name=lora.adapter,
-                               use_safetensors=True, local_files_only=True, revision=lora.revision)
+        pipe.load_lora_weights(folder, weight_name=lora.weight_name, adapter_name=lora.adapter,
+                               use_safetensors=True, local_files_only=True)
         self.stats.loads += 1
         self._count("load")
         self.stats.load_seconds += time.perf_counter() - started
@@ -116,6 +120,17 @@ class Adapters:
     def loras_on(self, pipe: Any) -> list[str]:
         """The LoRAs resident on ``pipe`` by name, least recently used first (for ``GET /v1/workers``)."""
         return [self.names.get(adapter, adapter) for adapter in resident_on(pipe)]
+
+
+def weights_folder(lora: LoraSpec) -> str:
+    """The local folder holding the LoRA's file: its own folder, or for a Hub LoRA the Hub cache's snapshot of
+    the commit the producer checked, downloaded (that one safetensors file only) through ``huggingface_hub``
+    when missing — which honours ``HF_ENDPOINT`` and, with ``HF_HUB_OFFLINE``, uses the cache alone."""
+    if lora.source != "hub":
+        return lora.location
+    from huggingface_hub import hf_hub_download
+
+    return str(Path(hf_hub_download(lora.location, lora.weight_name, revision=lora.revision)).parent)
 
 
 def resident_on(pipe: Any) -> OrderedDict[str, int]:

@@ -36,7 +36,7 @@ from hotpipe.shared.checkpoints import Resolved
 from hotpipe.shared.families import BEYOND_TASK_TABLES, family_of
 from hotpipe.shared.job import Task
 from hotpipe.shared.registry import checkpoint_id
-from hotpipe.workers import loading, memory
+from hotpipe.workers import loading, memory, pinned_device
 
 log = logging.getLogger(__name__)
 
@@ -370,7 +370,7 @@ class PipelineCache:
             raise ResolutionMismatch(f"Diffusers resolved {type(pipe).__name__} for {task.value}, "
                                      f"but the job was routed for {pipeline}")
         pipe.set_progress_bar_config(disable=True)
-        return pipe
+        return pinned_device.pin(pipe)
 
     @staticmethod
     def _from_pipe(base: Any, task: Task, pipeline: str, dtype: torch.dtype) -> Any:

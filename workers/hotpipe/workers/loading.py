@@ -27,6 +27,7 @@ from hotpipe.shared.checkpoints import Resolved
 from hotpipe.shared.families import TASK_TABLES, family_of
 from hotpipe.shared.job import Task
 from hotpipe.shared.variants import split, variants_of
+from hotpipe.workers import pinned_device
 from hotpipe.workers.safe_loading import load_kwargs, refuse_unsafe
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ def load_checkpoint(location: str, revision: str | None, dtype: torch.dtype, dev
         raise refuse_unsafe(exc, location) from exc
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return pinned_device.pin(pipe)  # hot from now on: its execution device can't change
 
 
 def load_controlnet(ref: ExtraRef, dtype: torch.dtype, device: str, allow_pickle: bool = False) -> Any:

@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import billiard.process
-import redis
 import torch
 from celery import Celery, bootsteps, signals
 from kombu.asynchronous.timer import Entry
@@ -42,6 +41,7 @@ from redis.retry import Retry
 
 from hotpipe.shared.celery_app import TASK_NAME, make_celery, node_is_live, node_name
 from hotpipe.shared.checkpoints import Resolved, resolve
+from hotpipe.shared.connections import sync_client
 from hotpipe.shared.errors import InvalidRequest
 from hotpipe.shared.job import Task
 from hotpipe.shared.messages import enqueue
@@ -118,7 +118,7 @@ def build_cache(settings: Settings) -> PipelineCache:
 def popularity_counts(settings: Settings) -> Counts:
     """The global popularity reader the ``popular`` policy evicts by: its own Redis client, with
     short timeouts and no retries, so an eviction while Redis is away falls back at once."""
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=POPULARITY_TIMEOUT_S,
+    client = sync_client(settings, decode_responses=True, socket_timeout=POPULARITY_TIMEOUT_S,
                                   socket_connect_timeout=POPULARITY_TIMEOUT_S, retry=Retry(NoBackoff(), 0))
     return Popularity(client, settings.popularity_half_life_s).counts
 
@@ -128,7 +128,7 @@ def build_runner(settings: Settings) -> JobRunner:
     metrics (registered nowhere: in a worker with an exporter, its parent collects their files)."""
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True, health_check_interval=30)
+    client = sync_client(settings, decode_responses=True, health_check_interval=30)
     cache = build_cache(settings)
     store = JobStore(client, settings.record_ttl_s, lease_s=settings.lease_s)
     metrics = WorkerMetrics(None, settings.device, cache_stats=cache.stats)
@@ -170,7 +170,7 @@ def resolve_any_task(name: str, settings: Settings) -> Resolved:
 
 def start_presence(runner: JobRunner, settings: Settings, name: str, families: list[str]) -> Presence:
     """Child: publish this worker in the registry, and keep it published."""
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True, health_check_interval=30,
+    client = sync_client(settings, decode_responses=True, health_check_interval=30,
                                   socket_timeout=SOCKET_TIMEOUT_S)
     presence = Presence(Registry(client, settings.worker_ttl_s), name, families, runner.cache, runner.adapters,
                         interval_s=settings.worker_heartbeat_s)

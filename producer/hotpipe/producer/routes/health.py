@@ -20,6 +20,6 @@ def add_health_routes(app: FastAPI, svc: Services) -> None:
 
     @app.get("/readyz")
     def readyz() -> dict[str, str]:
-        """Redis answers; 503 otherwise."""
+        """Redis answers; 503 otherwise (with Sentinel: also while the sentinels know no primary, mid-failover)."""
         svc.redis.ping()
         return {"status": "ready"}
