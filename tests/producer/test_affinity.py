@@ -8,10 +8,13 @@ import pytest
 import redis
 
 from hotpipe.producer.routing import Router
-from hotpipe.shared.messages import enqueue
+from hotpipe.shared.job import Task, new_job_id
+from hotpipe.shared.messages import run_message
 from hotpipe.shared.popularity import Popularity
 from hotpipe.shared.queues import worker_queue
 from hotpipe.shared.registry import HotCheckpoint, Registry, WorkerInfo
+from hotpipe.shared.store import JobStore
+from tests.jobs import job_spec
 
 FAMILY = "stable-diffusion"
 
@@ -52,9 +55,12 @@ def requested(popularity: Popularity, **times: int) -> None:
 
 
 def fill(redis_server: str, queue: str, n: int) -> None:
-    client = redis.Redis.from_url(redis_server)
-    for i in range(n):
-        enqueue(client, f"job{i}", FAMILY, queue=queue)
+    """``n`` jobs queued there, created as a routed submit creates them."""
+    store = JobStore(redis.Redis.from_url(redis_server), record_ttl_s=600)
+    for _ in range(n):
+        job_id = new_job_id()
+        store.create(job_id, family=FAMILY, pipeline="StableDiffusionPipeline", checkpoint="tiny-sd", revision=None,
+                     task=Task.TEXT2IMAGE, spec=job_spec(), message=run_message(job_id, FAMILY, queue=queue))
 
 
 def test_no_live_worker_means_the_family_queue(router: Router, registry: Registry) -> None:

@@ -12,10 +12,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from hotpipe.producer.auth import NO_KEYS_WARNING, KeyTable, hash_key, new_key, parse_keys
+from hotpipe.shared.job import Task, new_job_id
+from hotpipe.shared.messages import run_message
 from hotpipe.shared.queues import priority_lists, worker_queue
 from hotpipe.shared.registry import Registry, WorkerInfo
 from hotpipe.shared.settings import Settings
 from hotpipe.shared.store import JobStore
+from tests.jobs import job_spec
 from tests.producer.conftest import Backlog
 
 KEY_A, KEY_B = new_key(), new_key()
@@ -162,10 +165,27 @@ def test_jobs_in_a_live_workers_own_queue_count_toward_the_bound(make_api: Calla
     store: JobStore = api.app.state.services.store  # type: ignore[attr-defined]
     Registry(store.redis, ttl_s=60).publish(WorkerInfo(name="a@h", queue=worker_queue("a@h"),
                                                        families=["stable-diffusion"], device="cpu", ready=True))
-    store.redis.rpush(priority_lists(worker_queue("a@h"))[0], "routed here")
+    routed = new_job_id()
+    store.create(routed, family="stable-diffusion", pipeline="StableDiffusionPipeline", checkpoint="tiny-sd",
+                 revision=None, task=Task.TEXT2IMAGE, spec=job_spec(),
+                 message=run_message(routed, "stable-diffusion", queue=worker_queue("a@h")))
+    assert store.redis.llen(priority_lists(worker_queue("a@h"))[4]) == 1  # its message waits there
     assert api.post("/v1/jobs", json=JOB).status_code == 202
     assert_error(api.post("/v1/jobs", json=JOB), 429, "queue_full")
-    assert backlog() == Backlog(queued=1, records=1)
+    assert backlog() == Backlog(queued=1, records=2)
+
+
+def test_a_canceled_or_started_job_frees_its_place_at_once(make_api: Callable[[Settings], TestClient],
+                                                          settings: Settings) -> None:
+    api = make_api(dataclasses.replace(settings, max_queued_per_family=1))
+    store: JobStore = api.app.state.services.store  # type: ignore[attr-defined]
+    first = api.post("/v1/jobs", json=JOB).json()["id"]
+    assert_error(api.post("/v1/jobs", json=JOB), 429, "queue_full")
+    assert api.post(f"/v1/jobs/{first}/cancel").status_code == 202  # its message is still in the list
+    second = api.post("/v1/jobs", json=JOB).json()["id"]
+    assert_error(api.post("/v1/jobs", json=JOB), 429, "queue_full")
+    assert store.claim_job(second) is not None
+    assert api.post("/v1/jobs", json=JOB).status_code == 202
 
 
 def test_a_caller_mistake_is_still_422_when_the_queue_is_full(make_api: Callable[[Settings], TestClient],

@@ -52,6 +52,19 @@ def test_a_published_worker_is_live_until_its_ttl_passes(redis_client: redis.Red
     assert registry.dead(0) == ["a@h"]
 
 
+def test_one_registry_reading_again_sees_new_workers_changed_records_and_departures(redis_client: redis.Redis) -> None:
+    reading, writing = Registry(redis_client), Registry(redis_client)
+    writing.publish(info("w1"))
+    assert [w.hot for w in reading.live()] == [[]]
+    writing.publish(info("w1", "tiny-sd"))  # same names: read with them, in the same round trip
+    writing.publish(info("w2"))
+    assert [(w.name, [h.checkpoint for h in w.hot]) for w in reading.live()] == [("w1", ["tiny-sd"]), ("w2", [])]
+    writing.publish(info("w2", "tiny-sdxl"))
+    assert [[h.checkpoint for h in w.hot] for w in reading.live()] == [["tiny-sd"], ["tiny-sdxl"]]
+    writing.retire("w1")
+    assert [w.name for w in reading.live()] == ["w2"]
+
+
 def test_retire_makes_a_worker_dead_at_once(redis_client: redis.Redis) -> None:
     registry = Registry(redis_client, ttl_s=60)
     registry.publish(info("a@h"))

@@ -17,7 +17,8 @@ from tests.jobs import job_spec
 
 #: the scripts that change a job's status, each through the prelude's ``move``
 STATUS_SCRIPTS = {"cancel", "expire_queued", "requeue", "take", "transition"}
-STATUS_WRITE = re.compile(r"redis\.call\('HSET', KEYS\[1\],[^)]*'status'")
+#: a write of the record's status: straight (HSET) or through the prelude's buffered ``put``
+STATUS_WRITE = re.compile(r"redis\.call\('HSET', KEYS\[1\],[^)]*'status'|\bput\('status'")
 
 
 def lua_file(name: str) -> str:
@@ -34,7 +35,7 @@ def test_every_script_compiles_on_redis(redis_client: redis.Redis) -> None:
 
 def test_only_the_preludes_move_writes_a_status() -> None:
     assert len(STATUS_WRITE.findall(lua_file(scripts.PRELUDE))) == 1
-    assert "redis.call('HSET', KEYS[1], 'status', to)" in lua_file(scripts.PRELUDE)
+    assert "put('status', to)" in lua_file(scripts.PRELUDE)
     for name in scripts.names():
         assert not STATUS_WRITE.findall(lua_file(name)), f"{name}.lua writes a status itself; use move()"
     assert {name for name in scripts.names() if re.search(r"\bmove\(", lua_file(name))} == STATUS_SCRIPTS
@@ -58,7 +59,7 @@ def test_move_refuses_every_pair_outside_the_table(redis_client: redis.Redis, so
     store.create(job_id, family="stable-diffusion", pipeline="StableDiffusionPipeline", checkpoint="tiny-sd",
                  revision=None, task=Task.TEXT2IMAGE, spec=job_spec())
     redis_client.hset(keys.job(job_id), "status", source.value)
-    text = scripts.transition_table() + lua_file(scripts.PRELUDE) + "move(ARGV[1], ARGV[2])\nreturn 1\n"
+    text = scripts.transition_table() + lua_file(scripts.PRELUDE) + "move(ARGV[1], ARGV[2])\nflush()\nreturn 1\n"
     allowed = source in ALLOWED_FROM[target]
     if allowed:
         redis_client.eval(text, 6, *scripts.job_keys(job_id), source.value, target.value)

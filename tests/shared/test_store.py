@@ -230,10 +230,11 @@ def wait(store: JobStore, job_id: str, timeout_s: float) -> JobRecord | None:
     async def go() -> JobRecord | None:
         kw = store.redis.connection_pool.connection_kwargs
         client = aioredis.Redis(host=kw["host"], port=kw["port"], db=kw.get("db", 0), decode_responses=True)
+        reader = AsyncJobReader(client)
         try:
-            return await AsyncJobReader(client).wait(job_id, timeout_s)
+            return await reader.wait(job_id, timeout_s)
         finally:
-            await client.aclose()
+            await reader.aclose()
 
     return asyncio.run(go())
 

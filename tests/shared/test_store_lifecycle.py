@@ -12,7 +12,7 @@ import redis
 from hotpipe.shared import keys
 from hotpipe.shared.job import JobError, Stage, Task, new_job_id
 from hotpipe.shared.messages import run_message
-from hotpipe.shared.queues import family_lists
+from hotpipe.shared.queues import family_lists, worker_queue
 from hotpipe.shared.reaper import Reaper
 from hotpipe.shared.status import Status
 from hotpipe.shared.store import DEADLINE_EXCEEDED, Cursor, JobExists, JobOptions, JobStore, KeyTaken
@@ -267,3 +267,47 @@ def test_outbox_claims_with_a_lease_and_retries_keep_the_event_id(store: JobStor
     assert (again.id, again.tries, again.event) == (event.id, 1, "completed")
     outbox.drop(again.id)
     assert outbox.pending() == 0 and store.redis.hlen(keys.webhook_events()) == 0
+
+
+# -- the family's queued count ----------------------------------------------------------------
+def test_the_queued_count_follows_every_move_in_and_out_of_queued(store: JobStore, redis_client: redis.Redis) -> None:
+    def count() -> int:
+        return int(redis_client.get(keys.queued_count("stable-diffusion")) or 0)
+
+    started, canceled, requeued = create(store), create(store), create(store)
+    expired = create(store, queue_timeout_s=0.001)
+    assert count() == 4
+    assert claim(store, started) == 1 and count() == 3
+    assert store.cancel(canceled) == "canceled" and count() == 2
+    assert claim(store, requeued) == 1 and count() == 1
+    store.release(requeued, 1)  # given back: queued again
+    assert count() == 2
+    wait_for(lambda: store.expire_queued(expired), "the queue deadline passed", timeout_s=5)
+    assert count() == 1
+    store.succeed(started, 1, RESULT)
+    assert store.cancel(started) == "succeeded" and count() == 1  # moves between other statuses: no change
+    assert claim(store, requeued) == 2 and count() == 0
+
+
+def test_the_routed_count_follows_jobs_routed_to_a_worker_queue_until_they_leave_it(store: JobStore,
+                                                                                    redis_client: redis.Redis) -> None:
+    queue = worker_queue("a@h")
+
+    def routed_here() -> str:
+        job_id = new_job_id()
+        store.create(job_id, family="stable-diffusion", pipeline="StableDiffusionPipeline", checkpoint="tiny-sd",
+                     revision=None, task=Task.TEXT2IMAGE, spec=job_spec(),
+                     message=run_message(job_id, "stable-diffusion", queue=queue))
+        return job_id
+
+    def count() -> int:
+        return int(redis_client.get(keys.routed_count(queue)) or 0)
+
+    first, second = routed_here(), routed_here()
+    create(store)  # to the family queue: not this worker's backlog
+    assert count() == 2
+    assert store.cancel(first) == "canceled" and count() == 1
+    assert claim(store, second) == 1 and count() == 0
+    store.release(second, 1)  # given back: its message goes to the family queue, so it no longer counts here
+    assert count() == 0 and int(redis_client.get(keys.queued_count("stable-diffusion")) or 0) == 2
+    assert claim(store, second) == 2 and count() == 0

@@ -209,17 +209,50 @@ def test_superseded_attempt_leaves_the_new_attempts_objects_alone(job_runner: Jo
 def test_ownership_is_checked_right_before_the_upload(job_runner: JobRunner, store: JobStore, settings: Settings,
                                                       storage: Storage) -> None:
     job_id = submit(store, settings, num_inference_steps=2)
+    set_stage = store.set_stage
 
-    def lose_the_job_after_the_last_step(j: str, a: int, step: int, total: int, original: StepHook) -> int:
-        verdict = original(j, a, step, total)
-        if step == total:
+    def lose_the_job_after_the_last_step(j: str, a: int, stage: str, progress: tuple[int, int] | None = None) -> int:
+        if stage == "uploading":  # every step ran and the images are encoded: the puts come next
             supersede(store, j)
-        return verdict
+        return set_stage(j, a, stage, progress)
 
-    on_progress(store, lose_the_job_after_the_last_step)
+    store.set_stage = lose_the_job_after_the_last_step  # type: ignore[method-assign,assignment]
     assert job_runner.run(job_id) == "lost"
     assert not storage.exists(storage.image_key(job_id, 0, "png"))
     assert store.get(job_id).record.status is Status.RUNNING  # type: ignore[union-attr]
+
+
+def test_the_last_steps_progress_rides_on_the_uploading_stage(job_runner: JobRunner, store: JobStore,
+                                                             settings: Settings) -> None:
+    job_id = submit(store, settings, num_inference_steps=2)
+    writes: list[tuple[int, int]] = []
+
+    def record(j: str, a: int, step: int, total: int, original: StepHook) -> int:
+        writes.append((step, total))
+        return original(j, a, step, total)
+
+    on_progress(store, record)
+    assert job_runner.run(job_id) == "succeeded"
+    job = store.get(job_id)
+    assert job is not None and job.record.progress is not None
+    assert (job.record.progress.step, job.record.progress.total) == (2, 2)
+    assert (2, 2) not in writes  # no progress write of its own for the last step
+
+
+def test_a_cancel_seen_by_the_uploading_stage_cancels_the_job(job_runner: JobRunner, store: JobStore,
+                                                              settings: Settings, storage: Storage) -> None:
+    job_id = submit(store, settings, num_inference_steps=2)
+    set_stage = store.set_stage
+
+    def cancel_after_the_last_step(j: str, a: int, stage: str, progress: tuple[int, int] | None = None) -> int:
+        if stage == "uploading":
+            assert store.cancel(j) == "running"
+        return set_stage(j, a, stage, progress)
+
+    store.set_stage = cancel_after_the_last_step  # type: ignore[method-assign,assignment]
+    assert job_runner.run(job_id) == "canceled"
+    assert not storage.exists(storage.image_key(job_id, 0, "png"))
+    assert not storage.exists(storage.sidecar_key(job_id))
 
 
 def test_drain_past_the_grace_gives_the_job_back(store: JobStore, storage: Storage, settings: Settings) -> None:

@@ -4,9 +4,11 @@ The rate limit is a token bucket per tenant, kept in Redis and changed by one Lu
 on Redis's clock, so every API replica shares it and no host's clock matters.  Reads (a
 job, the list, an event stream) may have a bucket of their own (``ReadLimit``), with its
 own, larger budget, so polling never spends a tenant's submissions.  The queue
-bound counts the family's backlog (``shared/hotpipe/shared/queues.py``: every priority list of
-its Celery queue and of its live workers' own queues);
-concurrent submissions may overshoot it by at most the number in flight.
+bound counts the family's ``queued`` jobs: one GET of the count the store's scripts keep with
+every status change (``keys.queued_count``), where counting the queue's messages would read every
+priority list of the family queue and of each live worker's own queue (``queues.py``, which
+``/v1/queues`` and the autoscaler still read: they count messages, exactly); concurrent
+submissions may overshoot it by at most the number in flight.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import redis
 
 from hotpipe.shared import keys, scripts
 from hotpipe.shared.errors import TooManyRequests
-from hotpipe.shared.queues import waiting
 from hotpipe.shared.settings import Settings
 
 #: what a caller told "queue full" should wait before trying again
@@ -51,8 +52,8 @@ class Admission:
                                   retry_after_s=math.ceil(wait_ms / 1000), code="rate_limited")
 
     def waiting(self, family: str) -> int:
-        """Messages waiting for ``family``: its queue and its live workers' own queues, all priorities."""
-        return waiting(self.client, family)
+        """``family``'s jobs waiting: those ``queued`` (the count the store's scripts keep)."""
+        return max(0, int(self.client.get(keys.queued_count(family)) or 0))
 
     def check_queue(self, family: str) -> None:
         """Raises ``TooManyRequests`` (queue_full) when ``family``'s queue holds ``max_queued`` messages."""

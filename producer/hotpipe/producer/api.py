@@ -87,7 +87,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         yield
         if dispatcher is not None:
             dispatcher.stop()
-        await readers.pop().redis.aclose()
+        await readers.pop().aclose()
 
     # /docs and /redoc load Swagger UI and ReDoc from this process (the fastapi-offline package
     # ships them), never from a CDN: a cluster without internet still renders them.

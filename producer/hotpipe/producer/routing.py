@@ -4,7 +4,8 @@ At submit, the router reads the worker registry (``shared/hotpipe/shared/registr
 worker's own queue, or says "the family queue" (``None``):
 
 1. a live worker of the family that holds the checkpoint (hot or loading) and whose own
-   queue holds fewer than ``backlog_max`` messages — the least busy of them;
+   queue holds fewer than ``backlog_max`` jobs (``queued`` jobs routed there: a count the store's
+   scripts keep, ``keys.routed_count``, read for every worker with one MGET) — the least busy of them;
 2. if workers hold it but all are over the bound: the family queue (any free worker);
 3. if nobody holds it: the worker that claimed its first load a moment ago (a short
    marker, so concurrent first requests don't make every worker load it), else the open
@@ -14,7 +15,8 @@ worker's own queue, or says "the family queue" (``None``):
    workers) — which then claims it.
 
 Every routed submit also counts one request of its checkpoint in the global popularity
-counts, on the same pipeline as the backlog reads (no round trip of its own).
+counts, on the same pipeline as the registry and backlog reads: one round trip in all while the
+family's workers are those seen at the last submit (a placement reads the counts in a second).
 
 Routing is advice: a wrong or stale choice costs a load, never a job.  If the registry
 can't be read, jobs go to the family queue.
@@ -24,13 +26,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis
 from redis.exceptions import NoScriptError
 
 from hotpipe.shared.popularity import Popularity
-from hotpipe.shared.queues import count_queues
+from hotpipe.shared.queues import count_routed, routed
 from hotpipe.shared.registry import HotCheckpoint, Registry, WorkerInfo
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,8 @@ class Router:
     claim_s: float = 30.0
     #: global request counts: bumped once per routed job, read to place a checkpoint nobody holds
     popularity: Popularity | None = None
+    #: per family, the own queues of the workers seen last time (their backlog is read with the registry)
+    _queues: dict[str, list[str]] = field(default_factory=dict, init=False, repr=False)
 
     def queue_for(self, family: str, checkpoint: str, loras: tuple[str, ...] = ()) -> str | None:
         """The queue for one submitted job of ``checkpoint`` (called once per job: it counts the request);
@@ -56,23 +60,27 @@ class Router:
             return None
 
     def _queue_for(self, family: str, checkpoint: str, loras: tuple[str, ...] = ()) -> str | None:
-        workers = [w for w in self.registry.live() if w.ready and family in w.families]
-        holders = [w for w in workers if w.holds(checkpoint)]
+        # One round trip while the family's workers are the ones seen last time: the registry, the
+        # popularity bump and the backlog of those workers' queues go on one pipeline.
         pipe = self.registry.redis.pipeline(transaction=False)
+        read_live = self.registry.queue_live(pipe)
         settle = self.popularity.bump(family, checkpoint, pipe) if self.popularity is not None else None
-        read_backlogs = count_queues(pipe, [w.queue for w in workers])
-        refs: list[tuple[str, str]] = []
-        read_counts = None
-        if workers and not holders and self.popularity is not None:
-            refs = list(dict.fromkeys((h.family or family, h.checkpoint) for w in workers for h in w.hot))
-            read_counts = self.popularity.queue_counts(pipe, refs)
+        guessed = self._queues.get(family, [])
+        read_backlogs = count_routed(pipe, guessed)
         results = pipe.execute(raise_on_error=False)
         if settle is not None:
             settle(results)
         raise_first_error(results, but=NoScriptError)
+        workers = [w for w in read_live(results) if w.ready and family in w.families]
+        holders = [w for w in workers if w.holds(checkpoint)]
+        self._queues[family] = [w.queue for w in workers]
         if not workers:
             return None
-        backlog = read_backlogs(results)
+        backlog = read_backlogs(results) if self._queues[family] == guessed else \
+            routed(self.registry.redis, self._queues[family])
+        refs: list[tuple[str, str]] = []
+        if not holders and self.popularity is not None:  # a placement: the counts of what they hold
+            refs = list(dict.fromkeys((h.family or family, h.checkpoint) for w in workers for h in w.hot))
         open_ = [w for w in workers if backlog[w.queue] < self.backlog_max]
         if holders:
             warm = [w for w in holders if w in open_]
@@ -89,7 +97,7 @@ class Router:
             return by_name[claimed].queue
         if not open_:
             return None
-        counts = dict(zip(refs, read_counts(results), strict=True)) if read_counts is not None else {}
+        counts = dict(zip(refs, self.popularity.counts(refs), strict=True)) if refs and self.popularity else {}
 
         def count(h: HotCheckpoint) -> float:
             return counts.get((h.family or family, h.checkpoint), 0.0)

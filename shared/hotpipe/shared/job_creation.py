@@ -85,8 +85,11 @@ class JobCreation:
             "pipeline": pipeline, "checkpoint": checkpoint, "revision": revision or "",
             "task": task.value, "created_at": repr(now), "spec": spec.model_dump_json(),
             "tenant": opts.tenant, "index": keys.jobs_index(opts.tenant), "fingerprint": opts.fingerprint,
-            "stage": "queued", "queued_at": repr(now), **opts.record_fields(),
+            "stage": "queued", "queued_at": repr(now), "index_score": str(round(now * 1e6)),
+            "queued_count": keys.queued_count(family), **opts.record_fields(),
         }
+        if message is not None and message.queue and message.queue != keys.family_queue(family):
+            fields["routed_count"] = keys.routed_count(message.queue)  # a warm worker's backlog, as routing reads it
         if spec.scheduler is not None:  # the record names the scheduler and the LoRAs the job chose
             fields["scheduler"] = spec.scheduler.model_dump_json()
         if spec.loras:
@@ -95,11 +98,12 @@ class JobCreation:
         idem_key = keys.idempotency(opts.tenant, opts.idempotency_key) if opts.idempotency_key else keys.job(job_id)
         queue_ms = "" if opts.queue_timeout_s is None else str(round(opts.queue_timeout_s * 1000))
         argv: list[str | int] = [f"{job_id} {opts.fingerprint}" if opts.idempotency_key else "", opts.idempotency_ttl_s,
-                round(now * 1e6), queue_ms, message.payload if message else "",
+                fields["index_score"], queue_ms, message.payload if message else "",
                 *(x for pair in fields.items() for x in pair)]
         reply = self._lua.create(keys=[keys.job(job_id), idem_key, keys.queue_deadlines(),
                                        message.list_key if message else keys.job(job_id), keys.queued_jobs(),
-                                       keys.jobs_index(opts.tenant), keys.jobs_index(opts.tenant, Status.QUEUED.value)],
+                                       keys.jobs_index(opts.tenant), keys.jobs_index(opts.tenant, Status.QUEUED.value),
+                                       keys.queued_count(family), fields.get("routed_count", keys.job(job_id))],
                                  args=argv)
         if reply[0] == "exists":
             raise JobExists(job_id, reply[1], reply[2])

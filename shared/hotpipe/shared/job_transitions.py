@@ -20,6 +20,8 @@ from hotpipe.shared.status import ALLOWED_FROM, Status, TransitionError
 
 #: error code of a job that did not start before its queue deadline
 DEADLINE_EXCEEDED = "deadline_exceeded"
+#: ``set_stage``'s answer when it carried progress and a cancel was requested
+CANCEL_REQUESTED = 2
 
 
 class JobTransitions:
@@ -51,12 +53,14 @@ class JobTransitions:
         payload = json.dumps({"step": step, "total": total})
         return int(self._lua.progress(keys=job_keys(job_id), args=[attempt, payload]))
 
-    def set_stage(self, job_id: str, attempt: int, stage: str) -> bool:
+    def set_stage(self, job_id: str, attempt: int, stage: str, progress: tuple[int, int] | None = None) -> int:
         """The owning attempt enters ``stage`` (``running``, ``uploading``) and renews its lease
-        (as ``renew`` does); False if it no longer owns the job."""
-        reply = self._lua.stage(keys=job_keys(job_id, keys.leases()),
-                                args=[attempt, stage, repr(time.time()), self.lease_ms])
-        return bool(reply)
+        (as ``renew`` does), recording ``progress`` (step, total) too when given; 0 (falsy) if it no
+        longer owns the job, else 1 — or ``CANCEL_REQUESTED`` when it carried progress and a cancel
+        was requested (what ``progress`` would have answered)."""
+        payload = json.dumps({"step": progress[0], "total": progress[1]}) if progress else ""
+        return int(self._lua.stage(keys=job_keys(job_id, keys.leases()),
+                                   args=[attempt, stage, repr(time.time()), self.lease_ms, payload]))
 
     def succeed(self, job_id: str, attempt: int, result: JobResult) -> None:
         """The owning attempt ends its job ``succeeded`` with ``result``."""

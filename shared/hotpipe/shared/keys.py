@@ -43,6 +43,23 @@ def queued_jobs() -> str:
     return f"{NAMESPACE}:queued"
 
 
+def queued_count(family: str) -> str:
+    """How many of ``family``'s jobs are ``queued`` (an integer), kept by the store's scripts in the
+    same step as every status change: create adds one, every move out of ``queued`` takes one off,
+    a requeue adds one back.  The admission bound reads it (one GET, where counting the queue's
+    messages takes an LLEN per priority list and per worker queue).  The record names it in field
+    ``queued_count``, where the scripts find it."""
+    return f"{NAMESPACE}:queued-count:{family}"
+
+
+def routed_count(queue: str) -> str:
+    """How many ``queued`` jobs were routed to ``queue`` (a warm worker's own queue), kept as
+    ``queued_count`` is (the record names it in field ``routed_count``): what routing reads as that
+    worker's backlog, one MGET for all where the messages would take an LLEN per priority list.  A
+    requeue sends the job to its family queue, so it stops counting here."""
+    return f"{NAMESPACE}:routed-count:{queue}"
+
+
 def hub_file(repo_id: str, revision: str | None, filename: str) -> str:
     """A cached Hub resolution: one config file of a repo at a revision (``None``: the default branch),
     with the commit hash it resolved to.  Expires after ``hub_cache_ttl_s``."""

@@ -39,6 +39,7 @@ class RunMessage:
 
     list_key: str  # the queue's list for the message's priority step
     payload: str  # Kombu's JSON envelope
+    queue: str = ""  # the queue it goes to (the family's, or a worker's own)
 
 
 def origin() -> str:
@@ -69,7 +70,7 @@ def run_message(job_id: str, family: str, priority: int = DEFAULT_PRIORITY, queu
             "body_encoding": "base64", "delivery_tag": str(uuid.uuid4()),
         },
     }
-    return RunMessage(keys.priority_list(target, step), json.dumps(envelope))
+    return RunMessage(keys.priority_list(target, step), json.dumps(envelope), target)
 
 
 def enqueue(client: redis.Redis, job_id: str, family: str, priority: int = DEFAULT_PRIORITY,

@@ -11,10 +11,11 @@ up a queue, and which queues hold a family's jobs, is decided here and nowhere e
 queue and of the own queues of its live workers (a worker serving several families counts its
 own queue for each: an over-count of at most ``route_backlog_max`` per such worker).  The
 running jobs are counted apart, from the lease set: they are in no list (Kombu holds their
-messages in its unacked hash).  Everything that asks "how much is waiting" reads this count:
-``GET /v1/queues/{family}`` (``queued``), the API's ``hotpipe_queue_depth``, the admission
-bound (``max_queued_per_family``), the reaper's sweep ("nothing waits for the family") and,
-through the API, the chart's autoscaling.
+messages in its unacked hash).  Everything that asks "how many messages wait" reads this count:
+``GET /v1/queues/{family}`` (``queued``), the API's ``hotpipe_queue_depth``, the reaper's sweep
+("nothing waits for the family") and, through the API, the chart's autoscaling.  The admission
+bound (``max_queued_per_family``) runs on every submit, so it reads a count of the family's
+``queued`` jobs the store's scripts keep instead (``keys.queued_count``: one GET).
 
 **Autoscaling reads the API.**  The chart's KEDA ScaledObjects take ``queued`` and ``running``
 from ``GET /v1/queues/{family}`` with KEDA's ``metrics-api`` scaler (one trigger each).  KEDA's
@@ -90,6 +91,29 @@ def count_lists(pipe: Pipeline, lists: Mapping[str, list[str]]) -> Reader:
 def count_queues(pipe: Pipeline, queues: Iterable[str]) -> Reader:
     """``count_lists`` over every priority list of each of ``queues``: messages waiting per queue."""
     return count_lists(pipe, {queue: priority_lists(queue) for queue in queues})
+
+
+def count_routed(pipe: Pipeline, queues: Iterable[str]) -> Reader:
+    """Queue one MGET of the routed counts of ``queues`` (``keys.routed_count``: the ``queued`` jobs
+    routed to each, kept by the store's scripts) on ``pipe``; call what this returns with
+    ``pipe.execute()``'s results.  What routing reads as a warm worker's backlog: one command for
+    all, where ``count_queues`` reads every priority list of each."""
+    queues = list(queues)
+    at = len(pipe)
+    if queues:
+        pipe.mget([keys.routed_count(q) for q in queues])
+
+    def read(results: list[Any]) -> dict[str, int]:
+        return {q: max(0, int(v or 0)) for q, v in zip(queues, results[at] if queues else [], strict=True)}
+
+    return read
+
+
+def routed(client: redis.Redis, queues: Iterable[str]) -> dict[str, int]:
+    """``count_routed`` in a round trip of its own."""
+    pipe = client.pipeline(transaction=False)
+    read = count_routed(pipe, queues)
+    return read(pipe.execute())
 
 
 def queue_depths(client: redis.Redis, queues: Iterable[str]) -> dict[str, int]:

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import redis
+from redis.client import Pipeline
 
 from hotpipe.shared import keys, scripts
 
@@ -87,6 +89,7 @@ class Registry:
         self.ttl_ms = max(1, round(ttl_s * 1000))
         self._publish = scripts.register(client, "worker_publish")
         self._dead = scripts.register(client, "due")  # members of keys.workers() expired ARGV[1] ms ago
+        self._names: list[str] = []  # the names live() read last
 
     def publish(self, info: WorkerInfo) -> None:
         """Write (or renew) ``info``; it stays live for one TTL unless published again.
@@ -106,12 +109,32 @@ class Registry:
         pipe.execute()
 
     def live(self) -> list[WorkerInfo]:
-        """Every live worker's record, by name."""
-        names = sorted(str(n) for n in self.redis.zrange(keys.workers(), 0, -1))
-        if not names:
-            return []
-        texts = self.redis.mget([keys.worker(n) for n in names])
-        return [WorkerInfo.from_json(str(t)) for t in texts if t]
+        """Every live worker's record, by name.  One round trip while the workers are those this
+        registry saw last time (their names and those names' records read together), two when
+        the set changed (the records of the new names then)."""
+        pipe = self.redis.pipeline(transaction=False)
+        read = self.queue_live(pipe)
+        return read(pipe.execute())
+
+    def queue_live(self, pipe: Pipeline) -> Callable[[list[Any]], list[WorkerInfo]]:
+        """Queue ``live``'s reads on ``pipe``; call what this returns with ``pipe.execute()``'s results
+        (it reads the records again itself if the set of names changed since)."""
+        start = len(pipe)
+        pipe.zrange(keys.workers(), 0, -1)
+        known = list(self._names)
+        if known:
+            pipe.mget([keys.worker(n) for n in known])
+
+        def read(results: list[Any]) -> list[WorkerInfo]:
+            names = sorted(str(n) for n in results[start])
+            if names == known:
+                texts = results[start + 1] if known else []
+            else:
+                self._names = names
+                texts = self.redis.mget([keys.worker(n) for n in names]) if names else []
+            return [WorkerInfo.from_json(str(t)) for t in texts if t]
+
+        return read
 
     def dead(self, grace_s: float, limit: int = 100) -> list[str]:
         """Workers whose record expired at least ``grace_s`` ago (Redis's clock)."""

@@ -138,8 +138,8 @@ class Settings:
                                                       "match; checked at submit (403) and in the worker. Unset: any.")
     allow_http_inputs: bool = _setting(False, "Accept http(s) URLs as input images (fetched at submit, public hosts "
                                               "only: never loopback, link-local or private addresses).")
-    max_queued_per_family: int = _setting(0, "Most messages waiting in one family's queue; past it submissions are "
-                                             "refused with 429. 0: unbounded.")
+    max_queued_per_family: int = _setting(0, "Most jobs queued (waiting to start) for one family; past it "
+                                             "submissions are refused with 429. 0: unbounded.")
     cache_budget_mb: int = _setting(0, "Memory a worker's pipeline cache may hold, in MiB, measured (GPU memory on "
                                        "CUDA, tensor bytes on CPU); pipelines are evicted beyond it "
                                        "(HOTPIPE_CACHE_POLICY). 0: no memory bound.")

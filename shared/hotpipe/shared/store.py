@@ -32,11 +32,11 @@ from hotpipe.shared.job_listing import JobListing
 from hotpipe.shared.job_reader import AsyncJobReader
 from hotpipe.shared.job_records import Cursor, StoredJob, parse_event, record_from_fields, stored_job
 from hotpipe.shared.job_recovery import WORKER_LOST, Holder, JobRecovery, Requeue
-from hotpipe.shared.job_transitions import DEADLINE_EXCEEDED, JobTransitions
+from hotpipe.shared.job_transitions import CANCEL_REQUESTED, DEADLINE_EXCEEDED, JobTransitions
 from hotpipe.shared.scripts import JobScripts
 
-__all__ = ["DEADLINE_EXCEEDED", "WORKER_LOST", "AsyncJobReader", "Cursor", "Holder", "JobExists", "JobOptions",
-           "JobStore", "KeyTaken", "Requeue", "StoredJob", "parse_event", "record_from_fields"]
+__all__ = ["CANCEL_REQUESTED", "DEADLINE_EXCEEDED", "WORKER_LOST", "AsyncJobReader", "Cursor", "Holder", "JobExists",
+           "JobOptions", "JobStore", "KeyTaken", "Requeue", "StoredJob", "parse_event", "record_from_fields"]
 
 
 class JobStore(JobCreation, JobTransitions, JobRecovery, JobListing):

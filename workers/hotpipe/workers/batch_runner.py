@@ -54,6 +54,7 @@ class Member:
     sidecar: Future[None] | None = None
     verdict: Verdict | None = None  # why it left the call; None while it is in it
     images: list[Any] = field(default_factory=list)
+    final: list[tuple[int, int]] = field(default_factory=list)  # the last step, for the uploading write
     outcome: Outcome = Outcome.ERROR
 
     @property
@@ -169,7 +170,7 @@ class BatchRun:
         if m.deadline is not None and time.monotonic() >= m.deadline:
             m.outcome = jobs._stopped(m.job_id, m.attempt, Verdict.TIMED_OUT)
             return
-        m.on_step = jobs._progress_hook(m.job_id, m.attempt, m.deadline)
+        m.on_step = jobs._progress_hook(m.job_id, m.attempt, m.deadline, m.final)
         m.sidecar = jobs._put_sidecar(m.job, m.provenance)
 
     def _call(self, key: CacheKey, pipe: Any, active: list[Member]) -> list[Any]:
@@ -226,6 +227,8 @@ class BatchRun:
         try:
             result = self._deliver(m)
         except runner.Stopped as stop:  # the ownership check before the puts: a lost attempt writes nothing
+            if stop.verdict is not Verdict.LOST and m.sidecar is not None:
+                jobs._discard_sidecar(m.job_id, m.attempt, m.sidecar)
             m.outcome = jobs._stopped(m.job_id, m.attempt, stop.verdict)
             return
         except Exception as exc:
@@ -242,7 +245,7 @@ class BatchRun:
         encoded = [encode(im, spec.output_format, {**spec.params, "index": i, **m.provenance})
                    for i, im in enumerate(m.images)]
         encoded_at = time.perf_counter()
-        self.jobs._enter(m.job_id, m.attempt, "uploading")
+        self.jobs._enter(m.job_id, m.attempt, "uploading", m.final[-1] if m.final else None)
         result = self.jobs._upload(m.job_id, encoded)
         if m.sidecar is not None:
             m.sidecar.result()

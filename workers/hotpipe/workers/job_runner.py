@@ -41,7 +41,7 @@ from hotpipe.shared.safety import CheckpointNotAllowed
 from hotpipe.shared.spec import JobSpec
 from hotpipe.shared.status import TransitionError
 from hotpipe.shared.storage import Storage, json_bytes
-from hotpipe.shared.store import JobStore, StoredJob
+from hotpipe.shared.store import CANCEL_REQUESTED, JobStore, StoredJob
 from hotpipe.workers import loading, memory, runner
 from hotpipe.workers.adapters import Adapters
 from hotpipe.workers.cache import CacheKey, PipelineCache, ResolutionMismatch
@@ -286,14 +286,15 @@ class JobRunner:
         # The sidecar depends only on the request, so it uploads while the pipeline runs.
         sidecar = self._put_sidecar(job, provenance)
         try:
-            on_step = self._progress_hook(rec.id, attempt, deadline)
+            final: list[tuple[int, int]] = []  # the last step's progress, written with the uploading stage
+            on_step = self._progress_hook(rec.id, attempt, deadline, final)
             images = self._call_pipeline(key, pipe, spec, inputs, on_step)
             self.metrics.call_made(len(images))
             clock.lap("run")
             encoded = [encode(im, spec.output_format, {**spec.params, "index": i, **provenance})
                        for i, im in enumerate(images)]
             clock.lap("encode")
-            self._enter(rec.id, attempt, "uploading")  # the ownership check right before the puts
+            self._enter(rec.id, attempt, "uploading", final[-1] if final else None)  # ownership check before puts
             result = self._upload(rec.id, encoded)
         except BaseException as exc:
             # A lost attempt must not touch the objects: the sidecar key is now the new attempt's.
@@ -316,12 +317,18 @@ class JobRunner:
         self.cache.evict_others(keep=key)
         return runner.run(pipe, spec.params, inputs, on_step, spec.scheduler)
 
-    def _enter(self, job_id: str, attempt: int, stage: str) -> None:
+    def _enter(self, job_id: str, attempt: int, stage: str, progress: tuple[int, int] | None = None) -> None:
         """Right before a put, or entering a stage: still the job's attempt?  Records the new stage
-        and renews the lease (so a put has a whole lease to land in), in one round trip;
-        raises ``Stopped(LOST)`` when it no longer owns the job; waits out a Redis restart."""
-        if not retry_redis(lambda: self.store.set_stage(job_id, attempt, stage), f"job {job_id}: ownership check"):
+        (and the final step's ``progress``, which the step callback left to this write) and renews
+        the lease (so a put has a whole lease to land in), in one round trip; raises ``Stopped(LOST)``
+        when it no longer owns the job, ``Stopped(CANCELED)`` when it carried progress and a cancel
+        was requested (as the progress write would have); waits out a Redis restart."""
+        reply = retry_redis(lambda: self.store.set_stage(job_id, attempt, stage, progress),
+                            f"job {job_id}: ownership check")
+        if not reply:
             raise runner.Stopped(Verdict.LOST)
+        if reply == CANCEL_REQUESTED:
+            raise runner.Stopped(Verdict.CANCELED)
 
     def _put_sidecar(self, job: StoredJob, provenance: dict[str, Any]) -> Future[None]:
         spec, job_id = job.spec, job.record.id
@@ -360,7 +367,11 @@ class JobRunner:
             "worker": socket.gethostname(), "attempt": attempt, "versions": library_versions(),
         }
 
-    def _progress_hook(self, job_id: str, attempt: int, deadline: float | None = None) -> runner.StepHook:
+    def _progress_hook(self, job_id: str, attempt: int, deadline: float | None = None,
+                       final: list[tuple[int, int]] | None = None) -> runner.StepHook:
+        """The step callback: progress written at most once per ``progress_interval_s``; the last
+        step's is not written here but kept in ``final`` (when given) for the ``uploading`` stage
+        write, which comes next anyway: one round trip instead of two."""
         last = time.monotonic()  # the running transition already said "started"
 
         def on_step(step: int, total: int) -> Verdict:
@@ -371,6 +382,9 @@ class JobRunner:
             if deadline is not None and now >= deadline and step < total:
                 return Verdict.TIMED_OUT
             if step < total and now - last < self.progress_interval_s:
+                return Verdict.GO_ON
+            if step >= total and final is not None:
+                final.append((step, total))
                 return Verdict.GO_ON
             last = now
             try:

@@ -1,8 +1,9 @@
 """A worker's presence in the registry: what it holds, loads and runs, renewed by a heartbeat.
 
 Lives in the pool child, beside the cache it describes.  The record is written at once
-whenever the cache changes (a load starts or ends, an eviction) or a job starts or ends,
-and every ``interval_s`` (``worker_heartbeat_s``, 1 s) by a thread; when the process dies or
+whenever the cache changes (a load starts or ends, an eviction), and every ``interval_s``
+(``worker_heartbeat_s``, 1 s) by a thread, which also carries the current job and the use
+counts (not written per job: that would cost two writes per job); when the process dies or
 freezes, the record expires after ``worker_ttl_s`` of silence: the producer stops routing to it
 and a reaper requeues the job it held (``lost_workers.py``).
 """
@@ -55,8 +56,10 @@ class Presence:
         self.publish()
 
     def set_job(self, job_id: str | None) -> None:
+        """The job this worker runs now (None: none), shown from the next write: a beat, or a cache
+        change.  Not written at once: two registry writes per job would be a third of a short job's
+        Redis traffic (``benchmarks/redis_cost.py``), for a field only operators read."""
         self.info.current_job = job_id
-        self.publish()
 
     def set_batch(self, job_ids: list[str]) -> None:
         """The jobs running now in one call (the first is the current job); [] when the batch ends."""

@@ -148,9 +148,10 @@ def _add_read_routes(app: FastAPI, svc: Services, readers: list[AsyncJobReader])
         if wait > wait_max_s:
             raise InvalidRequest(f"wait is {wait}; at most {wait_max_s} seconds", field="wait")
         reader = readers[0]
-        record = found(job_id, await reader.get(job_id) if JOB_ID_RE.match(job_id) else None, tenant)
-        if wait > 0 and not record.status.is_terminal():
-            record = found(job_id, await reader.wait(job_id, wait), tenant)
+        if wait > 0 and JOB_ID_RE.match(job_id):  # one read: the wait's own, checked before it waits
+            record = found(job_id, await reader.wait(job_id, wait, admit=lambda r: found(job_id, r, tenant)), tenant)
+        else:
+            record = found(job_id, await reader.get(job_id) if JOB_ID_RE.match(job_id) else None, tenant)
         return record_response(svc, record)
 
     @app.get("/v1/jobs/{job_id}/events", response_class=StreamingResponse,

@@ -2,17 +2,17 @@
 -- step (flagged, its status unchanged: its worker ends it).
 -- KEYS: the job layout (prelude).  ARGV: finished_at, ttl.
 -- Returns the status found ('' when the job is unknown), 'canceled' when this call ended it.
-local cur = redis.call('HGET', KEYS[1], 'status')
+local cur = job('status')
 if not cur then return '' end
 if cur == 'queued' then
   move(cur, 'canceled')
-  redis.call('HSET', KEYS[1], 'finished_at', ARGV[1])
+  put('finished_at', ARGV[1])
   expire(ARGV[2])
   announce('canceled')
   return 'canceled'
 end
 if cur == 'running' then
-  redis.call('HSET', KEYS[1], 'cancel_requested', '1')
+  put('cancel_requested', '1')
   announce('cancel_requested')
 end
 return cur

@@ -2,8 +2,8 @@
 -- deadline_exceeded).  The deadline entry is dropped once it can no longer apply.
 -- KEYS: the job layout (prelude), then queue deadlines.  ARGV: job id, finished_at, ttl, error JSON.
 -- Returns 1 when this call ended the job, else 0.
-local deadline = redis.call('HGET', KEYS[1], 'queue_deadline')
-local pending = redis.call('HGET', KEYS[1], 'status') == 'queued' and redis.call('HGET', KEYS[1], 'attempt') == '0'
+local deadline = job('queue_deadline')
+local pending = job('status') == 'queued' and job('attempt') == '0'
 if not (pending and deadline) then
   redis.call('ZREM', KEYS[7], ARGV[1])
   return 0
@@ -11,7 +11,7 @@ end
 if tonumber(deadline) > now_ms() then return 0 end
 redis.call('ZREM', KEYS[7], ARGV[1])
 move('queued', 'failed')
-redis.call('HSET', KEYS[1], 'finished_at', ARGV[2], 'error', ARGV[4])
+put('finished_at', ARGV[2], 'error', ARGV[4])
 expire(ARGV[3])
 announce('failed')
 return 1

@@ -10,4 +10,5 @@ if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then
   return {}
 end
 redis.call('ZADD', KEYS[2], now, ARGV[1])
-return {now, redis.call('HGET', KEYS[1], 'family'), redis.call('HGET', KEYS[1], 'spec') or ''}
+local family, spec = unpack(redis.call('HMGET', KEYS[1], 'family', 'spec'))
+return {now, family, spec or ''}

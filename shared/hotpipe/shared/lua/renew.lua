@@ -2,7 +2,6 @@
 -- uploads).
 -- KEYS: job, leases.  ARGV: attempt, lease ms.
 -- Returns 1, or 0 when that attempt no longer owns the job.
-if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
-if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then return 0 end
-redis.call('ZADD', KEYS[2], now_ms() + tonumber(ARGV[2]), redis.call('HGET', KEYS[1], 'id'))
+if job('status') ~= 'running' or job('attempt') ~= ARGV[1] then return 0 end
+redis.call('ZADD', KEYS[2], now_ms() + tonumber(ARGV[2]), job('id'))
 return 1

@@ -7,11 +7,11 @@
 -- Returns {outcome, family, stamp, spec}, outcome '' when there was nothing to take back (renewed,
 -- finished, not the owner).
 local id, now = ARGV[1], now_ms()
-if redis.call('HGET', KEYS[1], 'status') ~= 'running' then
+if job('status') ~= 'running' then
   redis.call('ZREM', KEYS[7], id)  -- a lease left by a deleted record
   return {''}
 end
-local attempt = redis.call('HGET', KEYS[1], 'attempt')
+local attempt = job('attempt')
 if ARGV[2] == '' then
   local deadline = redis.call('ZSCORE', KEYS[7], id)
   if deadline and tonumber(deadline) > now then return {''} end
@@ -19,21 +19,22 @@ elseif ARGV[2] ~= attempt then
   return {''}
 end
 local outcome = 'queued'
-if redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then
+if job('cancel_requested') == '1' then
   outcome = 'canceled'
 elseif ARGV[3] ~= '' and tonumber(attempt) >= tonumber(ARGV[3]) then
   outcome = 'failed'
 end
+if outcome == 'queued' then drop('routed_count') end  -- its message goes to the family queue now
 move('running', outcome)
 redis.call('ZREM', KEYS[7], id)
 if outcome == 'queued' then
-  redis.call('HSET', KEYS[1], 'stage', 'queued', 'queued_at', ARGV[5])
-  redis.call('HDEL', KEYS[1], 'progress', 'worker', 'loading_at', 'running_at', 'uploading_at')
+  put('stage', 'queued', 'queued_at', ARGV[5])
+  drop('progress', 'worker', 'loading_at', 'running_at', 'uploading_at')
   redis.call('ZADD', KEYS[8], now, id)
 else
-  redis.call('HSET', KEYS[1], 'finished_at', ARGV[5])
-  if outcome == 'failed' then redis.call('HSET', KEYS[1], 'error', ARGV[6]) end
+  put('finished_at', ARGV[5])
+  if outcome == 'failed' then put('error', ARGV[6]) end
   expire(ARGV[4])
 end
 announce(outcome)
-return {outcome, redis.call('HGET', KEYS[1], 'family'), now, redis.call('HGET', KEYS[1], 'spec') or ''}
+return {outcome, job('family'), now, job('spec') or ''}

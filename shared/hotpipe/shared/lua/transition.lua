@@ -9,25 +9,23 @@
 -- so "running" and "holds a lease" never disagree.  A job that never started and is past its queue
 -- deadline is not claimed: the reply is {0, 'queued', attempt, 'deadline'} and the caller fails it.
 local target, fence = ARGV[1], ARGV[2]
-local cur = redis.call('HGET', KEYS[1], 'status')
+local cur = job('status')
 if not cur then return {0, '', '0'} end
-local attempt = redis.call('HGET', KEYS[1], 'attempt') or '0'
+local attempt = job('attempt') or '0'
 local ok = may(cur, target) and ((fence == '') == (cur == 'queued'))
 if not ok or (fence ~= '' and fence ~= attempt) then return {0, cur, attempt} end
-local queue_deadline = redis.call('HGET', KEYS[1], 'queue_deadline')
+local queue_deadline = job('queue_deadline')
 if target == 'running' and attempt == '0' and queue_deadline and tonumber(queue_deadline) <= now_ms() then
   return {0, cur, attempt, 'deadline'}
 end
 if ARGV[3] == '1' then attempt = tostring(tonumber(attempt) + 1) end
 move(cur, target)
-redis.call('HSET', KEYS[1], 'attempt', attempt)
-if #ARGV > 5 then redis.call('HSET', KEYS[1], unpack(ARGV, 6)) end
+put('attempt', attempt)
+if #ARGV > 5 then put(unpack(ARGV, 6)) end
 if ARGV[4] ~= '' then expire(ARGV[4]) end
-local id = redis.call('HGET', KEYS[1], 'id')
 if target == 'running' then
-  redis.call('ZADD', KEYS[7], now_ms() + tonumber(ARGV[5]), id)
+  redis.call('ZADD', KEYS[7], now_ms() + tonumber(ARGV[5]), job('id'))
 else
-  redis.call('ZREM', KEYS[7], id)
+  redis.call('ZREM', KEYS[7], job('id'))
 end
-announce(target)
-return {1, target, attempt, redis.call('HGETALL', KEYS[1])}
+return {1, target, attempt, announce(target)}
