@@ -94,6 +94,26 @@ def test_unsupported_cases_take_peft_forward(adapted: tuple[Any, str, str]) -> N
     assert lean_terms(half, x) is None
 
 
+def test_module_hooks_are_honoured_through_peft_forward(adapted: tuple[Any, str, str]) -> None:
+    pipe, a, _ = adapted
+    pipe.set_adapters([a], [1.0])
+    layer = lora_layers(pipe)[0]
+    x, seen = inputs(layer, 4), []
+    own = layer.lora_A[a].register_forward_hook(lambda module, args, out: seen.append("own"))
+    assert lean_terms(layer, x) is None
+    both(layer, x)
+    own.remove()
+    assert lean_terms(layer, x) is not None
+    every = nn.modules.module.register_module_forward_hook(
+        lambda module, args, out: seen.append("global") if module is layer.lora_B[a] else None)
+    try:
+        lean, peft = both(layer, x)
+    finally:
+        every.remove()
+    assert torch.equal(lean, peft)
+    assert seen == ["own", "own", "global", "global"]  # each hook ran in the lean call and in PEFT's
+
+
 def lean_after_identity(layer: Any, adapter: str, x: torch.Tensor) -> torch.Tensor:
     """What the lean path gives with the dropout back to ``Identity`` (so a dropout that ran shows)."""
     dropout = layer.lora_dropout[adapter]

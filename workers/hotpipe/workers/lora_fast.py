@@ -23,6 +23,7 @@ import torch
 from peft.tuners.lora.layer import Linear as LoraLinear
 from torch import nn
 from torch.nn import functional
+from torch.nn.modules import module as torch_module
 
 #: PEFT's own forward, the fallback for every case the lean one does not cover
 PEFT_FORWARD = LoraLinear.forward
@@ -31,8 +32,17 @@ COMPONENTS = ("unet", "transformer", "text_encoder", "text_encoder_2")
 
 
 def _plain(module: nn.Module | None, cls: type) -> bool:
-    """Exactly ``cls``, with no module hooks (calling it through ``nn.Module.__call__`` would run them)."""
-    return type(module) is cls and not (module._forward_hooks or module._forward_pre_hooks)  # type: ignore[union-attr]
+    """Exactly ``cls``, with none of the hooks ``nn.Module.__call__`` would run (its own fast-path test)."""
+    return type(module) is cls and not (
+        module._forward_hooks or module._forward_pre_hooks  # type: ignore[union-attr]
+        or module._backward_hooks or module._backward_pre_hooks  # type: ignore[union-attr]
+    )
+
+
+def _global_hooks() -> bool:
+    """Whether hooks for every module are registered (``register_module_forward_hook`` and kin)."""
+    return bool(torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks
+                or torch_module._global_backward_hooks or torch_module._global_backward_pre_hooks)
 
 
 #: one active adapter's term: lora_A's weight and bias, lora_B's weight and bias (tensors; a bias may be None),
@@ -78,7 +88,7 @@ def lean_forward(layer: LoraLinear, x: torch.Tensor, *args: Any, **kwargs: Any) 
     Two steps are left out where leaving them out is exact: ``* scaling`` when the scaling is 1 (IEEE
     ``v * 1.0 == v``), and ``result.to(result_dtype)`` when the dtype already is that (``to`` returns the
     tensor itself)."""
-    if args or kwargs or layer.merged_adapters:  # adapter_names (mixed batch), variant kwargs, merged weights
+    if args or kwargs or layer.merged_adapters or _global_hooks():  # adapter_names (mixed batch), variant kwargs
         return PEFT_FORWARD(layer, x, *args, **kwargs)
     if layer.disable_adapters:
         return _base(layer, x)
