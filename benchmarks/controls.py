@@ -12,7 +12,8 @@ anew each round, and the figure is the median of the per-round differences, with
 a bootstrap 95% interval — the host's drift (this one is shared) hits both halves of a pair alike — in wall
 time and in the process's CPU time, which leaves out the time a busy host makes the job wait for a core.  Two more
 pipelines are built the way Diffusers leaves them (their execution device walked over every module on each
-read, as before ``workers/pinned_device.py``) to show that change side by side.  Then, apart: where the LoRA
+read, as before ``workers/pinned_device.py``) to show that change side by side, and one more holds the LoRA
+with PEFT's own layer forward (as before ``workers/lora_fast.py``).  Then, apart: where the LoRA
 time goes (device reads, PEFT's LoRA layers, ``set_adapters``/``enable_lora``/``disable_lora``) and the cold
 adapter load.  Usage: ``python -m benchmarks.controls [--rounds 120] [--seed 1]``.
 """
@@ -37,7 +38,7 @@ from hotpipe.shared.checkpoints import fetch_hub_file, resolve
 from hotpipe.shared.job import LoraRequest, SchedulerChoice, Task
 from hotpipe.shared.loras import resolve_loras
 from hotpipe.shared.spec import LoraSpec
-from hotpipe.workers import memory, runner
+from hotpipe.workers import lora_fast, memory, runner
 from hotpipe.workers.adapters import Adapters
 from hotpipe.workers.cache import PipelineCache
 from hotpipe.workers.dev_checkpoints import make_checkpoints
@@ -53,6 +54,8 @@ PAIRS = (
     ("switching a <-> b job after job vs the same LoRA", "switch a <-> b", "LoRA resident"),
     ("chosen scheduler (Euler a) vs the checkpoint's own", "chosen scheduler", "never saw a LoRA"),
     ("device walked (before): LoRA resident vs never saw a LoRA", "walked: LoRA resident", "walked: never saw a LoRA"),
+    ("PEFT's forward (before): LoRA resident vs never saw a LoRA", "PEFT forward: LoRA resident", "never saw a LoRA"),
+    ("lean vs PEFT's forward, LoRA resident", "LoRA resident", "PEFT forward: LoRA resident"),
 )
 
 
@@ -87,7 +90,7 @@ def setup(root: Path) -> Bench:
     a, b = resolve_loras([LoraRequest(name="tiny-lora-sd"), LoraRequest(name="tiny-lora-sd-b")],
                          resolve("tiny-sd", Task.TEXT2IMAGE, root), root, (), fetch_hub_file, 4)
     caches, pipes = [], {}
-    for name in ("never", "held", "lora", "switch"):
+    for name in ("never", "held", "lora", "switch", "peft lora"):
         cache = PipelineCache("cpu", torch.float32)
         caches.append(cache)
         pipes[name] = cache.get_key(cache.key(str(root / "tiny-sd"), None), Task.TEXT2IMAGE,
@@ -97,10 +100,13 @@ def setup(root: Path) -> Bench:
         pipes[name].set_progress_bar_config(disable=True)
     bench = Bench(root, a, b, pipes, {name: Adapters() for name in pipes}, caches)
     states: tuple[tuple[str, list[list[LoraSpec]]], ...] = (
-        ("held", [[a], [b], []]), ("switch", [[a], [b]]), ("lora", [[a]]), ("walked lora", [[a]]))
+        ("held", [[a], [b], []]), ("switch", [[a], [b]]), ("lora", [[a]]), ("walked lora", [[a]]),
+        ("peft lora", [[a]]))
     for name, steps in states:  # load the adapters each state holds, ending in the state
         for loras in steps:
             job(pipes[name], bench.adapters[name], loras)
+    for name in ("walked lora", "peft lora"):  # as before workers/lora_fast.py: PEFT's own layer forward
+        lora_fast.uninstall(pipes[name])
     return bench
 
 
@@ -121,6 +127,7 @@ def ways(bench: Bench) -> dict[str, Callable[[], tuple[float, float]]]:
         "chosen scheduler": lambda: job(p["never"], ad["never"], [], EULER_A),
         "walked: never saw a LoRA": lambda: job(p["walked never"], ad["walked never"], []),
         "walked: LoRA resident": lambda: job(p["walked lora"], ad["walked lora"], [a]),
+        "PEFT forward: LoRA resident": lambda: job(p["peft lora"], ad["peft lora"], [a]),
     }
 
 
@@ -164,8 +171,8 @@ def device_reads(pipe: Any) -> tuple[int, float]:
     return calls[0], min(timeit.repeat(lambda: walk(pipe), number=20, repeat=5)) / 20 * 1000
 
 
-def lora_layers(pipe: Any) -> tuple[int, float, float]:
-    """PEFT's LoRA layers a job calls, and one call's cost (ms) with the adapter vs the wrapped layer alone."""
+def lora_layers(pipe: Any) -> tuple[int, float, float, float]:
+    """LoRA layers a job calls, and one call's cost (ms): lean forward, PEFT's forward, the wrapped layer alone."""
     from peft.tuners.lora.layer import LoraLayer
 
     calls = [0]
@@ -180,9 +187,10 @@ def lora_layers(pipe: Any) -> tuple[int, float, float]:
     tokens = (SIDE // 8) ** 2  # the first block's latent pixels
     x = torch.randn(2, tokens, int(layer.base_layer.in_features))  # the CFG batch
     with torch.no_grad():
-        wrapped = min(timeit.repeat(lambda: layer(x), number=200, repeat=5)) / 200 * 1000
+        lean = min(timeit.repeat(lambda: lora_fast.lean_forward(layer, x), number=200, repeat=5)) / 200 * 1000
+        peft = min(timeit.repeat(lambda: lora_fast.PEFT_FORWARD(layer, x), number=200, repeat=5)) / 200 * 1000
         base = min(timeit.repeat(lambda: layer.base_layer(x), number=200, repeat=5)) / 200 * 1000
-    return calls[0], wrapped, base
+    return calls[0], lean, peft, base
 
 
 def switches(pipe: Any, a: LoraSpec) -> dict[str, float]:
@@ -253,9 +261,10 @@ def breakdown(bench: Bench) -> None:
     print(f"_execution_device as Diffusers computes it: {walked_never} reads per job, {never_ms:.2f} ms a read "
           f"(never saw a LoRA), {lora_ms:.2f} ms a read with the LoRA ({walked_lora} reads); pinned: one dict "
           "lookup")
-    calls, wrapped, base = lora_layers(bench.pipes["lora"])
-    print(f"PEFT LoRA layers: {calls} calls per job; one call {wrapped * 1000:.0f} us with the adapter vs "
-          f"{base * 1000:.0f} us for the wrapped Linear alone -> ~{calls * (wrapped - base):.1f} ms per job")
+    calls, lean, peft, base = lora_layers(bench.pipes["lora"])
+    print(f"LoRA layers: {calls} calls per job; one call (min of repeats) {lean * 1000:.0f} us lean, "
+          f"{peft * 1000:.0f} us PEFT's forward, {base * 1000:.0f} us for the wrapped Linear alone -> "
+          f"~{calls * (lean - base):.1f} ms per job lean, ~{calls * (peft - base):.1f} ms PEFT's")
     costs = switches(bench.pipes["held"], bench.a)
     print("adapter switches apart (median of 30): " + ", ".join(f"{k} {v:.2f} ms" for k, v in costs.items())
           + " (skipped when a job wants what the last one left active)")

@@ -5,9 +5,11 @@ Adapters are loaded into the pipeline's own modules with PEFT through Diffusers'
 an adapter loaded for one task serves them all.  Each run activates exactly its job's adapters
 and scales (``set_adapters``); a job without LoRAs runs with every adapter disabled
 (``disable_lora``), which gives the pixels of a pipeline that never saw one.  Weights are never
-fused: other jobs share them.  The adapters resident on a pipeline are kept in recency order on
-its denoiser module (so they die with it when the cache evicts the pipeline); past
-``max_resident`` the least recently used one the job does not need is deleted (``delete_adapters``).
+fused: other jobs share them.  PEFT's LoRA ``Linear`` layers run ``lora_fast``'s lean forward (the same
+operations as PEFT's, less its per-call overhead; PEFT's own in every case it does not cover).  The
+adapters resident on a pipeline are kept in recency order on its denoiser module (so they die with it when
+the cache evicts the pipeline); past ``max_resident`` the least recently used one the job does not need is
+deleted (``delete_adapters``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from hotpipe.shared.spec import LoraSpec
+from hotpipe.workers import lora_fast
 
 log = logging.getLogger(__name__)
 #: attribute on the denoiser module: adapter name -> its bytes, least recently used first
@@ -94,6 +97,7 @@ class Adapters:
         set_active(pipe, None)  # loading activates the new adapter: what is active is no longer known
         pipe.load_lora_weights(folder, weight_name=lora.weight_name, adapter_name=lora.adapter,
                                use_safetensors=True, local_files_only=True)
+        lora_fast.install(pipe)  # the layers PEFT just wrapped (or grew) run the lean forward
         self.stats.loads += 1
         self._count("load")
         self.stats.load_seconds += time.perf_counter() - started
