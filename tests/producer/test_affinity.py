@@ -144,6 +144,15 @@ def test_concurrent_first_requests_go_to_the_one_claimed_loader(router: Router, 
     assert router.queue_for(FAMILY, "another") == worker_queue("a@h")
 
 
+def test_the_claimed_loader_takes_first_requests_over_the_backlog_bound(
+        router: Router, registry: Registry, redis_server: str) -> None:
+    worker(registry, "a@h", ("x", 1))
+    b = worker(registry, "b@h")
+    assert router.queue_for(FAMILY, "tiny-sd") == b
+    fill(redis_server, b, router.backlog_max)  # jobs it has not started yet: spilling them would load it twice
+    assert router.queue_for(FAMILY, "tiny-sd") == b
+
+
 def test_an_unreadable_registry_falls_back_to_the_family_queue() -> None:
     dead = redis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
     assert Router(Registry(dead)).queue_for(FAMILY, "tiny-sd") is None

@@ -7,8 +7,8 @@ worker's own queue, or says "the family queue" (``None``):
    queue holds fewer than ``backlog_max`` jobs (``queued`` jobs routed there: a count the store's
    scripts keep, ``keys.routed_count``, read for every worker with one MGET) — the least busy of them;
 2. if workers hold it but all are over the bound: the family queue (any free worker);
-3. if nobody holds it: the worker that claimed its first load a moment ago (a short
-   marker, so concurrent first requests don't make every worker load it), else the open
+3. if nobody holds it: the worker that claimed its first load a moment ago, over the backlog bound
+   too (a short marker, so concurrent first requests don't make every worker load it), else the open
    worker where loading it costs least — with room to spare (nothing evicted), or whose
    eviction victim is the least popular fleet-wide (``shared/hotpipe/shared/popularity.py``) — and, among
    equals, the one serving the least popularity already (popular checkpoints spread over the
@@ -91,10 +91,14 @@ class Router:
                 return min(spare, key=lambda w: (w.held(), backlog[w.queue], w.name)).queue
             return min(warm, key=lambda w: (missing_adapters(w, checkpoint, loras), backlog[w.queue],
                                             w.name)).queue if warm else None
-        by_name = {w.name: w for w in open_}
+        # The claimed loader takes the first requests even over the backlog bound: spilling them to the
+        # family queue while it loads would make a second worker load the checkpoint, which the claim
+        # is there to prevent (its own queue's jobs count as queued until it starts them).
         claimed = self.registry.loader(family, checkpoint)
-        if claimed in by_name:
-            return by_name[claimed].queue
+        live = {w.name: w for w in workers}
+        if claimed in live:
+            return live[claimed].queue
+        by_name = {w.name: w for w in open_}
         if not open_:
             return None
         counts = dict(zip(refs, self.popularity.counts(refs), strict=True)) if refs and self.popularity else {}
