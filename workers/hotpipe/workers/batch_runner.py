@@ -36,7 +36,7 @@ from hotpipe.workers import loading, memory, runner
 from hotpipe.workers.cache import CacheKey
 from hotpipe.workers.encode import encode
 from hotpipe.workers.heartbeat import Heartbeat
-from hotpipe.workers.job_runner import JobRunner, Outcome, Stopwatch, error_code, scheduler_provenance
+from hotpipe.workers.job_runner import JobRunner, Outcome, Stopwatch, error_code
 from hotpipe.workers.runner import Verdict
 from hotpipe.workers.safe_loading import check_allowed
 
@@ -156,11 +156,8 @@ class BatchRun:
     def _prepare(self, m: Member, pipe: Any) -> None:
         """The job enters ``running`` (an ownership check: loading may have outlasted its lease), gets its
         progress hook and puts its sidecar while the call runs."""
-        jobs, spec = self.jobs, m.job.spec
-        m.provenance = jobs._provenance(m.job, m.attempt, type(pipe).__name__)
-        m.provenance["scheduler"] = scheduler_provenance(pipe, spec.scheduler)
-        m.provenance["loras"] = [{"name": lo.name, "scale": lo.scale, "weight_name": lo.weight_name,
-                                  "source": lo.source, "revision": lo.revision} for lo in spec.loras]
+        jobs = self.jobs
+        m.provenance = jobs._provenance(m.job, m.attempt, pipe)
         m.provenance["batch"] = {"jobs": len(self.members), "images": self._images(self.members)}
         try:
             jobs._enter(m.job_id, m.attempt, "running")

@@ -278,10 +278,7 @@ class JobRunner:
         clock.lap("inputs")
         if deadline is not None and time.monotonic() >= deadline:
             raise runner.Stopped(Verdict.TIMED_OUT)
-        provenance = self._provenance(job, attempt, type(pipe).__name__)
-        provenance["scheduler"] = scheduler_provenance(pipe, spec.scheduler)
-        provenance["loras"] = [{"name": lo.name, "scale": lo.scale, "weight_name": lo.weight_name, "source": lo.source,
-                                "revision": lo.revision} for lo in spec.loras]
+        provenance = self._provenance(job, attempt, pipe)
         self._enter(rec.id, attempt, "running")  # an ownership check: loading may have outlasted the lease
         # The sidecar depends only on the request, so it uploads while the pipeline runs.
         sidecar = self._put_sidecar(job, provenance)
@@ -355,16 +352,20 @@ class JobRunner:
                                sha256=enc.sha256) for key, enc in zip(keys, encoded, strict=True)]
         return JobResult(images=results, sidecar_key=self.storage.sidecar_key(job_id))
 
-    def _provenance(self, job: StoredJob, attempt: int, pipeline: str) -> dict[str, Any]:
-        resolved = job.spec.resolved
+    def _provenance(self, job: StoredJob, attempt: int, pipe: Any) -> dict[str, Any]:
+        """What made the job's images: checkpoint, pipeline, scheduler, LoRAs, dtype, device, versions."""
+        spec, resolved = job.spec, job.spec.resolved
         extras = resolved.to_json()  # the ControlNet and the prior as plain JSON objects (or None)
         return {
             "checkpoint": resolved.checkpoint, "source": resolved.source,
             "revision": resolved.revision, "class_name": resolved.class_name,
-            "family": resolved.family, "pipeline": pipeline, "seed": job.spec.params["seed"],
+            "family": resolved.family, "pipeline": type(pipe).__name__, "seed": job.spec.params["seed"],
             "controlnet": extras["controlnet"], "prior": extras["prior"],
             "dtype": str(self.cache_key(resolved).dtype).removeprefix("torch."), "device": self.cache.device,
             "worker": socket.gethostname(), "attempt": attempt, "versions": library_versions(),
+            "scheduler": scheduler_provenance(pipe, spec.scheduler),
+            "loras": [{"name": lo.name, "scale": lo.scale, "weight_name": lo.weight_name, "source": lo.source,
+                       "revision": lo.revision} for lo in spec.loras],
         }
 
     def _progress_hook(self, job_id: str, attempt: int, deadline: float | None = None,
